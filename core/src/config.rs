@@ -1,0 +1,169 @@
+//! Job settings. Every number has a unit in its name and a checked limit.
+
+use std::time::Duration;
+
+use crate::error::JobError;
+use crate::key::{MAX_PARALLELISM_DEFAULT, MAX_PARALLELISM_LIMIT};
+
+/// The most shards one job may run.
+pub const PARALLELISM_LIMIT: u32 = 1024;
+
+/// How a shard with nothing to do waits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SchedulingMode {
+    /// Park the executor until a peer wakes it (glommio's default): no CPU burnt while idle; a
+    /// wake across cores costs microseconds.
+    #[default]
+    Throughput,
+    /// Busy-poll the input rings and yield cooperatively, never parking: a lone record crosses
+    /// cores in well under a microsecond, at the price of a core spinning while idle.
+    Latency,
+}
+
+/// Whether results are emitted as they change or once, at the end of bounded input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RuntimeMode {
+    /// As Flink's STREAMING mode: a rolling `reduce`/`sum` emits every update.
+    #[default]
+    Streaming,
+    /// As Flink's BATCH mode: keyed aggregations emit only their final value per key when the
+    /// input ends, and may pre-aggregate before the exchange.
+    Batch,
+}
+
+/// When a sender ships a partly filled batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FlushPolicy {
+    /// When the batch is full, or when the sending task's input is idle, so an idle stream never
+    /// holds a record back.
+    #[default]
+    WhenFullOrIdle,
+    /// Only when the batch is full (or at end of input): the largest batches, for bulk jobs whose
+    /// input is never idle anyway.
+    WhenFull,
+}
+
+/// Whether exchange frames that stay in the process carry a crc.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ChecksumPolicy {
+    /// Compute and check the crc only where bytes leave the process.
+    #[default]
+    CrossProcessOnly,
+    /// Also in process: every frame is checksummed and read with rkyv's full bytecheck. For tests
+    /// and for hunting memory corruption.
+    Always,
+}
+
+/// Where shards run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ShardPlacement {
+    /// Shard `i` is pinned to the `i mod n`-th CPU the process may use (glommio `Placement::Fixed`).
+    #[default]
+    Pinned,
+    /// The OS places shard threads.
+    Unpinned,
+}
+
+/// What a source does with a record it cannot read (a line that is not UTF-8, say).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnMalformed {
+    /// Fail the job with an error naming the input and the place.
+    #[default]
+    Fail,
+    /// Skip the record, count it in the job result, and go on.
+    SkipAndCount,
+}
+
+/// The settings of one job.
+#[derive(Debug, Clone)]
+pub struct JobConfig {
+    /// Shards the job runs on. Defaults to the CPUs the process may use; may exceed them (the
+    /// shards then share CPUs).
+    pub parallelism: u32,
+    /// Key groups: the most shards the job can ever be rescaled to. Fixed for the job's lifetime.
+    pub max_parallelism: u32,
+    pub scheduling: SchedulingMode,
+    pub runtime_mode: RuntimeMode,
+    pub flush: FlushPolicy,
+    pub checksum: ChecksumPolicy,
+    pub placement: ShardPlacement,
+    /// Target bytes of one exchange batch.
+    pub batch_bytes: usize,
+    /// Buffers per exchange channel: the credits a sender has before it must wait.
+    pub channel_buffers: usize,
+    /// Records a source hands to its chain at a time.
+    pub source_batch_records: usize,
+    /// How often a running job refreshes its progress counters for reporters.
+    pub progress_interval: Duration,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self {
+            parallelism: default_parallelism(),
+            max_parallelism: MAX_PARALLELISM_DEFAULT,
+            scheduling: SchedulingMode::default(),
+            runtime_mode: RuntimeMode::default(),
+            flush: FlushPolicy::default(),
+            checksum: ChecksumPolicy::default(),
+            placement: ShardPlacement::default(),
+            batch_bytes: 32 << 10,
+            channel_buffers: 4,
+            source_batch_records: 1024,
+            progress_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The CPUs this process may run on.
+pub fn default_parallelism() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+        .min(PARALLELISM_LIMIT)
+}
+
+impl JobConfig {
+    /// Checks every setting against its limit.
+    pub fn validate(&self) -> Result<(), JobError> {
+        let bad = |what: &str| Err(JobError::Config(what.to_string()));
+        if self.parallelism == 0 || self.parallelism > PARALLELISM_LIMIT {
+            return bad(&format!(
+                "parallelism {} is outside 1..={PARALLELISM_LIMIT}",
+                self.parallelism
+            ));
+        }
+        if self.max_parallelism == 0 || self.max_parallelism > MAX_PARALLELISM_LIMIT {
+            return bad(&format!(
+                "max parallelism {} is outside 1..={MAX_PARALLELISM_LIMIT}",
+                self.max_parallelism
+            ));
+        }
+        if self.parallelism > self.max_parallelism {
+            return bad(&format!(
+                "parallelism {} exceeds max parallelism {}: some shard would own no key group",
+                self.parallelism, self.max_parallelism
+            ));
+        }
+        if !(64..=(16 << 20)).contains(&self.batch_bytes) {
+            return bad(&format!(
+                "batch size {} bytes is outside 64 B ..= 16 MiB",
+                self.batch_bytes
+            ));
+        }
+        if !(1..=shardflow_shuffle::ring::RING_BUFFERS_MAX).contains(&self.channel_buffers) {
+            return bad(&format!(
+                "{} buffers per channel is outside 1..={}",
+                self.channel_buffers,
+                shardflow_shuffle::ring::RING_BUFFERS_MAX
+            ));
+        }
+        if !(1..=1 << 20).contains(&self.source_batch_records) {
+            return bad(&format!(
+                "source batch of {} records is outside 1..=1048576",
+                self.source_batch_records
+            ));
+        }
+        Ok(())
+    }
+}

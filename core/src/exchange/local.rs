@@ -1,0 +1,103 @@
+//! The same-shard channel of an exchange: batches of plain values handed from the writer to the
+//! reader on one executor. No serialization, no atomics; bounded like a ring (the same number of
+//! batches in flight), with emptied vectors handed back for reuse.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::task::{Context, Waker};
+
+pub enum LocalMessage<T> {
+    Batch(Vec<T>),
+    End,
+}
+
+struct Inner<T> {
+    queue: VecDeque<LocalMessage<T>>,
+    spare: Vec<Vec<T>>,
+    batches_in_flight: usize,
+    batches_max: usize,
+    rx_waker: Option<Waker>,
+    tx_waker: Option<Waker>,
+}
+
+/// Both ends share this handle: the writer and the reader run on the same executor.
+pub struct LocalChannel<T> {
+    inner: Rc<RefCell<Inner<T>>>,
+}
+
+impl<T> Clone for LocalChannel<T> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<T> LocalChannel<T> {
+    pub fn new(batches_max: usize) -> Self {
+        assert!(batches_max >= 1);
+        Self {
+            inner: Rc::new(RefCell::new(Inner {
+                queue: VecDeque::with_capacity(batches_max + 1),
+                spare: Vec::new(),
+                batches_in_flight: 0,
+                batches_max,
+                rx_waker: None,
+                tx_waker: None,
+            })),
+        }
+    }
+
+    /// Hands the staged records over if a batch slot is free (leaving `staged` empty, with the
+    /// capacity of a recycled vector); otherwise registers the waker, if any, and returns false.
+    pub fn try_send(&self, staged: &mut Vec<T>, cx: Option<&mut Context<'_>>) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        if inner.batches_in_flight >= inner.batches_max {
+            if let Some(cx) = cx {
+                inner.tx_waker = Some(cx.waker().clone());
+            }
+            return false;
+        }
+        let fresh = inner.spare.pop().unwrap_or_default();
+        let batch = std::mem::replace(staged, fresh);
+        inner.batches_in_flight += 1;
+        inner.queue.push_back(LocalMessage::Batch(batch));
+        if let Some(w) = inner.rx_waker.take() {
+            w.wake();
+        }
+        true
+    }
+
+    /// Sends end of input (it needs no slot: it carries nothing).
+    pub fn send_end(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.queue.push_back(LocalMessage::End);
+        if let Some(w) = inner.rx_waker.take() {
+            w.wake();
+        }
+    }
+
+    pub fn try_recv(&self) -> Option<LocalMessage<T>> {
+        self.inner.borrow_mut().queue.pop_front()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        !self.inner.borrow().queue.is_empty()
+    }
+
+    pub fn register(&self, cx: &mut Context<'_>) {
+        self.inner.borrow_mut().rx_waker = Some(cx.waker().clone());
+    }
+
+    /// Returns an emptied batch vector: one slot back to the writer.
+    pub fn release(&self, mut batch: Vec<T>) {
+        batch.clear();
+        let mut inner = self.inner.borrow_mut();
+        inner.batches_in_flight -= 1;
+        inner.spare.push(batch);
+        if let Some(w) = inner.tx_waker.take() {
+            w.wake();
+        }
+    }
+}

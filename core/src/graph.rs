@@ -1,0 +1,452 @@
+//! The logical job graph, and its instantiation on a shard (the planner's per-shard half).
+//!
+//! The API adds nodes (sources, operators, sinks) and exchanges to a [`JobGraph`]; nothing runs.
+//! Each node carries a typed factory that builds its operator on a shard, erased behind
+//! `Box<dyn Any>` so that one graph can hold streams of every record type. Types are checked
+//! when the graph is built; the downcasts at instantiation cannot fail for a graph the API built.
+//!
+//! Planning ([`JobGraph::instantiate`]) walks the nodes from the sinks back to the sources.
+//! Every forward edge becomes a direct call (chaining: no queue, no serialization); every
+//! exchange becomes a writer at the end of the upstream chain and a reader task at the head of
+//! the downstream chain; a stream read by several operators becomes a fan-out; several streams
+//! into one operator (a union) share it and finish it when the last of them ends.
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::config::JobConfig;
+use crate::data::Data;
+use crate::error::JobError;
+use crate::exchange::local::LocalChannel;
+use crate::exchange::reader::{ReaderSettings, run_reader};
+use crate::exchange::writer::{ExchangeWriter, in_process_checksum};
+use crate::exchange::{ExchangeName, Partition, RemoteEnds};
+use crate::key::KeyGroupRange;
+use crate::operator::{
+    BoxPush, Discard, FanOut, OperatorContext, OperatorCounters, RuntimeContext, Shared,
+};
+use crate::runtime::{CancelToken, JobMetrics};
+use crate::source::{Source, SourceStatus};
+
+/// A node of the job graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(pub usize);
+
+/// An exchange of the job graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ExchangeId(pub usize);
+
+/// A type-erased `BoxPush<T>`.
+pub type AnyPush = Box<dyn Any>;
+/// A task of a shard: a source driver or an exchange reader.
+pub type Task = Pin<Box<dyn Future<Output = Result<(), JobError>>>>;
+
+/// How an operator's input arrives.
+#[derive(Debug, Clone)]
+pub enum InputRef {
+    /// Chained directly behind these nodes (one, or several for a union).
+    Forward(Vec<NodeId>),
+    /// Through an exchange.
+    Exchange(ExchangeId),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Target {
+    /// Input `input` of node `node`.
+    Node { node: NodeId, input: usize },
+    /// Producer `producer` of exchange `exchange`.
+    Exchange { exchange: ExchangeId, producer: usize },
+}
+
+type MakeSource =
+    Arc<dyn Fn(&OperatorContext, AnyPush, CancelToken) -> Result<Task, JobError> + Send + Sync>;
+type MakeOperator = Arc<dyn Fn(&OperatorContext, AnyPush) -> Result<AnyPush, JobError> + Send + Sync>;
+
+enum NodeKind {
+    Source(MakeSource),
+    Operator { input: InputRef, make: MakeOperator },
+}
+
+struct Node {
+    name: Arc<str>,
+    kind: NodeKind,
+    consumers: Vec<Target>,
+    fan_out: fn(Vec<AnyPush>) -> AnyPush,
+    discard: fn() -> AnyPush,
+    split_input: fn(AnyPush, usize) -> Vec<AnyPush>,
+}
+
+/// Everything an exchange needs on one shard.
+pub struct ExchangeShard {
+    pub remote: RemoteEnds,
+    pub name: ExchangeName,
+}
+
+type MakeExchange = Arc<
+    dyn Fn(&ShardContext, ExchangeShard, AnyPush) -> Result<(AnyPush, Task), JobError>
+        + Send
+        + Sync,
+>;
+
+struct Exchange {
+    name: Arc<str>,
+    producers: Vec<NodeId>,
+    consumer: Option<NodeId>,
+    make: MakeExchange,
+    split_writer: fn(AnyPush, usize) -> Vec<AnyPush>,
+}
+
+/// The logical graph of a job.
+#[derive(Default)]
+pub struct JobGraph {
+    nodes: Vec<Node>,
+    exchanges: Vec<Exchange>,
+}
+
+fn unbox<T: 'static>(p: AnyPush) -> BoxPush<T> {
+    *p.downcast::<BoxPush<T>>()
+        .unwrap_or_else(|_| panic!("job graph type mismatch: expected a Push<{}>", std::any::type_name::<T>()))
+}
+
+fn erase<T: 'static>(p: BoxPush<T>) -> AnyPush {
+    Box::new(p)
+}
+
+fn fan_out<T: Clone + 'static>(downs: Vec<AnyPush>) -> AnyPush {
+    erase::<T>(Box::new(FanOut::new(downs.into_iter().map(unbox::<T>).collect())))
+}
+
+fn discard<T: 'static>() -> AnyPush {
+    erase::<T>(Box::new(Discard))
+}
+
+fn split<T: 'static>(p: AnyPush, n: usize) -> Vec<AnyPush> {
+    if n == 1 {
+        return vec![p];
+    }
+    Shared::split(unbox::<T>(p), n).into_iter().map(erase::<T>).collect()
+}
+
+/// What a shard knows of itself while it instantiates the graph.
+#[derive(Clone)]
+pub struct ShardContext {
+    pub shard: u32,
+    pub parallelism: u32,
+    pub max_parallelism: u32,
+    pub key_groups: KeyGroupRange,
+    pub config: Arc<JobConfig>,
+    pub cancel: CancelToken,
+}
+
+impl JobGraph {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    pub fn exchange_count(&self) -> usize {
+        self.exchanges.len()
+    }
+
+    pub fn node_name(&self, id: NodeId) -> &str {
+        &self.nodes[id.0].name
+    }
+
+    pub fn exchange_name(&self, id: ExchangeId) -> &str {
+        &self.exchanges[id.0].name
+    }
+
+    /// Adds a source. `make` builds one shard's share of it.
+    pub fn add_source<T, S, F>(&mut self, name: &str, make: F) -> NodeId
+    where
+        T: Data,
+        S: Source<T>,
+        F: Fn(&OperatorContext) -> Result<S, JobError> + Send + Sync + 'static,
+    {
+        let make: MakeSource = Arc::new(move |ctx, down, cancel| {
+            let source = make(ctx)?;
+            let chain = unbox::<T>(down);
+            Ok(Box::pin(drive_source(source, chain, ctx.clone(), cancel)) as Task)
+        });
+        self.push_node::<T, T>(name, NodeKind::Source(make))
+    }
+
+    /// Adds an operator reading `input` (records `I`) and emitting records `O`. `make` builds it
+    /// on a shard, given the chain its output goes to.
+    pub fn add_operator<I, O, F>(&mut self, name: &str, input: InputRef, make: F) -> NodeId
+    where
+        I: Data,
+        O: Data,
+        F: Fn(&OperatorContext, BoxPush<O>) -> Result<BoxPush<I>, JobError> + Send + Sync + 'static,
+    {
+        let make: MakeOperator =
+            Arc::new(move |ctx, down| Ok(erase::<I>(make(ctx, unbox::<O>(down))?)));
+        let id = self.push_node::<I, O>(name, NodeKind::Operator {
+            input: input.clone(),
+            make,
+        });
+        match input {
+            InputRef::Forward(heads) => {
+                assert!(!heads.is_empty(), "an operator needs an input");
+                for (i, h) in heads.iter().enumerate() {
+                    self.nodes[h.0].consumers.push(Target::Node { node: id, input: i });
+                }
+            }
+            InputRef::Exchange(e) => {
+                let ex = &mut self.exchanges[e.0];
+                assert!(ex.consumer.is_none(), "an exchange feeds one operator");
+                ex.consumer = Some(id);
+            }
+        }
+        id
+    }
+
+    /// Adds a sink: an operator with no output.
+    pub fn add_sink<I, F>(&mut self, name: &str, input: InputRef, make: F) -> NodeId
+    where
+        I: Data,
+        F: Fn(&OperatorContext) -> Result<BoxPush<I>, JobError> + Send + Sync + 'static,
+    {
+        self.add_operator::<I, (), _>(name, input, move |ctx, _down| make(ctx))
+    }
+
+    /// Adds an exchange of records `T` from `producers`, routed by `partition`. The operator
+    /// added next with `InputRef::Exchange` of the returned id reads it.
+    pub fn add_exchange<T: Data, P: Partition<T>>(
+        &mut self,
+        name: &str,
+        producers: &[NodeId],
+        partition: P,
+    ) -> ExchangeId {
+        assert!(!producers.is_empty(), "an exchange needs a producer");
+        let id = ExchangeId(self.exchanges.len());
+        let make: MakeExchange = Arc::new(move |shard, ends, down| {
+            let local = LocalChannel::<T>::new(shard.config.channel_buffers);
+            let writer = ExchangeWriter::new(
+                partition.clone(),
+                ends.remote.senders,
+                local.clone(),
+                shard.shard,
+                shard.max_parallelism,
+                shard.config.batch_bytes,
+                in_process_checksum(shard.config.checksum),
+                ends.name.clone(),
+            );
+            let settings = ReaderSettings {
+                shard: shard.shard,
+                scheduling: shard.config.scheduling,
+                flush: shard.config.flush,
+                name: ends.name,
+                cancel: shard.cancel.clone(),
+            };
+            let reader = run_reader::<T>(ends.remote.receivers, local, unbox::<T>(down), settings);
+            Ok((erase::<T>(Box::new(writer)), Box::pin(reader) as Task))
+        });
+        for (i, p) in producers.iter().enumerate() {
+            self.nodes[p.0].consumers.push(Target::Exchange {
+                exchange: id,
+                producer: i,
+            });
+        }
+        self.exchanges.push(Exchange {
+            name: name.into(),
+            producers: producers.to_vec(),
+            consumer: None,
+            make,
+            split_writer: split::<T>,
+        });
+        id
+    }
+
+    fn push_node<I: Data, O: Data>(&mut self, name: &str, kind: NodeKind) -> NodeId {
+        let id = NodeId(self.nodes.len());
+        self.nodes.push(Node {
+            name: name.into(),
+            kind,
+            consumers: Vec::new(),
+            fan_out: fan_out::<O>,
+            discard: discard::<O>,
+            split_input: split::<I>,
+        });
+        id
+    }
+
+    /// Checks what the builder cannot check as it goes.
+    pub fn validate(&self) -> Result<(), JobError> {
+        if !self
+            .nodes
+            .iter()
+            .any(|n| matches!(n.kind, NodeKind::Source(_)))
+        {
+            return Err(JobError::Graph("the job has no source".into()));
+        }
+        for e in &self.exchanges {
+            if e.consumer.is_none() {
+                return Err(JobError::Graph(format!(
+                    "exchange '{}' has no operator reading it",
+                    e.name
+                )));
+            }
+            debug_assert!(!e.producers.is_empty());
+        }
+        Ok(())
+    }
+
+    /// Builds this shard's tasks: the planner's per-shard half (see the module docs).
+    ///
+    /// `exchanges[e]` holds this shard's ring ends of exchange `e`; `counters[n]` this shard's
+    /// counters of node `n`.
+    pub fn instantiate(
+        &self,
+        shard: &ShardContext,
+        exchanges: Vec<ExchangeShard>,
+        counters: &[Arc<OperatorCounters>],
+    ) -> Result<Vec<(Arc<str>, Task)>, JobError> {
+        use std::collections::HashMap;
+        let mut ports: HashMap<Target, AnyPush> = HashMap::new();
+        let mut tasks = Vec::new();
+        let mut exchanges: Vec<Option<ExchangeShard>> = exchanges.into_iter().map(Some).collect();
+        for (idx, node) in self.nodes.iter().enumerate().rev() {
+            let mut outs: Vec<AnyPush> = node
+                .consumers
+                .iter()
+                .map(|t| ports.remove(t).expect("consumers are built before producers"))
+                .collect();
+            let down = match outs.len() {
+                0 => (node.discard)(),
+                1 => outs.pop().unwrap(),
+                _ => (node.fan_out)(outs),
+            };
+            let ctx = OperatorContext {
+                runtime: RuntimeContext {
+                    shard: shard.shard,
+                    parallelism: shard.parallelism,
+                    max_parallelism: shard.max_parallelism,
+                    key_groups: shard.key_groups,
+                    operator: node.name.clone(),
+                },
+                config: shard.config.clone(),
+                counters: counters[idx].clone(),
+            };
+            match &node.kind {
+                NodeKind::Source(make) => {
+                    tasks.push((node.name.clone(), make(&ctx, down, shard.cancel.clone())?));
+                }
+                NodeKind::Operator { input, make } => {
+                    let port = make(&ctx, down)?;
+                    match input {
+                        InputRef::Forward(heads) => {
+                            for (i, p) in (node.split_input)(port, heads.len()).into_iter().enumerate() {
+                                ports.insert(
+                                    Target::Node {
+                                        node: NodeId(idx),
+                                        input: i,
+                                    },
+                                    p,
+                                );
+                            }
+                        }
+                        InputRef::Exchange(e) => {
+                            let ex = &self.exchanges[e.0];
+                            let ends = exchanges[e.0].take().expect("each exchange is built once");
+                            let (writer, reader) = (ex.make)(shard, ends, port)?;
+                            tasks.push((ex.name.clone(), reader));
+                            for (i, w) in (ex.split_writer)(writer, ex.producers.len())
+                                .into_iter()
+                                .enumerate()
+                            {
+                                ports.insert(
+                                    Target::Exchange {
+                                        exchange: *e,
+                                        producer: i,
+                                    },
+                                    w,
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        debug_assert!(ports.is_empty(), "every port is taken by its producer");
+        Ok(tasks)
+    }
+
+    /// Per-node names, for metrics.
+    pub fn node_names(&self) -> Vec<Arc<str>> {
+        self.nodes.iter().map(|n| n.name.clone()).collect()
+    }
+
+    /// Per-exchange names, for metrics and channel naming.
+    pub fn exchange_names(&self) -> Vec<Arc<str>> {
+        self.exchanges.iter().map(|e| e.name.clone()).collect()
+    }
+
+    pub(crate) fn metrics_shape(&self, parallelism: u32) -> JobMetrics {
+        JobMetrics::new(self.node_names(), parallelism)
+    }
+}
+
+/// Drives one shard's share of a source: pull a batch, push it down the chain, wait for credit;
+/// when the source has to wait for input, flush the chain first; at the end, finish the chain
+/// and wait until everything has been shipped.
+async fn drive_source<T: Data, S: Source<T>>(
+    mut source: S,
+    mut chain: BoxPush<T>,
+    ctx: OperatorContext,
+    cancel: CancelToken,
+) -> Result<(), JobError> {
+    use std::task::Poll;
+    let max_records = ctx.config.source_batch_records;
+    let flush_when_idle = ctx.config.flush == crate::config::FlushPolicy::WhenFullOrIdle;
+    let mut batch: Vec<T> = Vec::with_capacity(max_records);
+    loop {
+        if cancel.is_cancelled() {
+            return Err(JobError::Cancelled);
+        }
+        crate::operator::ready(chain.as_mut()).await?;
+        let status = {
+            let mut next = std::pin::pin!(source.next_batch(&mut batch, max_records));
+            let mut flushed_once = false;
+            let mut flush_done = false;
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = next.as_mut().poll(cx) {
+                    return Poll::Ready(r);
+                }
+                // The source is waiting for input: hand on what is staged meanwhile.
+                if flush_when_idle {
+                    if !flushed_once {
+                        flushed_once = true;
+                        if let Err(e) = chain.flush() {
+                            return Poll::Ready(Err(e));
+                        }
+                    }
+                    if !flush_done {
+                        match chain.poll_flush(cx) {
+                            Poll::Ready(Ok(())) => flush_done = true,
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                            Poll::Pending => {}
+                        }
+                    }
+                }
+                Poll::Pending
+            })
+            .await?
+        };
+        ctx.counters.add_out(batch.len());
+        if !batch.is_empty() {
+            chain.push(&mut batch)?;
+        }
+        if status == SourceStatus::End {
+            break;
+        }
+        glommio::yield_if_needed().await;
+    }
+    chain.finish()?;
+    crate::operator::flushed(chain.as_mut()).await
+}

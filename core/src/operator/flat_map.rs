@@ -1,0 +1,55 @@
+//! `flat_map`: each record becomes zero or more records, emitted through a [`Collector`].
+
+use std::task::{Context, Poll};
+
+use super::{BoxPush, Collector, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push};
+use crate::error::JobError;
+
+pub struct FlatMap<T, U, F> {
+    f: F,
+    out: Vec<U>,
+    down: BoxPush<U>,
+    ctx: OperatorContext,
+    _in: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T, U, F: FnMut(T, &mut Collector<U>)> FlatMap<T, U, F> {
+    pub fn new(f: F, down: BoxPush<U>, ctx: OperatorContext) -> Self {
+        Self {
+            f,
+            out: Vec::new(),
+            down,
+            ctx,
+            _in: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: 'static, U: 'static, F: FnMut(T, &mut Collector<U>) + 'static> Push<T>
+    for FlatMap<T, U, F>
+{
+    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        self.ctx.counters.add_in(batch.len());
+        for x in batch.drain(..) {
+            (self.f)(x, &mut Collector::new(&mut self.out));
+            if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
+                self.ctx.counters.add_out(self.out.len());
+                self.down.push(&mut self.out)?;
+            }
+        }
+        self.ctx.counters.add_out(self.out.len());
+        self.down.push(&mut self.out)
+    }
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        self.down.poll_ready(cx)
+    }
+    fn flush(&mut self) -> Result<(), JobError> {
+        self.down.flush()
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        self.down.poll_flush(cx)
+    }
+    fn finish(&mut self) -> Result<(), JobError> {
+        self.down.finish()
+    }
+}

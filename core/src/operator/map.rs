@@ -1,0 +1,47 @@
+//! `map`: one record in, one record out.
+
+use std::task::{Context, Poll};
+
+use super::{BoxPush, OperatorContext, Push};
+use crate::error::JobError;
+
+pub struct Map<T, U, F> {
+    f: F,
+    out: Vec<U>,
+    down: BoxPush<U>,
+    ctx: OperatorContext,
+    _in: std::marker::PhantomData<fn(T)>,
+}
+
+impl<T, U, F: FnMut(T) -> U> Map<T, U, F> {
+    pub fn new(f: F, down: BoxPush<U>, ctx: OperatorContext) -> Self {
+        Self {
+            f,
+            out: Vec::new(),
+            down,
+            ctx,
+            _in: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: 'static, U: 'static, F: FnMut(T) -> U + 'static> Push<T> for Map<T, U, F> {
+    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        self.ctx.counters.add_in(batch.len());
+        self.ctx.counters.add_out(batch.len());
+        self.out.extend(batch.drain(..).map(&mut self.f));
+        self.down.push(&mut self.out)
+    }
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        self.down.poll_ready(cx)
+    }
+    fn flush(&mut self) -> Result<(), JobError> {
+        self.down.flush()
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        self.down.poll_flush(cx)
+    }
+    fn finish(&mut self) -> Result<(), JobError> {
+        self.down.finish()
+    }
+}

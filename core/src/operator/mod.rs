@@ -1,0 +1,128 @@
+//! Operators and the interface that chains them.
+//!
+//! Inside a chain, operators hand each other batches of plain Rust values: `push(&mut Vec<T>)`.
+//! The call is dynamic once per batch (about a thousand records), and the loop over the batch
+//! inside each operator is monomorphic, so the per-record cost is the user's function and a move.
+//! A chain ends in a sink, an exchange writer, or a fan-out to several of them.
+//!
+//! Flow control follows the shape of a futures `Sink`: `poll_ready` (may I push more?),
+//! `push`, `flush` (my input is idle: ship partial batches), `poll_flush` (has everything been
+//! shipped?), and `finish` (end of input: emit final results, then end-of-input downstream).
+//! Only exchanges ever say "not ready"; every other operator forwards the question.
+
+pub mod fan_out;
+pub mod filter;
+pub mod flat_map;
+pub mod map;
+pub mod process;
+pub mod reduce;
+pub mod sink;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+
+use crate::config::JobConfig;
+use crate::error::JobError;
+use crate::key::KeyGroupRange;
+
+pub use fan_out::{Discard, FanOut, Shared};
+pub use process::{Collector, ProcessFunction};
+
+/// The most records an operator collects before it pushes them on, whatever its input batch
+/// expanded to (a `flat_map` of one line into a million words pushes many bounded batches).
+pub const OUTPUT_BATCH_RECORDS_MAX: usize = 4096;
+
+/// The receiving end of a chain link.
+pub trait Push<T> {
+    /// Takes every record of `batch` (leaving it empty, its capacity kept for reuse).
+    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError>;
+
+    /// Whether more may be pushed now. Pending registers the task to be woken when it may.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// The driving task's input is idle: hand on partial batches so no record waits.
+    fn flush(&mut self) -> Result<(), JobError> {
+        Ok(())
+    }
+
+    /// Ready once everything pushed so far has been shipped.
+    fn poll_flush(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// End of input: emit final results and pass the end on. Nothing is pushed after this.
+    fn finish(&mut self) -> Result<(), JobError>;
+}
+
+/// A boxed chain link.
+pub type BoxPush<T> = Box<dyn Push<T>>;
+
+/// Record counters of one operator on one shard, on their own cache lines so shards never share.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct OperatorCounters {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    /// Malformed records skipped (counted, never silently dropped).
+    pub records_skipped: AtomicU64,
+}
+
+impl OperatorCounters {
+    #[inline]
+    pub fn add_in(&self, n: usize) {
+        self.records_in.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    #[inline]
+    pub fn add_out(&self, n: usize) {
+        self.records_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    #[inline]
+    pub fn add_skipped(&self, n: usize) {
+        self.records_skipped.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// What a user function may know about where it runs.
+#[derive(Debug, Clone)]
+pub struct RuntimeContext {
+    /// This shard's index, `0..parallelism`.
+    pub shard: u32,
+    pub parallelism: u32,
+    pub max_parallelism: u32,
+    /// The key groups this shard owns.
+    pub key_groups: KeyGroupRange,
+    /// The operator's name in the job graph.
+    pub operator: Arc<str>,
+}
+
+/// What an operator is built with on a shard.
+#[derive(Clone)]
+pub struct OperatorContext {
+    pub runtime: RuntimeContext,
+    pub config: Arc<JobConfig>,
+    pub counters: Arc<OperatorCounters>,
+}
+
+impl OperatorContext {
+    /// An error of this operator on this shard.
+    pub fn error(&self, message: impl std::fmt::Display) -> JobError {
+        JobError::Operator {
+            operator: self.runtime.operator.to_string(),
+            shard: self.runtime.shard,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Waits until `chain` may take more input.
+pub async fn ready<T>(chain: &mut dyn Push<T>) -> Result<(), JobError> {
+    std::future::poll_fn(|cx| chain.poll_ready(cx)).await
+}
+
+/// Waits until everything `chain` was given has been shipped.
+pub async fn flushed<T>(chain: &mut dyn Push<T>) -> Result<(), JobError> {
+    std::future::poll_fn(|cx| chain.poll_flush(cx)).await
+}

@@ -1,0 +1,147 @@
+//! Keyed `reduce` (and `sum`, `min`, `max`, `min_by`, `max_by`, built on it): one accumulator
+//! per key, folded in place.
+//!
+//! In streaming mode every update is emitted (Flink's rolling aggregation). In batch mode only
+//! the final accumulator of each key is emitted, when the input ends. The same operator, in batch
+//! mode and with a bound on its keys, is the combiner that pre-aggregates before an exchange.
+//!
+//! Until the state store lands, accumulators live in a hash map on the shard that owns the key.
+
+use std::collections::HashMap;
+use std::task::{Context, Poll};
+
+use super::{BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push};
+use crate::error::JobError;
+use crate::key::{KeySelector, KeyedMapHasher, key_group};
+
+/// When the accumulators are emitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Emit {
+    /// After every update (streaming).
+    EveryUpdate,
+    /// At the end of input (batch).
+    AtEnd,
+    /// At the end of input, and whenever the map holds this many keys (a combiner: emitting
+    /// early is correct because the final reduce after the exchange folds partial results).
+    AtEndOrKeys(usize),
+}
+
+pub struct KeyedReduce<T, KS: KeySelector<T>, R> {
+    key: KS,
+    reduce: R,
+    emit: Emit,
+    /// Check (in debug builds) that every key belongs to this shard: true after a key_by
+    /// exchange, false for a combiner before it.
+    check_ownership: bool,
+    state: HashMap<KS::Key, T, KeyedMapHasher>,
+    out: Vec<T>,
+    down: BoxPush<T>,
+    ctx: OperatorContext,
+}
+
+impl<T, KS, R> KeyedReduce<T, KS, R>
+where
+    T: Clone + 'static,
+    KS: KeySelector<T>,
+    R: FnMut(&mut T, T) + 'static,
+{
+    pub fn new(
+        key: KS,
+        reduce: R,
+        emit: Emit,
+        check_ownership: bool,
+        down: BoxPush<T>,
+        ctx: OperatorContext,
+    ) -> Self {
+        Self {
+            key,
+            reduce,
+            emit,
+            check_ownership,
+            state: HashMap::default(),
+            out: Vec::new(),
+            down,
+            ctx,
+        }
+    }
+
+    fn emit_all(&mut self) -> Result<(), JobError> {
+        for (_, v) in self.state.drain() {
+            self.out.push(v);
+            if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
+                self.ctx.counters.add_out(self.out.len());
+                self.down.push(&mut self.out)?;
+            }
+        }
+        self.ctx.counters.add_out(self.out.len());
+        self.down.push(&mut self.out)
+    }
+}
+
+impl<T, KS, R> Push<T> for KeyedReduce<T, KS, R>
+where
+    T: Clone + 'static,
+    KS: KeySelector<T>,
+    R: FnMut(&mut T, T) + 'static,
+{
+    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        self.ctx.counters.add_in(batch.len());
+        let every_update = self.emit == Emit::EveryUpdate;
+        for x in batch.drain(..) {
+            if cfg!(debug_assertions) && self.check_ownership {
+                let kg = self
+                    .key
+                    .with_key(&x, |k| key_group(k, self.ctx.runtime.max_parallelism));
+                assert!(
+                    self.ctx.runtime.key_groups.contains(kg),
+                    "operator '{}': key group {kg} reached shard {}, which owns {}",
+                    self.ctx.runtime.operator,
+                    self.ctx.runtime.shard,
+                    self.ctx.runtime.key_groups
+                );
+            }
+            let state = &mut self.state;
+            match self.key.with_key(&x, |k| state.get_mut(k)) {
+                Some(acc) => {
+                    (self.reduce)(acc, x);
+                    if every_update {
+                        self.out.push(acc.clone());
+                    }
+                }
+                None => {
+                    let k = self.key.with_key(&x, |k| k.clone());
+                    if every_update {
+                        self.out.push(x.clone());
+                    }
+                    self.state.insert(k, x);
+                }
+            }
+            if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
+                self.ctx.counters.add_out(self.out.len());
+                self.down.push(&mut self.out)?;
+            }
+        }
+        if let Emit::AtEndOrKeys(max) = self.emit
+            && self.state.len() >= max
+        {
+            return self.emit_all();
+        }
+        self.ctx.counters.add_out(self.out.len());
+        self.down.push(&mut self.out)
+    }
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        self.down.poll_ready(cx)
+    }
+    fn flush(&mut self) -> Result<(), JobError> {
+        self.down.flush()
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        self.down.poll_flush(cx)
+    }
+    fn finish(&mut self) -> Result<(), JobError> {
+        if self.emit != Emit::EveryUpdate {
+            self.emit_all()?;
+        }
+        self.down.finish()
+    }
+}

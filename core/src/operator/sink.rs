@@ -1,0 +1,34 @@
+//! Sinks: the ends of a job's streams.
+
+use super::{OperatorContext, Push};
+use crate::error::JobError;
+
+/// Where a sink writes: one instance per shard.
+pub trait SinkFunction<T>: 'static {
+    /// Takes every record of `batch`.
+    fn write(&mut self, batch: &mut Vec<T>) -> Result<(), JobError>;
+    /// The input ended: make everything durable or visible.
+    fn finish(&mut self) -> Result<(), JobError>;
+}
+
+/// The operator around a [`SinkFunction`].
+pub struct Sink<S> {
+    sink: S,
+    ctx: OperatorContext,
+}
+
+impl<S> Sink<S> {
+    pub fn new(sink: S, ctx: OperatorContext) -> Self {
+        Self { sink, ctx }
+    }
+}
+
+impl<T: 'static, S: SinkFunction<T>> Push<T> for Sink<S> {
+    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        self.ctx.counters.add_in(batch.len());
+        self.sink.write(batch)
+    }
+    fn finish(&mut self) -> Result<(), JobError> {
+        self.sink.finish()
+    }
+}

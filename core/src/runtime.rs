@@ -1,0 +1,462 @@
+//! The runtime: P shards, one pinned glommio executor each, running a job graph to completion.
+//!
+//! [`execute`] builds every ring of every exchange on the calling thread (a P×P matrix per
+//! exchange, without the diagonal: same-shard traffic is local), starts one executor per shard
+//! with `Placement::Fixed(cpu)` (shard `i` on the `i mod n`-th CPU, so a job may ask for more
+//! shards than cores), hands each shard its ring ends, and waits. Each shard instantiates the
+//! graph ([`JobGraph::instantiate`]) and runs its tasks — sources and exchange readers —
+//! cooperatively on its executor.
+//!
+//! Failure: the first task to fail cancels the job. Its shard drops its other tasks; the
+//! [`CancelToken`] aborts every ring, so a task on another shard waiting for a credit or a frame
+//! wakes, sees the job cancelled, and stops. The job's error is the first real one (a panic in a
+//! user function becomes an error naming the operator and shard); the cancellations it caused
+//! are not reported over it.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
+use glommio::{LocalExecutorBuilder, Placement};
+use shardflow_shuffle::{RingConfig, RingHandle, ring};
+
+use crate::config::{JobConfig, ShardPlacement};
+use crate::error::{JobError, panic_message};
+use crate::exchange::{ExchangeName, RemoteEnds};
+use crate::graph::{ExchangeShard, JobGraph, ShardContext};
+use crate::key::KeyGroupRange;
+use crate::operator::OperatorCounters;
+
+/// Cancels a running job from any shard.
+#[derive(Clone, Default)]
+pub struct CancelToken {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    rings: Mutex<Vec<RingHandle>>,
+}
+
+impl CancelToken {
+    #[inline]
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::Acquire)
+    }
+
+    /// Marks the job cancelled, then aborts every ring so that no task waits on a peer forever.
+    pub fn cancel(&self) {
+        if !self.inner.cancelled.swap(true, Ordering::AcqRel) {
+            for r in self.inner.rings.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+                r.abort();
+            }
+        }
+    }
+
+    fn set_rings(&self, rings: Vec<RingHandle>) {
+        *self.inner.rings.lock().unwrap_or_else(|e| e.into_inner()) = rings;
+    }
+}
+
+/// The live counters of a running job, readable from any thread.
+pub struct JobMetrics {
+    pub operators: Vec<OperatorMetrics>,
+    pub exchanges: Vec<ExchangeMetrics>,
+}
+
+pub struct OperatorMetrics {
+    pub name: Arc<str>,
+    /// One counter block per shard.
+    pub shards: Vec<Arc<OperatorCounters>>,
+}
+
+pub struct ExchangeMetrics {
+    pub name: Arc<str>,
+    pub rings: Vec<RingHandle>,
+}
+
+/// Totals of one operator over all shards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorTotals {
+    pub name: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub records_skipped: u64,
+}
+
+/// Totals of one exchange over all its rings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeTotals {
+    pub name: String,
+    pub bytes_sent: u64,
+    pub buffers_sent: u64,
+    /// Times a sender found no credit: how often backpressure stopped a sender.
+    pub credit_stalls: u64,
+    /// The most bytes ever buffered in any one ring of this exchange.
+    pub ring_buffered_bytes_high_water: usize,
+    /// The most buffers ever in flight in any one ring.
+    pub ring_buffered_buffers_high_water: usize,
+}
+
+/// A point-in-time reading of a job's counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    pub operators: Vec<OperatorTotals>,
+    pub exchanges: Vec<ExchangeTotals>,
+}
+
+impl JobMetrics {
+    pub(crate) fn new(names: Vec<Arc<str>>, parallelism: u32) -> Self {
+        Self {
+            operators: names
+                .into_iter()
+                .map(|name| OperatorMetrics {
+                    name,
+                    shards: (0..parallelism)
+                        .map(|_| Arc::new(OperatorCounters::default()))
+                        .collect(),
+                })
+                .collect(),
+            exchanges: Vec::new(),
+        }
+    }
+
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let sum = |m: &OperatorMetrics, f: fn(&OperatorCounters) -> u64| -> u64 {
+            m.shards.iter().map(|c| f(c)).sum()
+        };
+        MetricsSnapshot {
+            operators: self
+                .operators
+                .iter()
+                .map(|m| OperatorTotals {
+                    name: m.name.to_string(),
+                    records_in: sum(m, |c| c.records_in.load(Ordering::Relaxed)),
+                    records_out: sum(m, |c| c.records_out.load(Ordering::Relaxed)),
+                    records_skipped: sum(m, |c| c.records_skipped.load(Ordering::Relaxed)),
+                })
+                .collect(),
+            exchanges: self
+                .exchanges
+                .iter()
+                .map(|e| {
+                    let s = |f: fn(&shardflow_shuffle::RingStats) -> u64| -> u64 {
+                        e.rings.iter().map(|r| f(r.stats())).sum()
+                    };
+                    let m = |f: fn(&shardflow_shuffle::RingStats) -> usize| -> usize {
+                        e.rings.iter().map(|r| f(r.stats())).max().unwrap_or(0)
+                    };
+                    ExchangeTotals {
+                        name: e.name.to_string(),
+                        bytes_sent: s(|r| r.bytes_sent.load(Ordering::Relaxed)),
+                        buffers_sent: s(|r| r.buffers_sent.load(Ordering::Relaxed)),
+                        credit_stalls: s(|r| r.credit_stalls.load(Ordering::Relaxed)),
+                        ring_buffered_bytes_high_water: m(|r| {
+                            r.buffered_bytes_high_water.load(Ordering::Relaxed)
+                        }),
+                        ring_buffered_buffers_high_water: m(|r| {
+                            r.buffered_buffers_high_water.load(Ordering::Relaxed)
+                        }),
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What a finished job reports.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub job_name: String,
+    pub parallelism: u32,
+    pub elapsed: Duration,
+    pub metrics: MetricsSnapshot,
+}
+
+impl JobResult {
+    /// The totals of the first operator named `name`.
+    pub fn operator(&self, name: &str) -> Option<&OperatorTotals> {
+        self.metrics.operators.iter().find(|o| o.name == name)
+    }
+
+    /// The totals of the first exchange named `name`.
+    pub fn exchange(&self, name: &str) -> Option<&ExchangeTotals> {
+        self.metrics.exchanges.iter().find(|e| e.name == name)
+    }
+
+    /// Records per second an operator emitted over the whole run.
+    pub fn records_out_per_second(&self, name: &str) -> Option<f64> {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        self.operator(name).map(|o| o.records_out as f64 / secs)
+    }
+
+    /// Records per second an operator took in over the whole run.
+    pub fn records_in_per_second(&self, name: &str) -> Option<f64> {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        self.operator(name).map(|o| o.records_in as f64 / secs)
+    }
+}
+
+impl std::fmt::Display for JobResult {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        writeln!(
+            f,
+            "job '{}' finished in {:.3} s on {} shard(s)",
+            self.job_name, secs, self.parallelism
+        )?;
+        writeln!(
+            f,
+            "  {:<28} {:>14} {:>14} {:>14} {:>10}",
+            "operator", "records in", "records out", "out/s", "skipped"
+        )?;
+        for o in &self.metrics.operators {
+            writeln!(
+                f,
+                "  {:<28} {:>14} {:>14} {:>14.0} {:>10}",
+                o.name,
+                o.records_in,
+                o.records_out,
+                o.records_out as f64 / secs,
+                o.records_skipped
+            )?;
+        }
+        for e in &self.metrics.exchanges {
+            writeln!(
+                f,
+                "  exchange {:<19} {:>11} bytes in {} buffers, {} credit stalls, ring high water {} bytes",
+                e.name, e.bytes_sent, e.buffers_sent, e.credit_stalls, e.ring_buffered_bytes_high_water
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The CPUs shards are pinned to, in order.
+fn cpus() -> Vec<usize> {
+    let mut cpus: Vec<usize> = glommio::CpuSet::online()
+        .map(|set| set.into_iter().map(|l| l.cpu).collect())
+        .unwrap_or_default();
+    cpus.sort_unstable();
+    cpus.dedup();
+    cpus.truncate(crate::config::default_parallelism() as usize);
+    if cpus.is_empty() {
+        cpus.push(0);
+    }
+    cpus
+}
+
+/// Runs `graph` to completion under `config`, calling `on_progress` on the calling thread every
+/// `config.progress_interval` with the live counters and the time since the start.
+pub fn execute(
+    graph: JobGraph,
+    config: JobConfig,
+    job_name: &str,
+    on_progress: &mut dyn FnMut(&MetricsSnapshot, Duration),
+) -> Result<JobResult, JobError> {
+    config.validate()?;
+    graph.validate()?;
+    let p = config.parallelism;
+    let exchange_count = graph.exchange_count() as u64;
+    if exchange_count * (p as u64) * (p as u64) > u32::MAX as u64 {
+        return Err(JobError::Config(format!(
+            "{exchange_count} exchanges at parallelism {p} exceed the channel id space"
+        )));
+    }
+    let config = Arc::new(config);
+    let graph = Arc::new(graph);
+    let cancel = CancelToken::default();
+    let mut metrics = graph.metrics_shape(p);
+
+    // Rings: ends[shard][exchange].
+    let ring_config = RingConfig {
+        buffers: config.channel_buffers,
+        buffer_bytes: config.batch_bytes + config.batch_bytes / 4,
+    };
+    let mut ends: Vec<Vec<ExchangeShard>> = (0..p).map(|_| Vec::new()).collect();
+    let mut all_rings = Vec::new();
+    for (e, name) in graph.exchange_names().into_iter().enumerate() {
+        let ex_name = ExchangeName {
+            name: name.clone(),
+            index: e as u32,
+            parallelism: p,
+        };
+        let mut senders: Vec<Vec<Option<_>>> = (0..p).map(|_| (0..p).map(|_| None).collect()).collect();
+        let mut receivers: Vec<Vec<Option<_>>> = (0..p).map(|_| (0..p).map(|_| None).collect()).collect();
+        let mut handles = Vec::new();
+        for s in 0..p {
+            for r in 0..p {
+                if s == r {
+                    continue;
+                }
+                let (tx, rx) = ring(ex_name.channel_id(s, r), ring_config);
+                handles.push(tx.handle());
+                senders[s as usize][r as usize] = Some(tx);
+                receivers[r as usize][s as usize] = Some(rx);
+            }
+        }
+        all_rings.extend(handles.iter().cloned());
+        metrics.exchanges.push(ExchangeMetrics {
+            name,
+            rings: handles,
+        });
+        for (shard, (s, r)) in senders.into_iter().zip(receivers).enumerate() {
+            ends[shard].push(ExchangeShard {
+                remote: RemoteEnds {
+                    senders: s,
+                    receivers: r,
+                },
+                name: ex_name.clone(),
+            });
+        }
+    }
+    cancel.set_rings(all_rings);
+    let metrics = Arc::new(metrics);
+
+    let cpus = cpus();
+    let (done_tx, done_rx) = mpsc::channel::<(u32, Result<(), JobError>)>();
+    let start = Instant::now();
+    let mut joins = Vec::new();
+    let mut first_error: Option<JobError> = None;
+    for (shard, shard_ends) in ends.into_iter().enumerate() {
+        let shard = shard as u32;
+        let placement = match config.placement {
+            ShardPlacement::Pinned => Placement::Fixed(cpus[shard as usize % cpus.len()]),
+            ShardPlacement::Unpinned => Placement::Unbound,
+        };
+        let ctx = ShardContext {
+            shard,
+            parallelism: p,
+            max_parallelism: config.max_parallelism,
+            key_groups: KeyGroupRange::of_shard(shard, p, config.max_parallelism),
+            config: config.clone(),
+            cancel: cancel.clone(),
+        };
+        let graph = graph.clone();
+        let counters: Vec<_> = metrics
+            .operators
+            .iter()
+            .map(|m| m.shards[shard as usize].clone())
+            .collect();
+        let done = done_tx.clone();
+        let builder = LocalExecutorBuilder::new(placement)
+            .name(&format!("shardflow-{shard}"))
+            .io_memory(1 << 20)
+            .ring_depth(64);
+        let spawned = builder.spawn(move || async move {
+            let cancel = ctx.cancel.clone();
+            let result = run_shard(&graph, &ctx, shard_ends, &counters).await;
+            if result.is_err() {
+                cancel.cancel();
+            }
+            let _ = done.send((shard, result));
+        });
+        match spawned {
+            Ok(j) => joins.push(j),
+            Err(e) => {
+                cancel.cancel();
+                first_error = Some(JobError::Runtime {
+                    shard,
+                    message: e.to_string(),
+                });
+                break;
+            }
+        }
+    }
+    drop(done_tx);
+
+    let mut finished = 0;
+    let started = joins.len();
+    while finished < started {
+        match done_rx.recv_timeout(config.progress_interval) {
+            Ok((_shard, result)) => {
+                finished += 1;
+                if let Err(e) = result {
+                    let replace = match &first_error {
+                        None => true,
+                        Some(JobError::Cancelled) => !matches!(e, JobError::Cancelled),
+                        Some(_) => false,
+                    };
+                    if replace {
+                        first_error = Some(e);
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => on_progress(&metrics.snapshot(), start.elapsed()),
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    for (shard, j) in joins.into_iter().enumerate() {
+        if let Err(e) = j.join() {
+            first_error.get_or_insert(JobError::Runtime {
+                shard: shard as u32,
+                message: format!("executor thread failed: {e}"),
+            });
+        }
+    }
+    let elapsed = start.elapsed();
+    if let Some(e) = first_error {
+        return Err(e);
+    }
+    Ok(JobResult {
+        job_name: job_name.to_string(),
+        parallelism: p,
+        elapsed,
+        metrics: metrics.snapshot(),
+    })
+}
+
+/// One shard: instantiate the graph, run its tasks until all end or one fails.
+async fn run_shard(
+    graph: &JobGraph,
+    ctx: &ShardContext,
+    ends: Vec<ExchangeShard>,
+    counters: &[Arc<OperatorCounters>],
+) -> Result<(), JobError> {
+    let shard = ctx.shard;
+    let tasks = std::panic::catch_unwind(AssertUnwindSafe(|| graph.instantiate(ctx, ends, counters)))
+        .map_err(|p| JobError::Panicked {
+            operator: "(building the job on this shard)".into(),
+            shard,
+            message: panic_message(p.as_ref()),
+        })??;
+    let mut running: Vec<Option<_>> = tasks
+        .into_iter()
+        .map(|(name, task)| {
+            let guarded = AssertUnwindSafe(task).catch_unwind();
+            Some(glommio::spawn_local(async move {
+                match guarded.await {
+                    Ok(r) => r,
+                    Err(p) => Err(JobError::Panicked {
+                        operator: name.to_string(),
+                        shard,
+                        message: panic_message(p.as_ref()),
+                    }),
+                }
+            }))
+        })
+        .collect();
+    // Wait for all; the first error drops (and so cancels) the rest.
+    std::future::poll_fn(|cx| {
+        let mut open = 0;
+        for slot in running.iter_mut() {
+            if let Some(task) = slot {
+                match task.poll(cx) {
+                    Poll::Ready(Ok(())) => *slot = None,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => open += 1,
+                }
+            }
+        }
+        if open == 0 {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}

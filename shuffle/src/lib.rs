@@ -1,0 +1,42 @@
+//! # shardflow-shuffle: moving framed byte batches between shards
+//!
+//! This crate knows nothing of records, operators or state: it moves bytes. Every exchange of a
+//! shardflow job, whatever its transport, carries the same [`frame`]: a 16-byte header (length,
+//! crc32, kind, flags, channel) and a 16-byte-aligned payload, usually an rkyv-archived batch
+//! of records that the receiver reads in place.
+//!
+//! The in-process transport is the [`ring`]: a bounded single-producer/single-consumer channel
+//! of pooled, aligned buffers per (sender shard, receiver shard, exchange). Its pool is its
+//! credit: a sender fills only buffers the receiver gave back, so the bytes in flight are bounded
+//! by `buffers × buffer size` and a slow receiver stops its senders (backpressure). The lock-free
+//! queue underneath is [`spsc`].
+//!
+//! Frames that stay in the process carry `FLAG_CRC_UNSET`; frames that leave it carry a crc32
+//! that [`frame::FrameReader`] checks before anything reaches an operator. A frame that fails its
+//! length, kind, channel or crc check is a [`FrameError`] naming the channel and the offset.
+//!
+//! ```
+//! use shardflow_shuffle::frame::{write_frame, Checksum, FrameKind, FrameReader};
+//! use shardflow_shuffle::ring::{ring, RingConfig};
+//!
+//! let (tx, rx) = ring(1, RingConfig::default());
+//! let mut buf = tx.try_take_buffer()?.expect("a fresh ring has credit");
+//! write_frame(&mut buf, FrameKind::Data, 1, b"payload", Checksum::Compute)?;
+//! write_frame(&mut buf, FrameKind::End, 1, &[], Checksum::Compute)?;
+//! tx.send(buf);
+//!
+//! let buf = rx.try_recv()?.expect("sent above");
+//! let kinds: Vec<FrameKind> = FrameReader::new(&buf, 1).map(|f| f.map(|f| f.kind)).collect::<Result<_, _>>()?;
+//! assert_eq!(kinds, [FrameKind::Data, FrameKind::End]);
+//! rx.release(buf); // the credit goes back to the sender
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod error;
+pub mod frame;
+pub mod ring;
+pub mod spsc;
+
+pub use error::{ChannelError, FrameError};
+pub use frame::{Checksum, Frame, FrameKind, FrameReader};
+pub use ring::{Buffer, RingConfig, RingHandle, RingReceiver, RingSender, RingStats, ring};
