@@ -93,8 +93,10 @@ pub struct JobConfig {
     pub channel_buffers: usize,
     /// Records a source hands to its chain at a time.
     pub source_batch_records: usize,
-    /// How often a running job refreshes its progress counters for reporters.
+    /// How often a running job calls its progress reporter.
     pub progress_interval: Duration,
+    /// What sources do with a record they cannot read, unless told otherwise per source.
+    pub on_malformed: OnMalformed,
 }
 
 impl Default for JobConfig {
@@ -111,6 +113,7 @@ impl Default for JobConfig {
             channel_buffers: 4,
             source_batch_records: 1024,
             progress_interval: Duration::from_secs(1),
+            on_malformed: OnMalformed::default(),
         }
     }
 }

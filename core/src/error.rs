@@ -22,7 +22,11 @@ pub enum JobError {
         source: std::io::Error,
     },
     #[error("{path}:{line}: line is not valid UTF-8 (byte offset {offset} in the file)")]
-    InvalidUtf8 { path: PathBuf, line: u64, offset: u64 },
+    InvalidUtf8 {
+        path: PathBuf,
+        line: u64,
+        offset: u64,
+    },
     #[error("{path}:{line}: line is longer than the limit of {limit_bytes} bytes")]
     LineTooLong {
         path: PathBuf,

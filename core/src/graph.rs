@@ -57,12 +57,16 @@ enum Target {
     /// Input `input` of node `node`.
     Node { node: NodeId, input: usize },
     /// Producer `producer` of exchange `exchange`.
-    Exchange { exchange: ExchangeId, producer: usize },
+    Exchange {
+        exchange: ExchangeId,
+        producer: usize,
+    },
 }
 
 type MakeSource =
     Arc<dyn Fn(&OperatorContext, AnyPush, CancelToken) -> Result<Task, JobError> + Send + Sync>;
-type MakeOperator = Arc<dyn Fn(&OperatorContext, AnyPush) -> Result<AnyPush, JobError> + Send + Sync>;
+type MakeOperator =
+    Arc<dyn Fn(&OperatorContext, AnyPush) -> Result<AnyPush, JobError> + Send + Sync>;
 
 enum NodeKind {
     Source(MakeSource),
@@ -106,8 +110,12 @@ pub struct JobGraph {
 }
 
 fn unbox<T: 'static>(p: AnyPush) -> BoxPush<T> {
-    *p.downcast::<BoxPush<T>>()
-        .unwrap_or_else(|_| panic!("job graph type mismatch: expected a Push<{}>", std::any::type_name::<T>()))
+    *p.downcast::<BoxPush<T>>().unwrap_or_else(|_| {
+        panic!(
+            "job graph type mismatch: expected a Push<{}>",
+            std::any::type_name::<T>()
+        )
+    })
 }
 
 fn erase<T: 'static>(p: BoxPush<T>) -> AnyPush {
@@ -115,7 +123,9 @@ fn erase<T: 'static>(p: BoxPush<T>) -> AnyPush {
 }
 
 fn fan_out<T: Clone + 'static>(downs: Vec<AnyPush>) -> AnyPush {
-    erase::<T>(Box::new(FanOut::new(downs.into_iter().map(unbox::<T>).collect())))
+    erase::<T>(Box::new(FanOut::new(
+        downs.into_iter().map(unbox::<T>).collect(),
+    )))
 }
 
 fn discard<T: 'static>() -> AnyPush {
@@ -126,7 +136,10 @@ fn split<T: 'static>(p: AnyPush, n: usize) -> Vec<AnyPush> {
     if n == 1 {
         return vec![p];
     }
-    Shared::split(unbox::<T>(p), n).into_iter().map(erase::<T>).collect()
+    Shared::split(unbox::<T>(p), n)
+        .into_iter()
+        .map(erase::<T>)
+        .collect()
 }
 
 /// What a shard knows of itself while it instantiates the graph.
@@ -155,6 +168,11 @@ impl JobGraph {
 
     pub fn node_name(&self, id: NodeId) -> &str {
         &self.nodes[id.0].name
+    }
+
+    /// Renames a node (its name shows in metrics, errors and summaries).
+    pub fn rename_node(&mut self, id: NodeId, name: &str) {
+        self.nodes[id.0].name = name.into();
     }
 
     pub fn exchange_name(&self, id: ExchangeId) -> &str {
@@ -186,15 +204,20 @@ impl JobGraph {
     {
         let make: MakeOperator =
             Arc::new(move |ctx, down| Ok(erase::<I>(make(ctx, unbox::<O>(down))?)));
-        let id = self.push_node::<I, O>(name, NodeKind::Operator {
-            input: input.clone(),
-            make,
-        });
+        let id = self.push_node::<I, O>(
+            name,
+            NodeKind::Operator {
+                input: input.clone(),
+                make,
+            },
+        );
         match input {
             InputRef::Forward(heads) => {
                 assert!(!heads.is_empty(), "an operator needs an input");
                 for (i, h) in heads.iter().enumerate() {
-                    self.nodes[h.0].consumers.push(Target::Node { node: id, input: i });
+                    self.nodes[h.0]
+                        .consumers
+                        .push(Target::Node { node: id, input: i });
                 }
             }
             InputRef::Exchange(e) => {
@@ -315,7 +338,11 @@ impl JobGraph {
             let mut outs: Vec<AnyPush> = node
                 .consumers
                 .iter()
-                .map(|t| ports.remove(t).expect("consumers are built before producers"))
+                .map(|t| {
+                    ports
+                        .remove(t)
+                        .expect("consumers are built before producers")
+                })
                 .collect();
             let down = match outs.len() {
                 0 => (node.discard)(),
@@ -341,7 +368,10 @@ impl JobGraph {
                     let port = make(&ctx, down)?;
                     match input {
                         InputRef::Forward(heads) => {
-                            for (i, p) in (node.split_input)(port, heads.len()).into_iter().enumerate() {
+                            for (i, p) in (node.split_input)(port, heads.len())
+                                .into_iter()
+                                .enumerate()
+                            {
                                 ports.insert(
                                     Target::Node {
                                         node: NodeId(idx),

@@ -51,7 +51,13 @@ impl CancelToken {
     /// Marks the job cancelled, then aborts every ring so that no task waits on a peer forever.
     pub fn cancel(&self) {
         if !self.inner.cancelled.swap(true, Ordering::AcqRel) {
-            for r in self.inner.rings.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            for r in self
+                .inner
+                .rings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
                 r.abort();
             }
         }
@@ -229,7 +235,11 @@ impl std::fmt::Display for JobResult {
             writeln!(
                 f,
                 "  exchange {:<19} {:>11} bytes in {} buffers, {} credit stalls, ring high water {} bytes",
-                e.name, e.bytes_sent, e.buffers_sent, e.credit_stalls, e.ring_buffered_bytes_high_water
+                e.name,
+                e.bytes_sent,
+                e.buffers_sent,
+                e.credit_stalls,
+                e.ring_buffered_bytes_high_water
             )?;
         }
         Ok(())
@@ -285,8 +295,10 @@ pub fn execute(
             index: e as u32,
             parallelism: p,
         };
-        let mut senders: Vec<Vec<Option<_>>> = (0..p).map(|_| (0..p).map(|_| None).collect()).collect();
-        let mut receivers: Vec<Vec<Option<_>>> = (0..p).map(|_| (0..p).map(|_| None).collect()).collect();
+        let mut senders: Vec<Vec<Option<_>>> =
+            (0..p).map(|_| (0..p).map(|_| None).collect()).collect();
+        let mut receivers: Vec<Vec<Option<_>>> =
+            (0..p).map(|_| (0..p).map(|_| None).collect()).collect();
         let mut handles = Vec::new();
         for s in 0..p {
             for r in 0..p {
@@ -386,7 +398,9 @@ pub fn execute(
                     }
                 }
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => on_progress(&metrics.snapshot(), start.elapsed()),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                on_progress(&metrics.snapshot(), start.elapsed())
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
@@ -418,12 +432,13 @@ async fn run_shard(
     counters: &[Arc<OperatorCounters>],
 ) -> Result<(), JobError> {
     let shard = ctx.shard;
-    let tasks = std::panic::catch_unwind(AssertUnwindSafe(|| graph.instantiate(ctx, ends, counters)))
-        .map_err(|p| JobError::Panicked {
-            operator: "(building the job on this shard)".into(),
-            shard,
-            message: panic_message(p.as_ref()),
-        })??;
+    let tasks =
+        std::panic::catch_unwind(AssertUnwindSafe(|| graph.instantiate(ctx, ends, counters)))
+            .map_err(|p| JobError::Panicked {
+                operator: "(building the job on this shard)".into(),
+                shard,
+                message: panic_message(p.as_ref()),
+            })??;
     let mut running: Vec<Option<_>> = tasks
         .into_iter()
         .map(|(name, task)| {

@@ -276,9 +276,7 @@ mod tests {
         for checksum in [Checksum::Compute, Checksum::Skip] {
             let buf = two_frames(checksum);
             assert_eq!(buf.len() % FRAME_ALIGN, 0);
-            let frames: Vec<_> = FrameReader::new(&buf, 7)
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let frames: Vec<_> = FrameReader::new(&buf, 7).collect::<Result<_, _>>().unwrap();
             assert_eq!(frames.len(), 2);
             assert_eq!(frames[0].kind, FrameKind::Data);
             assert_eq!(frames[0].payload, b"hello, frames");
@@ -309,8 +307,21 @@ mod tests {
     #[test]
     fn a_reader_of_foreign_bytes_rejects_frames_without_crc() {
         let buf = two_frames(Checksum::Skip);
-        let err = FrameReader::new(&buf, 7).require_crc(true).next().unwrap().unwrap_err();
-        assert!(matches!(err, FrameError::MissingCrc { channel: 7, offset: 0 }), "{err}");
+        let err = FrameReader::new(&buf, 7)
+            .require_crc(true)
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FrameError::MissingCrc {
+                    channel: 7,
+                    offset: 0
+                }
+            ),
+            "{err}"
+        );
         assert!(FrameReader::new(&buf, 7).next().unwrap().is_ok());
     }
 
@@ -324,8 +335,14 @@ mod tests {
         let err = reader.next().unwrap().unwrap_err();
         assert!(matches!(err, FrameError::BadCrc { channel: 7, offset, .. } if offset == second));
         let msg = err.to_string();
-        assert!(msg.contains("channel 7") && msg.contains(&format!("offset {second}")), "{msg}");
-        assert!(reader.next().is_none(), "reading stops at the first bad frame");
+        assert!(
+            msg.contains("channel 7") && msg.contains(&format!("offset {second}")),
+            "{msg}"
+        );
+        assert!(
+            reader.next().is_none(),
+            "reading stops at the first bad frame"
+        );
     }
 
     #[test]
@@ -334,22 +351,34 @@ mod tests {
             let mut buf = two_frames(checksum);
             buf[0..4].copy_from_slice(&10_000u32.to_le_bytes());
             let err = FrameReader::new(&buf, 7).next().unwrap().unwrap_err();
-            assert!(matches!(err, FrameError::BadLength { length: 10_000, .. }), "{err}");
+            assert!(
+                matches!(err, FrameError::BadLength { length: 10_000, .. }),
+                "{err}"
+            );
         }
         let short = [0u8; 9];
         let err = FrameReader::new(&short, 3).next().unwrap().unwrap_err();
-        assert!(matches!(err, FrameError::Truncated { channel: 3, .. }), "{err}");
+        assert!(
+            matches!(err, FrameError::Truncated { channel: 3, .. }),
+            "{err}"
+        );
     }
 
     #[test]
     fn foreign_channel_and_unknown_kind_are_rejected() {
         let buf = two_frames(Checksum::Skip);
         let err = FrameReader::new(&buf, 8).next().unwrap().unwrap_err();
-        assert!(matches!(err, FrameError::WrongChannel { found: 7, .. }), "{err}");
+        assert!(
+            matches!(err, FrameError::WrongChannel { found: 7, .. }),
+            "{err}"
+        );
         let mut buf = two_frames(Checksum::Skip);
         buf[8] = 99;
         let err = FrameReader::new(&buf, 7).next().unwrap().unwrap_err();
-        assert!(matches!(err, FrameError::UnknownKind { kind: 99, .. }), "{err}");
+        assert!(
+            matches!(err, FrameError::UnknownKind { kind: 99, .. }),
+            "{err}"
+        );
     }
 
     #[test]

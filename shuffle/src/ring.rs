@@ -151,7 +151,10 @@ impl RingSender {
         if let Some(b) = self.try_take_buffer()? {
             return Poll::Ready(Ok(b));
         }
-        self.shared.stats.credit_stalls.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .credit_stalls
+            .fetch_add(1, Ordering::Relaxed);
         self.shared.tx_waker.register(cx.waker());
         match self.try_take_buffer()? {
             Some(b) => Poll::Ready(Ok(b)),
@@ -175,7 +178,10 @@ impl RingSender {
         stats.buffers_sent.fetch_add(1, Ordering::Relaxed);
         stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
         if self.full.push(buf).is_err() {
-            unreachable!("ring {}: more buffers in flight than the pool holds", self.shared.channel);
+            unreachable!(
+                "ring {}: more buffers in flight than the pool holds",
+                self.shared.channel
+            );
         }
         self.shared.rx_waker.wake();
     }
@@ -252,7 +258,10 @@ impl RingReceiver {
     #[inline]
     pub fn release(&self, buf: Buffer) {
         if self.free.push(buf).is_err() {
-            unreachable!("ring {}: more buffers returned than the pool holds", self.shared.channel);
+            unreachable!(
+                "ring {}: more buffers returned than the pool holds",
+                self.shared.channel
+            );
         }
         self.shared.tx_waker.wake();
     }
@@ -307,7 +316,13 @@ mod tests {
 
     #[test]
     fn credits_bound_the_buffers_in_flight() {
-        let (tx, rx) = ring(3, RingConfig { buffers: 2, buffer_bytes: 64 });
+        let (tx, rx) = ring(
+            3,
+            RingConfig {
+                buffers: 2,
+                buffer_bytes: 64,
+            },
+        );
         for i in 0..2u8 {
             let mut b = tx.try_take_buffer().unwrap().expect("credit");
             write_frame(&mut b, FrameKind::Data, 3, &[i; 5], Checksum::Compute).unwrap();
@@ -319,7 +334,12 @@ mod tests {
         assert_eq!(f.payload, &[0u8; 5]);
         rx.release(b);
         assert!(tx.try_take_buffer().unwrap().is_some(), "credit returned");
-        assert_eq!(tx.stats().buffered_buffers_high_water.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            tx.stats()
+                .buffered_buffers_high_water
+                .load(Ordering::Relaxed),
+            2
+        );
     }
 
     #[test]
@@ -330,7 +350,10 @@ mod tests {
         tx.send(b);
         drop(tx);
         assert!(rx.try_recv().unwrap().is_some());
-        assert!(matches!(rx.try_recv(), Err(ChannelError::Closed { channel: 5 })));
+        assert!(matches!(
+            rx.try_recv(),
+            Err(ChannelError::Closed { channel: 5 })
+        ));
     }
 
     #[test]

@@ -131,7 +131,8 @@ impl<T> Consumer<T> {
             }
         }
         // SAFETY: the slot at `head` is in [head, tail): initialized and owned by the consumer.
-        let value = unsafe { (*self.shared.slots[head & self.shared.mask].get()).assume_init_read() };
+        let value =
+            unsafe { (*self.shared.slots[head & self.shared.mask].get()).assume_init_read() };
         self.head.set(head + 1);
         self.shared.head.0.store(head + 1, Ordering::Release);
         Some(value)

@@ -89,10 +89,12 @@ pub async fn run_reader<T: Data>(
                             })?;
                             match frame.kind {
                                 FrameKind::Data => {
-                                    let offset = frame.payload.as_ptr() as usize - buf.as_ptr() as usize;
+                                    let offset =
+                                        frame.payload.as_ptr() as usize - buf.as_ptr() as usize;
                                     // A frame that carried a crc came, or was made to look as if it
                                     // came, from outside: give it the full bytecheck too.
-                                    let checked = frame.flags & shardflow_shuffle::frame::FLAG_CRC_UNSET == 0;
+                                    let checked =
+                                        frame.flags & shardflow_shuffle::frame::FLAG_CRC_UNSET == 0;
                                     unarchive_batch(frame.payload, trusted && !checked, &mut batch)
                                         .map_err(|e| JobError::Decode {
                                             channel: name.describe(from, shard),
@@ -181,6 +183,8 @@ pub async fn run_reader<T: Data>(
     flushed(chain.as_mut()).await
 }
 
-async fn poll_once_flush<T>(chain: &mut dyn crate::operator::Push<T>) -> Poll<Result<(), JobError>> {
+async fn poll_once_flush<T>(
+    chain: &mut dyn crate::operator::Push<T>,
+) -> Poll<Result<(), JobError>> {
     poll_fn(|cx| Poll::Ready(chain.poll_flush(cx))).await
 }

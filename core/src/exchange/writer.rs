@@ -105,7 +105,8 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
         let batch_records = self.batch_records;
         loop {
             let d = &mut self.dests[i];
-            let owes_data = d.staged.len() >= batch_records || (d.flush_requested && !d.staged.is_empty());
+            let owes_data =
+                d.staged.len() >= batch_records || (d.flush_requested && !d.staged.is_empty());
             if !owes_data && !d.end_pending {
                 d.flush_requested = false;
                 return Ok(true);

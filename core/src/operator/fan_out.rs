@@ -129,3 +129,33 @@ impl<T: 'static> Push<T> for Discard {
         Ok(())
     }
 }
+
+/// Hands batches on unchanged: the operator behind `rebalance` and `broadcast`, and a combiner
+/// switched off in streaming mode.
+pub struct Forward<T> {
+    down: BoxPush<T>,
+}
+
+impl<T> Forward<T> {
+    pub fn new(down: BoxPush<T>) -> Self {
+        Self { down }
+    }
+}
+
+impl<T: 'static> Push<T> for Forward<T> {
+    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        self.down.push(batch)
+    }
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        self.down.poll_ready(cx)
+    }
+    fn flush(&mut self) -> Result<(), JobError> {
+        self.down.flush()
+    }
+    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        self.down.poll_flush(cx)
+    }
+    fn finish(&mut self) -> Result<(), JobError> {
+        self.down.finish()
+    }
+}

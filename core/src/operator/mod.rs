@@ -26,7 +26,7 @@ use crate::config::JobConfig;
 use crate::error::JobError;
 use crate::key::KeyGroupRange;
 
-pub use fan_out::{Discard, FanOut, Shared};
+pub use fan_out::{Discard, FanOut, Forward, Shared};
 pub use process::{Collector, ProcessFunction};
 
 /// The most records an operator collects before it pushes them on, whatever its input batch

@@ -1,0 +1,3 @@
+//! The jobs the `shardflow` binary carries.
+
+pub mod wordcount;

@@ -1,0 +1,412 @@
+//! `DataStream` and `KeyedStream`: the typed handles a program builds its job with.
+
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use shardflow_core::exchange::{Broadcast, KeyBy, Rebalance};
+use shardflow_core::graph::InputRef;
+use shardflow_core::key::{KeyByRef, KeyByValue, KeySelector};
+use shardflow_core::operator::filter::Filter;
+use shardflow_core::operator::flat_map::FlatMap;
+use shardflow_core::operator::map::Map;
+use shardflow_core::operator::process::Process;
+use shardflow_core::operator::reduce::{Emit, KeyedReduce};
+use shardflow_core::operator::sink::{Sink, SinkFunction};
+use shardflow_core::operator::{BoxPush, Collector, Forward, OperatorContext, ProcessFunction};
+use shardflow_core::{Data, JobError, NodeId, RuntimeMode};
+
+use crate::env::{EnvInner, forward};
+use crate::sink::collect::{CollectHandle, CollectSink};
+use crate::sink::csv::{CsvSink, ToCsv};
+use crate::sink::print::PrintSink;
+use crate::sink::text::{TextSink, WriteMode};
+
+/// A stream of records `T`: the output of a source or an operator (or the union of several).
+pub struct DataStream<T> {
+    env: Rc<EnvInner>,
+    heads: Vec<NodeId>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for DataStream<T> {
+    fn clone(&self) -> Self {
+        Self {
+            env: self.env.clone(),
+            heads: self.heads.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T> DataStream<T> {
+    pub(crate) fn new(env: Rc<EnvInner>, heads: Vec<NodeId>) -> Self {
+        Self {
+            env,
+            heads,
+            _t: PhantomData,
+        }
+    }
+}
+
+/// Keys of combiners before an exchange, at most: a combiner emits its partial results early
+/// rather than grow past this.
+pub const COMBINER_KEYS_MAX: usize = 1 << 16;
+
+impl<T: Data> DataStream<T> {
+    fn op<U: Data>(
+        &self,
+        name: &str,
+        input: InputRef,
+        make: impl Fn(&OperatorContext, BoxPush<U>) -> Result<BoxPush<T>, JobError>
+        + Send
+        + Sync
+        + 'static,
+    ) -> DataStream<U> {
+        let node = self
+            .env
+            .with_graph(|g| g.add_operator::<T, U, _>(name, input, make));
+        DataStream::new(self.env.clone(), vec![node])
+    }
+
+    /// Renames the operator(s) that produce this stream (in metrics, errors and summaries).
+    pub fn name(self, name: &str) -> Self {
+        self.env.with_graph(|g| {
+            for h in &self.heads {
+                g.rename_node(*h, name);
+            }
+        });
+        self
+    }
+
+    /// One record in, one record out.
+    pub fn map<U: Data>(
+        &self,
+        f: impl Fn(T) -> U + Clone + Send + Sync + 'static,
+    ) -> DataStream<U> {
+        self.op("map", forward(&self.heads), move |ctx, down| {
+            Ok(Box::new(Map::new(f.clone(), down, ctx.clone())))
+        })
+    }
+
+    /// Keeps the records `f` accepts.
+    pub fn filter(&self, f: impl Fn(&T) -> bool + Clone + Send + Sync + 'static) -> DataStream<T> {
+        self.op("filter", forward(&self.heads), move |ctx, down| {
+            Ok(Box::new(Filter::new(f.clone(), down, ctx.clone())))
+        })
+    }
+
+    /// Each record becomes zero or more, emitted through the collector.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let env = StreamExecutionEnvironment::local();
+    /// let words = env
+    ///     .from_iter(vec!["a b".to_string(), "c".to_string()])
+    ///     .flat_map(|line: String, out: &mut Collector<String>| {
+    ///         line.split(' ').for_each(|w| out.collect(w.to_string()))
+    ///     });
+    /// ```
+    pub fn flat_map<U: Data>(
+        &self,
+        f: impl Fn(T, &mut Collector<U>) + Clone + Send + Sync + 'static,
+    ) -> DataStream<U> {
+        self.op("flat_map", forward(&self.heads), move |ctx, down| {
+            Ok(Box::new(FlatMap::new(f.clone(), down, ctx.clone())))
+        })
+    }
+
+    /// The general operator: a [`ProcessFunction`] per shard, with its runtime context.
+    pub fn process<U: Data, P: ProcessFunction<T, U>>(&self, f: P) -> DataStream<U> {
+        self.op("process", forward(&self.heads), move |ctx, down| {
+            Ok(Box::new(Process::new(f.clone(), down, ctx.clone())))
+        })
+    }
+
+    /// This stream and `other` as one (same record type, no order between them).
+    pub fn union(&self, other: &DataStream<T>) -> DataStream<T> {
+        assert!(
+            Rc::ptr_eq(&self.env, &other.env),
+            "union of streams from different environments"
+        );
+        let mut heads = self.heads.clone();
+        heads.extend(other.heads.iter().copied());
+        DataStream::new(self.env.clone(), heads)
+    }
+
+    fn exchanged<P: shardflow_core::exchange::Partition<T>>(
+        &self,
+        name: &str,
+        partition: P,
+    ) -> DataStream<T> {
+        let e = self
+            .env
+            .with_graph(|g| g.add_exchange::<T, P>(name, &self.heads, partition));
+        self.op(name, InputRef::Exchange(e), |_ctx, down| {
+            Ok(Box::new(Forward::new(down)))
+        })
+    }
+
+    /// Spreads records round robin over all shards.
+    pub fn rebalance(&self) -> DataStream<T> {
+        self.exchanged("rebalance", Rebalance::default())
+    }
+
+    /// Sends every record to every shard.
+    pub fn broadcast(&self) -> DataStream<T> {
+        self.exchanged("broadcast", Broadcast)
+    }
+
+    /// Partitions by a key computed from each record: `key_by(|r| r.id)`. Every record of a key
+    /// is processed on the shard that owns the key's group.
+    pub fn key_by<K, F>(&self, key: F) -> KeyedStream<T, KeyByValue<F, K>>
+    where
+        K: Hash + Eq + Clone + 'static,
+        F: Fn(&T) -> K + Clone + Send + Sync + 'static,
+    {
+        KeyedStream {
+            stream: self.clone(),
+            key: KeyByValue::new(key),
+        }
+    }
+
+    /// Partitions by a key borrowed from each record: `key_by_ref(|r| &r.word)`. Keyed state is
+    /// then looked up without cloning the key.
+    pub fn key_by_ref<K, F>(&self, key: F) -> KeyedStream<T, KeyByRef<F, K>>
+    where
+        K: Hash + Eq + Clone + 'static,
+        F: for<'a> Fn(&'a T) -> &'a K + Clone + Send + Sync + 'static,
+    {
+        KeyedStream {
+            stream: self.clone(),
+            key: KeyByRef::new(key),
+        }
+    }
+
+    /// Ends the stream in a user-defined sink; `make` builds one per shard.
+    pub fn sink_to<S, F>(&self, name: &str, make: F)
+    where
+        S: SinkFunction<T>,
+        F: Fn(&OperatorContext) -> Result<S, JobError> + Send + Sync + 'static,
+    {
+        self.env.with_graph(|g| {
+            g.add_sink::<T, _>(name, forward(&self.heads), move |ctx| {
+                Ok(Box::new(Sink::new(make(ctx)?, ctx.clone())))
+            })
+        });
+    }
+
+    /// Prints every record to standard output as `shard> record`, as Flink does.
+    pub fn print(&self)
+    where
+        T: std::fmt::Debug,
+    {
+        self.sink_to("print", |ctx| Ok(PrintSink::new(ctx.runtime.shard)));
+    }
+
+    /// Writes every record's `Display` form, a line each, into the directory `dir`: one file
+    /// `part-NNNNN` per shard. Fails if a part file exists (see [`write_as_text_with`](Self::write_as_text_with)).
+    pub fn write_as_text(&self, dir: impl Into<PathBuf>)
+    where
+        T: std::fmt::Display,
+    {
+        self.write_as_text_with(dir, WriteMode::NoOverwrite)
+    }
+
+    pub fn write_as_text_with(&self, dir: impl Into<PathBuf>, mode: WriteMode)
+    where
+        T: std::fmt::Display,
+    {
+        let dir = dir.into();
+        self.sink_to("write_as_text", move |ctx| TextSink::open(&dir, mode, ctx));
+    }
+
+    /// Writes every record as a CSV row (RFC 4180 quoting) into the directory `dir`, one file
+    /// `part-NNNNN.csv` per shard.
+    pub fn write_as_csv(&self, dir: impl Into<PathBuf>)
+    where
+        T: ToCsv,
+    {
+        self.write_as_csv_with(dir, WriteMode::NoOverwrite)
+    }
+
+    pub fn write_as_csv_with(&self, dir: impl Into<PathBuf>, mode: WriteMode)
+    where
+        T: ToCsv,
+    {
+        let dir = dir.into();
+        self.sink_to("write_as_csv", move |ctx| CsvSink::open(&dir, mode, ctx));
+    }
+
+    /// Collects every record; the handle yields them after `execute` returns.
+    pub fn collect(&self) -> CollectHandle<T> {
+        let handle = CollectHandle::new();
+        let h = handle.clone();
+        self.sink_to("collect", move |ctx| {
+            Ok(CollectSink::new(h.clone(), ctx.runtime.shard))
+        });
+        handle
+    }
+}
+
+/// A stream partitioned by key: the input of keyed operators.
+pub struct KeyedStream<T, KS> {
+    stream: DataStream<T>,
+    key: KS,
+}
+
+impl<T: Data, KS: KeySelector<T>> KeyedStream<T, KS> {
+    /// The exchange by key, after a combiner in batch mode when `combine` is given.
+    fn exchange_input(
+        &self,
+        name: &str,
+        combine: Option<impl Fn(&mut T, T) + Clone + Send + Sync + 'static>,
+    ) -> InputRef {
+        let stream = match combine {
+            Some(f) => {
+                let key = self.key.clone();
+                self.stream.op::<T>(
+                    &format!("{name} (combine)"),
+                    forward(&self.stream.heads),
+                    move |ctx, down| {
+                        Ok(match ctx.config.runtime_mode {
+                            RuntimeMode::Batch => Box::new(KeyedReduce::new(
+                                key.clone(),
+                                f.clone(),
+                                Emit::AtEndOrKeys(COMBINER_KEYS_MAX),
+                                false,
+                                down,
+                                ctx.clone(),
+                            )),
+                            RuntimeMode::Streaming => Box::new(Forward::new(down)),
+                        })
+                    },
+                )
+            }
+            None => self.stream.clone(),
+        };
+        let e = self.stream.env.with_graph(|g| {
+            g.add_exchange::<T, _>(
+                &format!("key_by → {name}"),
+                &stream.heads,
+                KeyBy(self.key.clone()),
+            )
+        });
+        InputRef::Exchange(e)
+    }
+
+    /// Folds each record into its key's accumulator: `reduce(|acc, x| acc.1 += x.1)`.
+    ///
+    /// In streaming mode every updated accumulator is emitted (a rolling reduce); in batch mode
+    /// only the final accumulator of each key, when the input ends, and records are
+    /// pre-aggregated before the exchange.
+    pub fn reduce(&self, f: impl Fn(&mut T, T) + Clone + Send + Sync + 'static) -> DataStream<T> {
+        self.reduce_named("reduce", f)
+    }
+
+    fn reduce_named(
+        &self,
+        name: &str,
+        f: impl Fn(&mut T, T) + Clone + Send + Sync + 'static,
+    ) -> DataStream<T> {
+        let input = self.exchange_input(name, Some(f.clone()));
+        let key = self.key.clone();
+        self.stream.op(name, input, move |ctx, down| {
+            let emit = match ctx.config.runtime_mode {
+                RuntimeMode::Streaming => Emit::EveryUpdate,
+                RuntimeMode::Batch => Emit::AtEnd,
+            };
+            Ok(Box::new(KeyedReduce::new(
+                key.clone(),
+                f.clone(),
+                emit,
+                true,
+                down,
+                ctx.clone(),
+            )))
+        })
+    }
+
+    /// Sums the field `field` points to: `sum(|r| &mut r.1)`. The other fields are those of the
+    /// key's first record (as Flink's `sum`).
+    pub fn sum<N>(
+        &self,
+        field: impl Fn(&mut T) -> &mut N + Clone + Send + Sync + 'static,
+    ) -> DataStream<T>
+    where
+        N: Copy + std::ops::Add<Output = N> + 'static,
+    {
+        self.reduce_named("sum", move |acc: &mut T, mut x: T| {
+            let v = *field(&mut x);
+            let a = field(acc);
+            *a = *a + v;
+        })
+    }
+
+    /// The smallest value of the field, in the key's first record (Flink's `min`).
+    pub fn min<N>(
+        &self,
+        field: impl Fn(&mut T) -> &mut N + Clone + Send + Sync + 'static,
+    ) -> DataStream<T>
+    where
+        N: Copy + PartialOrd + 'static,
+    {
+        self.reduce_named("min", move |acc: &mut T, mut x: T| {
+            let v = *field(&mut x);
+            let a = field(acc);
+            if v < *a {
+                *a = v;
+            }
+        })
+    }
+
+    /// The largest value of the field, in the key's first record (Flink's `max`).
+    pub fn max<N>(
+        &self,
+        field: impl Fn(&mut T) -> &mut N + Clone + Send + Sync + 'static,
+    ) -> DataStream<T>
+    where
+        N: Copy + PartialOrd + 'static,
+    {
+        self.reduce_named("max", move |acc: &mut T, mut x: T| {
+            let v = *field(&mut x);
+            let a = field(acc);
+            if v > *a {
+                *a = v;
+            }
+        })
+    }
+
+    /// The whole record with the smallest field (the first of equals), as Flink's `minBy`.
+    pub fn min_by<N: PartialOrd>(
+        &self,
+        field: impl Fn(&T) -> N + Clone + Send + Sync + 'static,
+    ) -> DataStream<T> {
+        self.reduce_named("min_by", move |acc: &mut T, x: T| {
+            if field(&x) < field(acc) {
+                *acc = x;
+            }
+        })
+    }
+
+    /// The whole record with the largest field (the first of equals), as Flink's `maxBy`.
+    pub fn max_by<N: PartialOrd>(
+        &self,
+        field: impl Fn(&T) -> N + Clone + Send + Sync + 'static,
+    ) -> DataStream<T> {
+        self.reduce_named("max_by", move |acc: &mut T, x: T| {
+            if field(&x) > field(acc) {
+                *acc = x;
+            }
+        })
+    }
+
+    /// A process function on the keyed stream: every record reaches the shard owning its key.
+    pub fn process<U: Data, P: ProcessFunction<T, U>>(&self, f: P) -> DataStream<U> {
+        let input = self.exchange_input("process", None::<fn(&mut T, T)>);
+        self.stream.op("process", input, move |ctx, down| {
+            Ok(Box::new(Process::new(f.clone(), down, ctx.clone())))
+        })
+    }
+}
