@@ -440,6 +440,7 @@ async fn drive_source<T: Data, S: Source<T>>(
             return Err(JobError::Cancelled);
         }
         crate::operator::ready(chain.as_mut()).await?;
+        ctx.enter();
         let status = {
             let mut next = std::pin::pin!(source.next_batch(&mut batch, max_records));
             let mut flushed_once = false;

@@ -447,7 +447,8 @@ async fn run_shard(
                 match guarded.await {
                     Ok(r) => r,
                     Err(p) => Err(JobError::Panicked {
-                        operator: name.to_string(),
+                        operator: crate::operator::current_operator()
+                            .map_or_else(|| name.to_string(), |o| o.to_string()),
                         shard,
                         message: panic_message(p.as_ref()),
                     }),

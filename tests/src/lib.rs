@@ -1,1 +1,49 @@
+//! Helpers shared by shardflow's end-to-end tests: seeds, and slow, obviously correct references.
 
+use std::collections::HashMap;
+
+use shardflow::datagen::ZipfText;
+use shardflow::jobs::wordcount::{normalize, tokens};
+
+/// The seed of a randomized test: `SHARDFLOW_SEED` if set (to replay a failure), else `default`.
+/// Printed, so that a failing run names the seed that replays it.
+pub fn seed(default: u64) -> u64 {
+    let s = std::env::var("SHARDFLOW_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    eprintln!("seed = {s} (replay with SHARDFLOW_SEED={s})");
+    s
+}
+
+/// Word counts of `lines` by a plain loop.
+pub fn reference_word_counts<'a>(lines: impl IntoIterator<Item = &'a str>) -> HashMap<String, u64> {
+    let mut counts = HashMap::new();
+    for line in lines {
+        for w in tokens(line) {
+            *counts.entry(normalize(w)).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// Lines `0..n` of the standard generated text with `seed`.
+pub fn generated_lines(n: u64, seed: u64) -> Vec<String> {
+    let text = ZipfText::standard(seed);
+    (0..n)
+        .map(|j| {
+            let mut s = String::new();
+            text.line(j, &mut s);
+            s
+        })
+        .collect()
+}
+
+/// Pairs into a map, failing on a duplicate key (a key emitted twice is a bug of its own).
+pub fn into_map(pairs: Vec<(String, u64)>) -> HashMap<String, u64> {
+    let mut m = HashMap::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        assert!(m.insert(k.clone(), v).is_none(), "key {k:?} emitted twice");
+    }
+    m
+}

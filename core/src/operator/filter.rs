@@ -19,6 +19,7 @@ impl<T, F: FnMut(&T) -> bool> Filter<T, F> {
 
 impl<T: 'static, F: FnMut(&T) -> bool + 'static> Push<T> for Filter<T, F> {
     fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
         batch.retain(|x| (self.f)(x));
         self.ctx.counters.add_out(batch.len());

@@ -29,6 +29,7 @@ impl<T: 'static, U: 'static, F: FnMut(T, &mut Collector<U>) + 'static> Push<T>
     for FlatMap<T, U, F>
 {
     fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
         for x in batch.drain(..) {
             (self.f)(x, &mut Collector::new(&mut self.out));

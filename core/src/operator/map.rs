@@ -27,6 +27,7 @@ impl<T, U, F: FnMut(T) -> U> Map<T, U, F> {
 
 impl<T: 'static, U: 'static, F: FnMut(T) -> U + 'static> Push<T> for Map<T, U, F> {
     fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
         self.ctx.counters.add_out(batch.len());
         self.out.extend(batch.drain(..).map(&mut self.f));

@@ -106,7 +106,32 @@ pub struct OperatorContext {
     pub counters: Arc<OperatorCounters>,
 }
 
+thread_local! {
+    /// The operator whose code this thread runs: named in the error if a user function panics.
+    static CURRENT_OPERATOR: std::cell::RefCell<Option<Arc<str>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The operator that last entered user code on this thread (see [`OperatorContext::enter`]).
+pub fn current_operator() -> Option<Arc<str>> {
+    CURRENT_OPERATOR.with(|c| c.borrow().clone())
+}
+
 impl OperatorContext {
+    /// Marks this operator as the one running user code on this thread, so that a panic is
+    /// blamed on it. Called once per batch (two atomic reference-count updates).
+    #[inline]
+    pub fn enter(&self) {
+        CURRENT_OPERATOR.with(|c| {
+            let mut c = c.borrow_mut();
+            if !c
+                .as_ref()
+                .is_some_and(|cur| Arc::ptr_eq(cur, &self.runtime.operator))
+            {
+                *c = Some(self.runtime.operator.clone());
+            }
+        });
+    }
+
     /// An error of this operator on this shard.
     pub fn error(&self, message: impl std::fmt::Display) -> JobError {
         JobError::Operator {

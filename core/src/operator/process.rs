@@ -108,6 +108,7 @@ impl<I, O: 'static, P: ProcessFunction<I, O>> Process<I, O, P> {
 impl<I: 'static, O: 'static, P: ProcessFunction<I, O>> Push<I> for Process<I, O, P> {
     fn push(&mut self, batch: &mut Vec<I>) -> Result<(), JobError> {
         self.open()?;
+        self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
         for x in batch.drain(..) {
             self.f
@@ -129,6 +130,7 @@ impl<I: 'static, O: 'static, P: ProcessFunction<I, O>> Push<I> for Process<I, O,
         self.down.poll_flush(cx)
     }
     fn finish(&mut self) -> Result<(), JobError> {
+        self.ctx.enter();
         self.open()?;
         self.f
             .finish(&self.ctx.runtime, &mut Collector::new(&mut self.out))

@@ -85,6 +85,7 @@ where
     R: FnMut(&mut T, T) + 'static,
 {
     fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
         let every_update = self.emit == Emit::EveryUpdate;
         for x in batch.drain(..) {

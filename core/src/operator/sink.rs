@@ -25,10 +25,12 @@ impl<S> Sink<S> {
 
 impl<T: 'static, S: SinkFunction<T>> Push<T> for Sink<S> {
     fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+        self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
         self.sink.write(batch)
     }
     fn finish(&mut self) -> Result<(), JobError> {
+        self.ctx.enter();
         self.sink.finish()
     }
 }
