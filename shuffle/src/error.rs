@@ -15,7 +15,7 @@ pub enum FrameError {
         available_bytes: usize,
     },
     #[error(
-        "channel {channel}: frame at offset {offset} claims a payload of {length} bytes but {available_bytes} follow its header"
+        "channel {channel}: frame at offset {offset} has a bad length: {length} payload bytes claimed, {available_bytes} follow its header"
     )]
     BadLength {
         channel: u32,

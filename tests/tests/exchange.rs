@@ -1,0 +1,182 @@
+//! The exchange under pressure and under attack: bounded buffering with a slow consumer, and
+//! corrupt frames rejected with the channel named.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use shardflow::prelude::*;
+use shardflow_core::data::archive_batch;
+use shardflow_core::exchange::ExchangeName;
+use shardflow_core::exchange::local::LocalChannel;
+use shardflow_core::exchange::reader::{ReaderSettings, run_reader};
+use shardflow_core::operator::Push;
+use shardflow_core::operator::sink::SinkFunction;
+use shardflow_core::runtime::CancelToken;
+use shardflow_shuffle::frame::{begin_frame, end_frame, write_frame};
+use shardflow_shuffle::{Checksum, FrameKind, RingConfig, ring};
+
+/// A sink that burns CPU on every record: the slow consumer.
+struct Slow {
+    sum: i64,
+    handle: shardflow::sink::collect::CollectHandle<i64>,
+    shard: u32,
+}
+
+impl SinkFunction<i64> for Slow {
+    fn write(&mut self, batch: &mut Vec<i64>) -> Result<(), JobError> {
+        for x in batch.drain(..) {
+            let mut h = x as u64;
+            for _ in 0..2_000 {
+                h = std::hint::black_box(h.rotate_left(5) ^ 0x9e37_79b9);
+            }
+            self.sum += x + (h == 42) as i64;
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), JobError> {
+        let mut one = vec![self.sum];
+        let mut sink = shardflow::sink::collect::CollectSink::new(self.handle.clone(), self.shard);
+        sink.write(&mut one)?;
+        sink.finish()
+    }
+}
+
+#[test]
+fn a_slow_sink_bounds_the_bytes_buffered_in_the_exchange() {
+    let n = 60_000i64;
+    let batch_bytes = 1024;
+    let buffers = 2;
+    let mut env = StreamExecutionEnvironment::local();
+    env.set_parallelism(2);
+    env.config_mut().batch_bytes = batch_bytes;
+    env.config_mut().channel_buffers = buffers;
+    let sums = shardflow::sink::collect::CollectHandle::<i64>::new();
+    let h = sums.clone();
+    env.generate_sequence(1, n)
+        .key_by(|x: &i64| *x)
+        .reduce(|a: &mut i64, b: i64| *a += b) // streaming: every record passes on
+        .sink_to("slow", move |ctx| {
+            Ok(Slow {
+                sum: 0,
+                handle: h.clone(),
+                shard: ctx.runtime.shard,
+            })
+        });
+    let result = env.execute("backpressure").unwrap();
+    assert_eq!(
+        sums.take().iter().sum::<i64>(),
+        n * (n + 1) / 2,
+        "nothing lost"
+    );
+    let ex = &result.metrics.exchanges[0];
+    // A buffer holds one batch frame (batch_bytes of archived records, a vector root, a header,
+    // padding) and perhaps the end-of-input frame: at most batch_bytes + 64 bytes.
+    let bound = buffers * (batch_bytes + 64);
+    assert!(
+        ex.ring_buffered_bytes_high_water <= bound,
+        "{ex:?}, bound {bound}"
+    );
+    assert!(ex.ring_buffered_buffers_high_water <= buffers, "{ex:?}");
+    // And the bound was reached: the sender really was held back.
+    assert!(ex.credit_stalls > 0, "no backpressure happened: {ex:?}");
+    assert_eq!(ex.ring_buffered_buffers_high_water, buffers, "{ex:?}");
+}
+
+/// A chain end that records what reaches it.
+struct Record(Rc<RefCell<Vec<u64>>>, Rc<RefCell<bool>>);
+
+impl Push<u64> for Record {
+    fn push(&mut self, batch: &mut Vec<u64>) -> Result<(), JobError> {
+        self.0.borrow_mut().append(batch);
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), JobError> {
+        *self.1.borrow_mut() = true;
+        Ok(())
+    }
+}
+
+/// Runs a reader on shard 0 of 2 whose ring from shard 1 carries `buf`; returns its result and
+/// the records that reached the chain.
+fn read_one_buffer(
+    corrupt: impl FnOnce(&mut shardflow_shuffle::Buffer),
+) -> (Result<(), JobError>, Vec<u64>, bool) {
+    let name = ExchangeName {
+        name: "key_by → test".into(),
+        index: 3,
+        parallelism: 2,
+    };
+    let channel = name.channel_id(1, 0);
+    let (tx, rx) = ring(channel, RingConfig::default());
+    let mut buf = tx.try_take_buffer().unwrap().unwrap();
+    let start = begin_frame(&mut buf);
+    buf = archive_batch(&[1u64, 2, 3], buf).unwrap();
+    end_frame(&mut buf, start, FrameKind::Data, channel, Checksum::Compute).unwrap();
+    write_frame(&mut buf, FrameKind::End, channel, &[], Checksum::Compute).unwrap();
+    corrupt(&mut buf);
+    tx.send(buf);
+    let result = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(move || async move {
+            let g = Rc::new(RefCell::new(Vec::new()));
+            let f = Rc::new(RefCell::new(false));
+            let local = LocalChannel::<u64>::new(2);
+            local.send_end();
+            let settings = ReaderSettings {
+                shard: 0,
+                scheduling: SchedulingMode::Throughput,
+                flush: FlushPolicy::WhenFullOrIdle,
+                name,
+                cancel: CancelToken::default(),
+            };
+            let r = run_reader::<u64>(
+                vec![None, Some(rx)],
+                local,
+                Box::new(Record(g.clone(), f.clone())),
+                settings,
+            )
+            .await;
+            let got = g.borrow().clone();
+            let fin = *f.borrow();
+            (r.map_err(|e| e.to_string()), got, fin)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    drop(tx);
+    let (r, got, fin) = result;
+    (r.map_err(|m| JobError::Graph(m)), got, fin)
+}
+
+#[test]
+fn a_sound_frame_is_delivered() {
+    let (r, got, finished) = read_one_buffer(|_| {});
+    r.unwrap();
+    assert_eq!(got, vec![1, 2, 3]);
+    assert!(finished);
+}
+
+#[test]
+fn a_frame_with_a_wrong_crc_or_length_never_reaches_an_operator() {
+    let cases: Vec<(&str, Box<dyn FnOnce(&mut shardflow_shuffle::Buffer)>)> = vec![
+        ("crc", Box::new(|b| b[20] ^= 0x10)),
+        (
+            "length",
+            Box::new(|b| b[0..4].copy_from_slice(&100_000u32.to_le_bytes())),
+        ),
+        ("crc", Box::new(|b| b[4] ^= 1)),
+    ];
+    for (what, corrupt) in cases {
+        let (r, got, finished) = read_one_buffer(corrupt);
+        let msg = r.unwrap_err().to_string();
+        assert!(
+            msg.contains("exchange 'key_by → test' channel 14 (shard 1 → shard 0)"),
+            "{what}: {msg}"
+        );
+        assert!(msg.contains(what), "{what}: {msg}");
+        assert!(
+            got.is_empty(),
+            "{what}: a corrupt frame reached the operator"
+        );
+        assert!(!finished);
+    }
+}
