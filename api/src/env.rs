@@ -17,6 +17,9 @@ use crate::source::text_file::{TextFileOptions, TextFileSource};
 use crate::source::{IterSource, SequenceSource, split_range};
 use crate::stream::DataStream;
 
+/// Called every progress interval with the live counters and the time since the start.
+pub type ProgressReporter = Box<dyn FnMut(&MetricsSnapshot, Duration)>;
+
 pub(crate) struct EnvInner {
     pub(crate) graph: RefCell<Option<JobGraph>>,
 }
@@ -48,7 +51,7 @@ impl EnvInner {
 pub struct StreamExecutionEnvironment {
     pub(crate) inner: Rc<EnvInner>,
     config: JobConfig,
-    progress: Option<Box<dyn FnMut(&MetricsSnapshot, Duration)>>,
+    progress: Option<ProgressReporter>,
 }
 
 impl Default for StreamExecutionEnvironment {

@@ -43,6 +43,7 @@ pub mod jobs;
 pub mod sink;
 pub mod source;
 pub mod stream;
+pub mod types;
 
 pub use env::StreamExecutionEnvironment;
 pub use shardflow_core::{

@@ -1,1 +1,207 @@
-fn main() {}
+//! `shardflow-bench`: the benchmark harness. Every workload runs beside its hand-written
+//! baseline, several times, and reports medians and the ratio.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use shardflow::SchedulingMode;
+use shardflow_bench::exchange::{self, Rec16, Rec128};
+use shardflow_bench::wordcount;
+
+#[derive(Parser)]
+#[command(name = "shardflow-bench", about = "shardflow's benchmark harness")]
+struct Cli {
+    #[command(subcommand)]
+    bench: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// WordCount on a generated file: the engine at P = 1 and 2 beside a single-threaded loop.
+    Wordcount {
+        #[arg(long, default_value_t = 2_000_000)]
+        lines: u64,
+        /// Runs of each; medians are reported.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// Writes the generated text of the wordcount benchmark to a file (for profiling runs).
+    GenText {
+        #[arg(long, default_value_t = 2_000_000)]
+        lines: u64,
+        #[arg(long)]
+        output: std::path::PathBuf,
+    },
+    /// Records/s through the exchange between two pinned shards, beside a bare rkyv hand-off.
+    Exchange {
+        #[arg(long, default_value_t = 50_000_000)]
+        records: u64,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// One-way latency of a lone record between two shards (hdrhistogram percentiles).
+    Latency {
+        #[arg(long, default_value_t = 20_000)]
+        records: u64,
+        /// Microseconds between records.
+        #[arg(long, default_value_t = 50)]
+        gap_us: u64,
+        /// Use throughput scheduling (parking receivers) instead of latency scheduling.
+        #[arg(long)]
+        parked: bool,
+    },
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    println!("machine: {} CPUs ({})", num_cpus(), cpu_model());
+    match cli.bench {
+        Bench::Wordcount { lines, runs } => {
+            let dir = tempdir()?;
+            let path = dir.join("text.txt");
+            let bytes = wordcount::write_text(&path, lines, 42)?;
+            println!(
+                "wordcount: {lines} lines, {:.1} MiB, {runs} runs each (interleaved)",
+                bytes as f64 / (1 << 20) as f64
+            );
+            let (mut base, mut p1, mut p2) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let b = wordcount::baseline(&path);
+                let e1 = wordcount::engine(&path, 1);
+                let e2 = wordcount::engine(&path, 2);
+                assert_eq!(
+                    (b.words, b.distinct),
+                    (e1.words, e1.distinct),
+                    "engine P=1 disagrees with the loop"
+                );
+                assert_eq!(
+                    (b.words, b.distinct),
+                    (e2.words, e2.distinct),
+                    "engine P=2 disagrees with the loop"
+                );
+                base.push(b.words_per_second());
+                p1.push(e1.words_per_second());
+                p2.push(e2.words_per_second());
+            }
+            let (b, e1, e2) = (median(base), median(p1), median(p2));
+            println!("  hand loop (1 thread)  {:>8.1} M words/s", b / 1e6);
+            println!(
+                "  engine P=1            {:>8.1} M words/s   {:.2}x the loop",
+                e1 / 1e6,
+                e1 / b
+            );
+            println!(
+                "  engine P=2            {:>8.1} M words/s   {:.2}x the loop",
+                e2 / 1e6,
+                e2 / b
+            );
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Bench::GenText { lines, output } => {
+            let bytes = wordcount::write_text(&output, lines, 42)?;
+            println!("{} bytes written to {}", bytes, output.display());
+        }
+        Bench::Exchange { records, runs } => {
+            for size in [16, 128] {
+                let (mut bare, mut eng, mut eng_lat) = (Vec::new(), Vec::new(), Vec::new());
+                for _ in 0..runs {
+                    let per = |d: Duration| records as f64 / d.as_secs_f64();
+                    if size == 16 {
+                        bare.push(per(exchange::bare_handoff::<Rec16>(records, 2048)));
+                        eng.push(per(exchange::engine_exchange::<Rec16>(
+                            records,
+                            SchedulingMode::Throughput,
+                        )));
+                        eng_lat.push(per(exchange::engine_exchange::<Rec16>(
+                            records,
+                            SchedulingMode::Latency,
+                        )));
+                    } else {
+                        let n = records / 4;
+                        let per = |d: Duration| n as f64 / d.as_secs_f64();
+                        bare.push(per(exchange::bare_handoff::<Rec128>(n, 256)));
+                        eng.push(per(exchange::engine_exchange::<Rec128>(
+                            n,
+                            SchedulingMode::Throughput,
+                        )));
+                        eng_lat.push(per(exchange::engine_exchange::<Rec128>(
+                            n,
+                            SchedulingMode::Latency,
+                        )));
+                    }
+                }
+                let (b, e, l) = (median(bare), median(eng), median(eng_lat));
+                println!("exchange, {size}-byte records ({runs} runs, medians):");
+                println!(
+                    "  bare rkyv hand-off              {:>8.1} M records/s",
+                    b / 1e6
+                );
+                println!(
+                    "  engine, throughput scheduling   {:>8.1} M records/s   {:.2}x bare",
+                    e / 1e6,
+                    e / b
+                );
+                println!(
+                    "  engine, latency scheduling      {:>8.1} M records/s   {:.2}x bare",
+                    l / 1e6,
+                    l / b
+                );
+            }
+        }
+        Bench::Latency {
+            records,
+            gap_us,
+            parked,
+        } => {
+            let mode = if parked {
+                SchedulingMode::Throughput
+            } else {
+                SchedulingMode::Latency
+            };
+            let h = exchange::lone_record_latency(
+                records,
+                records / 10,
+                Duration::from_micros(gap_us),
+                mode,
+            );
+            println!(
+                "lone record one-way latency, {mode:?} scheduling, {records} records, {gap_us} µs apart:"
+            );
+            for q in [0.5, 0.9, 0.99, 0.999] {
+                println!(
+                    "  p{:<5} {:>9.2} µs",
+                    q * 100.0,
+                    h.value_at_quantile(q) as f64 / 1e3
+                );
+            }
+            println!("  max    {:>9.2} µs", h.max() as f64 / 1e3);
+        }
+    }
+    Ok(())
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown model".into())
+}
+
+fn tempdir() -> std::io::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("shardflow-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}

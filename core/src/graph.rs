@@ -21,7 +21,7 @@ use crate::data::Data;
 use crate::error::JobError;
 use crate::exchange::local::LocalChannel;
 use crate::exchange::reader::{ReaderSettings, run_reader};
-use crate::exchange::writer::{ExchangeWriter, in_process_checksum};
+use crate::exchange::writer::{ExchangeWriter, WriterSettings, in_process_checksum};
 use crate::exchange::{ExchangeName, Partition, RemoteEnds};
 use crate::key::KeyGroupRange;
 use crate::operator::{
@@ -254,11 +254,13 @@ impl JobGraph {
                 partition.clone(),
                 ends.remote.senders,
                 local.clone(),
-                shard.shard,
-                shard.max_parallelism,
-                shard.config.batch_bytes,
-                in_process_checksum(shard.config.checksum),
-                ends.name.clone(),
+                WriterSettings {
+                    shard: shard.shard,
+                    max_parallelism: shard.max_parallelism,
+                    batch_bytes: shard.config.batch_bytes,
+                    checksum: in_process_checksum(shard.config.checksum),
+                    name: ends.name.clone(),
+                },
             );
             let settings = ReaderSettings {
                 shard: shard.shard,

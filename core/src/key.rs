@@ -194,58 +194,6 @@ impl std::fmt::Display for KeyGroupRange {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::rng::SplitMix64;
-
-    #[test]
-    fn owner_matches_the_range_definition_for_every_group() {
-        for m in [1u32, 7, 128, 4096] {
-            for p in 1..=m.min(64) {
-                let ranges: Vec<_> = (0..p).map(|i| KeyGroupRange::of_shard(i, p, m)).collect();
-                assert_eq!(ranges[0].start, 0);
-                assert_eq!(ranges[p as usize - 1].end, m);
-                for w in ranges.windows(2) {
-                    assert_eq!(w[0].end, w[1].start, "ranges are contiguous");
-                }
-                for kg in 0..m {
-                    let owner = shard_of_key_group(kg, m, p);
-                    let brute = ranges.iter().position(|r| r.contains(kg)).unwrap() as u32;
-                    assert_eq!(owner, brute, "m={m} p={p} kg={kg}");
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn hash_is_fixed_across_platforms_and_runs() {
-        // Pinned values: a change here moves every key of every saved job to another group.
-        assert_eq!(key_hash(&0u64), key_hash(&0usize));
-        assert_eq!(key_hash("shardflow"), key_hash(&String::from("shardflow")));
-        let pinned = [key_hash(&42u64), key_hash("word"), key_hash(&(1u32, "a"))];
-        let again = [key_hash(&42u64), key_hash("word"), key_hash(&(1u32, "a"))];
-        assert_eq!(pinned, again);
-        assert_ne!(key_hash("ab"), key_hash("ab\0"));
-        assert_ne!(key_hash(&1u8), key_hash(&1u32));
-    }
-
-    #[test]
-    fn key_groups_are_spread_evenly() {
-        // 200k random string keys into 64 groups: every group within 10% of the mean.
-        let mut rng = SplitMix64::new(7);
-        let mut counts = [0u32; 64];
-        for _ in 0..200_000 {
-            let key = format!("key-{}", rng.next_u64() % 1_000_000_007);
-            counts[key_group(key.as_str(), 64) as usize] += 1;
-        }
-        let mean = 200_000.0 / 64.0;
-        for c in counts {
-            assert!((c as f64 - mean).abs() < mean * 0.1, "{counts:?}");
-        }
-    }
-}
-
 /// How a keyed operator finds a record's key.
 ///
 /// [`KeyByValue`] computes an owned key (`|r| r.id % 10`); [`KeyByRef`] borrows it from the
@@ -322,3 +270,55 @@ where
 
 /// The hasher of in-memory keyed state maps (fast, and the same hash the key groups use).
 pub type KeyedMapHasher = std::hash::BuildHasherDefault<StableHasher>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+
+    #[test]
+    fn owner_matches_the_range_definition_for_every_group() {
+        for m in [1u32, 7, 128, 4096] {
+            for p in 1..=m.min(64) {
+                let ranges: Vec<_> = (0..p).map(|i| KeyGroupRange::of_shard(i, p, m)).collect();
+                assert_eq!(ranges[0].start, 0);
+                assert_eq!(ranges[p as usize - 1].end, m);
+                for w in ranges.windows(2) {
+                    assert_eq!(w[0].end, w[1].start, "ranges are contiguous");
+                }
+                for kg in 0..m {
+                    let owner = shard_of_key_group(kg, m, p);
+                    let brute = ranges.iter().position(|r| r.contains(kg)).unwrap() as u32;
+                    assert_eq!(owner, brute, "m={m} p={p} kg={kg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hash_is_fixed_across_platforms_and_runs() {
+        // Pinned values: a change here moves every key of every saved job to another group.
+        assert_eq!(key_hash(&0u64), key_hash(&0usize));
+        assert_eq!(key_hash("shardflow"), key_hash(&String::from("shardflow")));
+        let pinned = [key_hash(&42u64), key_hash("word"), key_hash(&(1u32, "a"))];
+        let again = [key_hash(&42u64), key_hash("word"), key_hash(&(1u32, "a"))];
+        assert_eq!(pinned, again);
+        assert_ne!(key_hash("ab"), key_hash("ab\0"));
+        assert_ne!(key_hash(&1u8), key_hash(&1u32));
+    }
+
+    #[test]
+    fn key_groups_are_spread_evenly() {
+        // 200k random string keys into 64 groups: every group within 10% of the mean.
+        let mut rng = SplitMix64::new(7);
+        let mut counts = [0u32; 64];
+        for _ in 0..200_000 {
+            let key = format!("key-{}", rng.next_u64() % 1_000_000_007);
+            counts[key_group(key.as_str(), 64) as usize] += 1;
+        }
+        let mean = 200_000.0 / 64.0;
+        for c in counts {
+            assert!((c as f64 - mean).abs() < mean * 0.1, "{counts:?}");
+        }
+    }
+}

@@ -39,6 +39,8 @@ pub struct CancelToken {
 #[derive(Default)]
 struct CancelInner {
     cancelled: AtomicBool,
+    /// The error that cancelled the job: the root cause, not the failures it caused.
+    root: Mutex<Option<JobError>>,
     rings: Mutex<Vec<RingHandle>>,
 }
 
@@ -51,15 +53,47 @@ impl CancelToken {
     /// Marks the job cancelled, then aborts every ring so that no task waits on a peer forever.
     pub fn cancel(&self) {
         if !self.inner.cancelled.swap(true, Ordering::AcqRel) {
-            for r in self
-                .inner
-                .rings
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-            {
-                r.abort();
-            }
+            self.abort_rings();
+        }
+    }
+
+    /// Fails the job with `error`, which becomes the job's error unless a root cause is known
+    /// already. A closed channel is only ever a consequence (a ring closes because the task at its
+    /// other end ended), so it gives way to any other error, which may arrive a moment later.
+    pub fn fail(&self, error: JobError) {
+        let consequence =
+            |e: &JobError| matches!(e, JobError::Channel { .. } | JobError::Cancelled);
+        let mut root = self.inner.root.lock().unwrap_or_else(|e| e.into_inner());
+        let replace = match &*root {
+            None => true,
+            Some(r) => consequence(r) && !consequence(&error),
+        };
+        if replace {
+            *root = Some(error);
+        }
+        drop(root);
+        if !self.inner.cancelled.swap(true, Ordering::AcqRel) {
+            self.abort_rings();
+        }
+    }
+
+    fn take_root(&self) -> Option<JobError> {
+        self.inner
+            .root
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+    }
+
+    fn abort_rings(&self) {
+        for r in self
+            .inner
+            .rings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            r.abort();
         }
     }
 
@@ -360,11 +394,7 @@ pub fn execute(
             .io_memory(1 << 20)
             .ring_depth(64);
         let spawned = builder.spawn(move || async move {
-            let cancel = ctx.cancel.clone();
             let result = run_shard(&graph, &ctx, shard_ends, &counters).await;
-            if result.is_err() {
-                cancel.cancel();
-            }
             let _ = done.send((shard, result));
         });
         match spawned {
@@ -413,6 +443,9 @@ pub fn execute(
         }
     }
     let elapsed = start.elapsed();
+    if let Some(root) = cancel.take_root() {
+        return Err(root);
+    }
     if let Some(e) = first_error {
         return Err(e);
     }
@@ -463,7 +496,12 @@ async fn run_shard(
             if let Some(task) = slot {
                 match task.poll(cx) {
                     Poll::Ready(Ok(())) => *slot = None,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Err(e)) => {
+                        // Record the cause while this shard's rings are still open: peers must
+                        // see the job cancelled before they see a channel close.
+                        ctx.cancel.fail(e);
+                        return Poll::Ready(Err(JobError::Cancelled));
+                    }
                     Poll::Pending => open += 1,
                 }
             }

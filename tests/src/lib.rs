@@ -21,7 +21,7 @@ pub fn reference_word_counts<'a>(lines: impl IntoIterator<Item = &'a str>) -> Ha
     let mut counts = HashMap::new();
     for line in lines {
         for w in tokens(line) {
-            *counts.entry(normalize(w)).or_insert(0) += 1;
+            *counts.entry(normalize(w).to_string()).or_insert(0) += 1;
         }
     }
     counts
@@ -40,9 +40,10 @@ pub fn generated_lines(n: u64, seed: u64) -> Vec<String> {
 }
 
 /// Pairs into a map, failing on a duplicate key (a key emitted twice is a bug of its own).
-pub fn into_map(pairs: Vec<(String, u64)>) -> HashMap<String, u64> {
+pub fn into_map<K: ToString>(pairs: Vec<(K, u64)>) -> HashMap<String, u64> {
     let mut m = HashMap::with_capacity(pairs.len());
     for (k, v) in pairs {
+        let k = k.to_string();
         assert!(m.insert(k.clone(), v).is_none(), "key {k:?} emitted twice");
     }
     m

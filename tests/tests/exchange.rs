@@ -144,7 +144,7 @@ fn read_one_buffer(
         .unwrap();
     drop(tx);
     let (r, got, fin) = result;
-    (r.map_err(|m| JobError::Graph(m)), got, fin)
+    (r.map_err(JobError::Graph), got, fin)
 }
 
 #[test]
@@ -157,7 +157,8 @@ fn a_sound_frame_is_delivered() {
 
 #[test]
 fn a_frame_with_a_wrong_crc_or_length_never_reaches_an_operator() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut shardflow_shuffle::Buffer)>)> = vec![
+    type Corruption = Box<dyn FnOnce(&mut shardflow_shuffle::Buffer)>;
+    let cases: Vec<(&str, Corruption)> = vec![
         ("crc", Box::new(|b| b[20] ^= 0x10)),
         (
             "length",

@@ -10,7 +10,7 @@ fn run(
     input: &WordCountInput,
     p: u32,
     configure: impl FnOnce(&mut StreamExecutionEnvironment),
-) -> (Vec<(String, u64)>, JobResult) {
+) -> (Vec<(wordcount::ShortString, u64)>, JobResult) {
     let mut env = StreamExecutionEnvironment::local();
     env.set_parallelism(p).set_runtime_mode(RuntimeMode::Batch);
     configure(&mut env);
@@ -54,7 +54,7 @@ fn streaming_mode_emits_every_update_and_the_last_one_is_the_count() {
         // Updates of one key arrive in order on one shard: each key's updates count 1, 2, 3, ...
         let mut last: HashMap<String, u64> = HashMap::new();
         for (w, n) in got {
-            let prev = last.insert(w.clone(), n).unwrap_or(0);
+            let prev = last.insert(w.to_string(), n).unwrap_or(0);
             assert_eq!(n, prev + 1, "word {w:?}");
         }
         assert_eq!(last, reference, "P = {p}");

@@ -11,6 +11,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+pub use crate::types::ShortString;
 use shardflow_core::operator::Collector;
 
 use crate::datagen::ZipfText;
@@ -34,15 +35,11 @@ pub fn tokens(line: &str) -> impl Iterator<Item = &str> {
         .filter(|w| !w.is_empty())
 }
 
-/// A word as the job keys it: lowercased.
-pub fn normalize(word: &str) -> String {
-    if word.is_ascii() {
-        let mut w = word.to_owned();
-        w.make_ascii_lowercase();
-        w
-    } else {
-        word.to_lowercase()
-    }
+/// A word as the job keys it: lowercased, in a [`ShortString`] (words of up to 22 bytes are
+/// held inline: making a word record, and dropping it once the combiner has counted it, costs
+/// no allocation).
+pub fn normalize(word: &str) -> ShortString {
+    ShortString::lowercase(word)
 }
 
 /// The lines of the input.
@@ -61,15 +58,15 @@ pub fn lines(env: &StreamExecutionEnvironment, input: &WordCountInput) -> DataSt
 }
 
 /// The job's dataflow: (word, count) pairs.
-pub fn word_counts(lines: &DataStream<String>) -> DataStream<(String, u64)> {
+pub fn word_counts(lines: &DataStream<String>) -> DataStream<(ShortString, u64)> {
     lines
-        .flat_map(|line: String, out: &mut Collector<(String, u64)>| {
+        .flat_map(|line: String, out: &mut Collector<(ShortString, u64)>| {
             for w in tokens(&line) {
                 out.collect((normalize(w), 1));
             }
         })
         .name("tokenize")
-        .key_by_ref(|wc: &(String, u64)| &wc.0)
-        .sum(|wc: &mut (String, u64)| &mut wc.1)
+        .key_by_ref(|wc: &(ShortString, u64)| &wc.0)
+        .sum(|wc: &mut (ShortString, u64)| &mut wc.1)
         .name("count")
 }

@@ -7,8 +7,11 @@ use shardflow_core::operator::sink::SinkFunction;
 
 /// Yields what a `collect` sink gathered, once the job has run.
 pub struct CollectHandle<T> {
-    shards: Arc<Mutex<Vec<(u32, Vec<T>)>>>,
+    shards: Arc<Mutex<Vec<ShardRecords<T>>>>,
 }
+
+/// The records one shard collected, with its index.
+type ShardRecords<T> = (u32, Vec<T>);
 
 impl<T> Clone for CollectHandle<T> {
     fn clone(&self) -> Self {

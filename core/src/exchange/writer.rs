@@ -47,18 +47,31 @@ pub struct ExchangeWriter<T, P> {
     name: ExchangeName,
 }
 
+/// Where a writer runs and how it frames its batches.
+pub struct WriterSettings {
+    pub shard: u32,
+    pub max_parallelism: u32,
+    /// Target bytes of one batch.
+    pub batch_bytes: usize,
+    pub checksum: Checksum,
+    pub name: ExchangeName,
+}
+
 impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
     /// `remote[r]` is the ring to shard `r` (None for this shard, which gets `local`).
     pub fn new(
         mut partition: P,
         remote: Vec<Option<RingSender>>,
         local: LocalChannel<T>,
-        shard: u32,
-        max_parallelism: u32,
-        batch_bytes: usize,
-        checksum: Checksum,
-        name: ExchangeName,
+        settings: WriterSettings,
     ) -> Self {
+        let WriterSettings {
+            shard,
+            max_parallelism,
+            batch_bytes,
+            checksum,
+            name,
+        } = settings;
         partition.open(shard);
         let parallelism = remote.len() as u32;
         let mut local = Some(local);

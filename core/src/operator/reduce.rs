@@ -7,12 +7,13 @@
 //!
 //! Until the state store lands, accumulators live in a hash map on the shard that owns the key.
 
-use std::collections::HashMap;
 use std::task::{Context, Poll};
+
+use hashbrown::HashTable;
 
 use super::{BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push};
 use crate::error::JobError;
-use crate::key::{KeySelector, KeyedMapHasher, key_group};
+use crate::key::{KeySelector, key_group_of_hash, key_hash};
 
 /// When the accumulators are emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,9 @@ pub struct KeyedReduce<T, KS: KeySelector<T>, R> {
     /// Check (in debug builds) that every key belongs to this shard: true after a key_by
     /// exchange, false for a combiner before it.
     check_ownership: bool,
-    state: HashMap<KS::Key, T, KeyedMapHasher>,
+    /// One accumulator per key, found by the key's stable hash and the key inside the record:
+    /// the key is not stored (nor cloned) a second time.
+    state: HashTable<T>,
     out: Vec<T>,
     down: BoxPush<T>,
     ctx: OperatorContext,
@@ -58,7 +61,7 @@ where
             reduce,
             emit,
             check_ownership,
-            state: HashMap::default(),
+            state: HashTable::new(),
             out: Vec::new(),
             down,
             ctx,
@@ -66,7 +69,7 @@ where
     }
 
     fn emit_all(&mut self) -> Result<(), JobError> {
-        for (_, v) in self.state.drain() {
+        for v in self.state.drain() {
             self.out.push(v);
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
                 self.ctx.counters.add_out(self.out.len());
@@ -88,11 +91,11 @@ where
         self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
         let every_update = self.emit == Emit::EveryUpdate;
+        let key = &self.key;
         for x in batch.drain(..) {
+            let hash = key.with_key(&x, key_hash);
             if cfg!(debug_assertions) && self.check_ownership {
-                let kg = self
-                    .key
-                    .with_key(&x, |k| key_group(k, self.ctx.runtime.max_parallelism));
+                let kg = key_group_of_hash(hash, self.ctx.runtime.max_parallelism);
                 assert!(
                     self.ctx.runtime.key_groups.contains(kg),
                     "operator '{}': key group {kg} reached shard {}, which owns {}",
@@ -101,8 +104,11 @@ where
                     self.ctx.runtime.key_groups
                 );
             }
-            let state = &mut self.state;
-            match self.key.with_key(&x, |k| state.get_mut(k)) {
+            let found = key.with_key(&x, |k| {
+                self.state
+                    .find_mut(hash, |acc| key.with_key(acc, |ak| ak == k))
+            });
+            match found {
                 Some(acc) => {
                     (self.reduce)(acc, x);
                     if every_update {
@@ -110,11 +116,11 @@ where
                     }
                 }
                 None => {
-                    let k = self.key.with_key(&x, |k| k.clone());
                     if every_update {
                         self.out.push(x.clone());
                     }
-                    self.state.insert(k, x);
+                    self.state
+                        .insert_unique(hash, x, |acc| key.with_key(acc, key_hash));
                 }
             }
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {

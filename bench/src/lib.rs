@@ -1,0 +1,7 @@
+//! # shardflow-bench: the workloads behind the harness and the criterion benches
+//!
+//! Each workload comes with the hand-written baseline it is held against, so that a run reports
+//! the ratio of the two measured side by side on the same machine.
+
+pub mod exchange;
+pub mod wordcount;
