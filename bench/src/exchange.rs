@@ -281,10 +281,12 @@ pub fn lone_record_latency(
     warmup: u64,
     gap: Duration,
     scheduling: SchedulingMode,
+    io_poll_interval: Duration,
 ) -> hdrhistogram::Histogram<u64> {
     let epoch = Instant::now();
     let mut env = StreamExecutionEnvironment::local();
     env.set_parallelism(2).set_scheduling_mode(scheduling);
+    env.config_mut().latency_io_poll_interval = io_poll_interval;
     let key = key_for_shard_1(env.config().max_parallelism);
     let hist = Arc::new(std::sync::Mutex::new(
         hdrhistogram::Histogram::<u64>::new(3).unwrap(),

@@ -49,6 +49,9 @@ enum Bench {
         /// Use throughput scheduling (parking receivers) instead of latency scheduling.
         #[arg(long)]
         parked: bool,
+        /// Latency mode: milliseconds between glommio's I/O polls (JobConfig::latency_io_poll_interval).
+        #[arg(long, default_value_t = 1)]
+        io_poll_ms: u64,
     },
 }
 
@@ -157,6 +160,7 @@ fn main() -> anyhow::Result<()> {
             records,
             gap_us,
             parked,
+            io_poll_ms,
         } => {
             let mode = if parked {
                 SchedulingMode::Throughput
@@ -168,9 +172,11 @@ fn main() -> anyhow::Result<()> {
                 records / 10,
                 Duration::from_micros(gap_us),
                 mode,
+                Duration::from_millis(io_poll_ms),
             );
             println!(
-                "lone record one-way latency, {mode:?} scheduling, {records} records, {gap_us} µs apart:"
+                "lone record one-way latency, {mode:?} scheduling (I/O poll every {io_poll_ms} ms), \
+                 {records} records, {gap_us} µs apart:"
             );
             for q in [0.5, 0.9, 0.99, 0.999] {
                 println!(

@@ -436,12 +436,14 @@ async fn drive_source<T: Data, S: Source<T>>(
     use std::task::Poll;
     let max_records = ctx.config.source_batch_records;
     let flush_when_idle = ctx.config.flush == crate::config::FlushPolicy::WhenFullOrIdle;
+    let mode = ctx.config.scheduling;
     let mut batch: Vec<T> = Vec::with_capacity(max_records);
+    let mut cooperate = crate::operator::Cooperate::new();
     loop {
         if cancel.is_cancelled() {
             return Err(JobError::Cancelled);
         }
-        crate::operator::ready(chain.as_mut()).await?;
+        crate::operator::ready(chain.as_mut(), mode).await?;
         ctx.enter();
         let status = {
             let mut next = std::pin::pin!(source.next_batch(&mut batch, max_records));
@@ -463,6 +465,10 @@ async fn drive_source<T: Data, S: Source<T>>(
                         match chain.poll_flush(cx) {
                             Poll::Ready(Ok(())) => flush_done = true,
                             Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                            // Latency mode never waits for a wake from another core: poll again.
+                            Poll::Pending if mode == crate::config::SchedulingMode::Latency => {
+                                cx.waker().wake_by_ref()
+                            }
                             Poll::Pending => {}
                         }
                     }
@@ -478,8 +484,8 @@ async fn drive_source<T: Data, S: Source<T>>(
         if status == SourceStatus::End {
             break;
         }
-        glommio::yield_if_needed().await;
+        cooperate.tick().await;
     }
     chain.finish()?;
-    crate::operator::flushed(chain.as_mut()).await
+    crate::operator::flushed(chain.as_mut(), mode).await
 }

@@ -389,10 +389,15 @@ pub fn execute(
             .map(|m| m.shards[shard as usize].clone())
             .collect();
         let done = done_tx.clone();
-        let builder = LocalExecutorBuilder::new(placement)
+        let mut builder = LocalExecutorBuilder::new(placement)
             .name(&format!("shardflow-{shard}"))
-            .io_memory(1 << 20)
-            .ring_depth(64);
+            .io_memory(1 << 20);
+        if config.scheduling == crate::config::SchedulingMode::Latency {
+            // Busy-polling tasks never leave the executor idle, and glommio reaps I/O
+            // completions only between task runs when its preempt timer fires: this bounds how
+            // long a file read or a socket waits (JobConfig::latency_io_poll_interval).
+            builder = builder.preempt_timer(config.latency_io_poll_interval);
+        }
         let spawned = builder.spawn(move || async move {
             let result = run_shard(&graph, &ctx, shard_ends, &counters).await;
             let _ = done.send((shard, result));
