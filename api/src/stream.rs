@@ -290,7 +290,7 @@ impl<T: Data, KS: KeySelector<T>> KeyedStream<T, KS> {
             g.add_exchange::<T, _>(
                 &format!("key_by → {name}"),
                 &stream.heads,
-                KeyBy(self.key.clone()),
+                KeyBy::new(self.key.clone()),
             )
         });
         InputRef::Exchange(e)

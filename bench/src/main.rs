@@ -38,6 +38,9 @@ enum Bench {
         records: u64,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Only the engine in throughput mode with 16-byte records (for profiling).
+        #[arg(long)]
+        engine_only: bool,
     },
     /// One-way latency of a lone record between two shards (hdrhistogram percentiles).
     Latency {
@@ -109,7 +112,20 @@ fn main() -> anyhow::Result<()> {
             let bytes = wordcount::write_text(&output, lines, 42)?;
             println!("{} bytes written to {}", bytes, output.display());
         }
-        Bench::Exchange { records, runs } => {
+        Bench::Exchange {
+            records,
+            runs,
+            engine_only: true,
+        } => {
+            for _ in 0..runs {
+                let d = exchange::engine_exchange::<Rec16>(records, SchedulingMode::Throughput);
+                println!(
+                    "engine: {:.1} M records/s",
+                    records as f64 / d.as_secs_f64() / 1e6
+                );
+            }
+        }
+        Bench::Exchange { records, runs, .. } => {
             for size in [16, 128] {
                 let (mut bare, mut eng, mut eng_lat) = (Vec::new(), Vec::new(), Vec::new());
                 for _ in 0..runs {

@@ -280,6 +280,9 @@ impl std::fmt::Display for JobResult {
     }
 }
 
+/// How long an idle shard polls before it parks in throughput mode.
+const THROUGHPUT_SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
+
 /// The CPUs shards are pinned to, in order.
 fn cpus() -> Vec<usize> {
     let mut cpus: Vec<usize> = glommio::CpuSet::online()
@@ -397,6 +400,10 @@ pub fn execute(
             // completions only between task runs when its preempt timer fires: this bounds how
             // long a file read or a socket waits (JobConfig::latency_io_poll_interval).
             builder = builder.preempt_timer(config.latency_io_poll_interval);
+        } else {
+            // Going to sleep costs glommio a membarrier (an IPI to every core of the process)
+            // and the wake an eventfd write: under a steady stream, spin briefly first.
+            builder = builder.spin_before_park(THROUGHPUT_SPIN_BEFORE_PARK);
         }
         let spawned = builder.spawn(move || async move {
             let result = run_shard(&graph, &ctx, shard_ends, &counters).await;

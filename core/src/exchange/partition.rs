@@ -1,6 +1,6 @@
 //! Partitioners: which shard a record goes to. Generic, so routing is a static call per record.
 
-use crate::key::{KeySelector, shard_of_key_group};
+use crate::key::{KeyGroupRouter, KeySelector, key_group_of_hash, shard_of_key_group};
 
 /// Where a record goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,20 +13,41 @@ pub enum Route {
 
 /// Routes records among `parallelism` shards.
 pub trait Partition<T>: Clone + Send + Sync + 'static {
-    /// Called once per shard before any record, with the sending shard's index.
-    fn open(&mut self, _shard: u32) {}
+    /// Called once per shard before any record, with the sending shard's index and the job's
+    /// shape.
+    fn open(&mut self, _shard: u32, _parallelism: u32, _max_parallelism: u32) {}
     fn route(&mut self, record: &T, parallelism: u32, max_parallelism: u32) -> Route;
 }
 
 /// By key: to the shard that owns the key's group.
 #[derive(Clone)]
-pub struct KeyBy<KS>(pub KS);
+pub struct KeyBy<KS> {
+    key: KS,
+    router: Option<KeyGroupRouter>,
+}
+
+impl<KS> KeyBy<KS> {
+    pub fn new(key: KS) -> Self {
+        Self { key, router: None }
+    }
+}
 
 impl<T, KS: KeySelector<T>> Partition<T> for KeyBy<KS> {
+    fn open(&mut self, _shard: u32, parallelism: u32, max_parallelism: u32) {
+        self.router = Some(KeyGroupRouter::new(max_parallelism, parallelism));
+    }
+
     #[inline]
     fn route(&mut self, record: &T, parallelism: u32, max_parallelism: u32) -> Route {
-        let kg = self.0.key_group(record, max_parallelism);
-        Route::One(shard_of_key_group(kg, max_parallelism, parallelism))
+        let hash = self.key.hash(record);
+        match &self.router {
+            Some(r) => Route::One(r.shard(hash)),
+            None => Route::One(shard_of_key_group(
+                key_group_of_hash(hash, max_parallelism),
+                max_parallelism,
+                parallelism,
+            )),
+        }
     }
 }
 
@@ -37,7 +58,7 @@ pub struct Rebalance {
 }
 
 impl<T> Partition<T> for Rebalance {
-    fn open(&mut self, shard: u32) {
+    fn open(&mut self, shard: u32, _parallelism: u32, _max_parallelism: u32) {
         self.next = shard;
     }
     #[inline]

@@ -72,8 +72,8 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
             checksum,
             name,
         } = settings;
-        partition.open(shard);
         let parallelism = remote.len() as u32;
+        partition.open(shard, parallelism, max_parallelism);
         let mut local = Some(local);
         let dests = remote
             .into_iter()
@@ -114,18 +114,40 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
     /// Ships what `d` owes: full batches always, the partial batch if a flush was requested, and
     /// the end frame if pending. Returns true once nothing owed is left. With `cx`, a stall on
     /// credit registers the task to be woken when a credit returns.
-    fn ship(&mut self, i: usize, mut cx: Option<&mut Context<'_>>) -> Result<bool, JobError> {
+    ///
+    /// Records are archived straight from the staging vector, batch after batch, and the shipped
+    /// prefix is removed once at the end: a backlog built up under backpressure is shifted once
+    /// per call, not once per batch.
+    fn ship(&mut self, i: usize, cx: Option<&mut Context<'_>>) -> Result<bool, JobError> {
+        let mut shipped = 0;
+        let result = self.ship_from(i, cx, &mut shipped);
+        let staged = &mut self.dests[i].staged;
+        if shipped == staged.len() {
+            staged.clear();
+        } else if shipped > 0 {
+            staged.drain(..shipped);
+        }
+        result
+    }
+
+    fn ship_from(
+        &mut self,
+        i: usize,
+        mut cx: Option<&mut Context<'_>>,
+        shipped: &mut usize,
+    ) -> Result<bool, JobError> {
         let batch_records = self.batch_records;
         loop {
             let d = &mut self.dests[i];
-            let owes_data =
-                d.staged.len() >= batch_records || (d.flush_requested && !d.staged.is_empty());
+            let left = d.staged.len() - *shipped;
+            let owes_data = left >= batch_records || (d.flush_requested && left > 0);
             if !owes_data && !d.end_pending {
                 d.flush_requested = false;
                 return Ok(true);
             }
             match &d.link {
                 Link::Local(ch) => {
+                    debug_assert_eq!(*shipped, 0, "local batches are handed over whole");
                     if owes_data && !ch.try_send(&mut d.staged, cx.as_deref_mut()) {
                         return Ok(false);
                     }
@@ -154,21 +176,21 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                     };
                     let channel = ring.channel();
                     let to = d.to;
-                    let n = d.staged.len().min(batch_records);
+                    let n = left.min(batch_records);
                     if n > 0 {
                         let start = begin_frame(&mut buf);
-                        buf = archive_batch(&d.staged[..n], buf).map_err(|e| JobError::Decode {
+                        let batch = &d.staged[*shipped..*shipped + n];
+                        buf = archive_batch(batch, buf).map_err(|e| JobError::Decode {
                             channel: self.name.describe(self.shard, to),
                             offset: start,
                             message: format!("cannot archive a batch: {e}"),
                         })?;
                         end_frame(&mut buf, start, FrameKind::Data, channel, self.checksum)
                             .map_err(|e| self.frame_error(to, e))?;
-                        let d = &mut self.dests[i];
-                        d.staged.drain(..n);
+                        *shipped += n;
                     }
                     let d = &mut self.dests[i];
-                    if d.staged.is_empty() && d.end_pending {
+                    if *shipped == d.staged.len() && d.end_pending {
                         write_frame(&mut buf, FrameKind::End, channel, &[], self.checksum)
                             .map_err(|e| self.frame_error(to, e))?;
                         self.dests[i].end_pending = false;
