@@ -169,7 +169,7 @@ pub struct KeyGroupRouter {
 
 impl KeyGroupRouter {
     pub fn new(max_parallelism: u32, parallelism: u32) -> Self {
-        assert!(max_parallelism >= 1 && max_parallelism <= MAX_PARALLELISM_LIMIT);
+        assert!((1..=MAX_PARALLELISM_LIMIT).contains(&max_parallelism));
         assert!(
             parallelism >= 1 && parallelism <= max_parallelism && parallelism <= u16::MAX as u32
         );
