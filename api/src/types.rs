@@ -4,10 +4,11 @@ use std::hash::{Hash, Hasher};
 
 use rkyv::{Archive, Deserialize, Serialize};
 
-/// Bytes a [`ShortString`] holds without allocating.
-pub const SHORT_STRING_INLINE_BYTES: usize = 22;
+/// Bytes a [`ShortString`] holds without allocating: 14, so that the whole value is 24 bytes
+/// (the inline form fits beside the niche of the heap form), like a `String`.
+pub const SHORT_STRING_INLINE_BYTES: usize = 14;
 
-/// A string that keeps up to 22 bytes inline, for keys such as words, symbols and sensor ids.
+/// A string that keeps up to 14 bytes inline, for keys such as words, symbols and sensor ids.
 ///
 /// Making, cloning and dropping a short one costs no allocation, and its record archives without
 /// an out-of-line part. Longer strings live on the heap as a `String` would. The form is
@@ -20,7 +21,7 @@ pub const SHORT_STRING_INLINE_BYTES: usize = 22;
 /// let w = ShortString::from("shardflow");
 /// assert_eq!(w.as_str(), "shardflow");
 /// assert!(w.is_inline());
-/// assert!(!ShortString::from("a string longer than twenty-two bytes").is_inline());
+/// assert!(!ShortString::from("a string longer than fourteen bytes").is_inline());
 /// ```
 #[derive(Archive, Serialize, Deserialize, Clone, PartialEq, Eq)]
 pub enum ShortString {
@@ -35,17 +36,23 @@ impl ShortString {
     /// The string, lowercased if ASCII (`str::to_lowercase` otherwise), without allocating when
     /// the result fits inline.
     pub fn lowercase(s: &str) -> Self {
-        if s.is_ascii() && s.len() <= SHORT_STRING_INLINE_BYTES {
+        if s.len() <= SHORT_STRING_INLINE_BYTES {
+            // One pass: copy, lowercase and check for non-ASCII together (no `memcpy` call for
+            // a handful of bytes, no second scan).
             let mut bytes = [0u8; SHORT_STRING_INLINE_BYTES];
-            bytes[..s.len()].copy_from_slice(s.as_bytes());
-            bytes[..s.len()].make_ascii_lowercase();
-            Self::Inline {
-                len: s.len() as u8,
-                bytes,
+            let mut high = 0u8;
+            for (d, &b) in bytes.iter_mut().zip(s.as_bytes()) {
+                high |= b;
+                *d = b | (((b.wrapping_sub(b'A') < 26) as u8) << 5);
             }
-        } else {
-            Self::from(s.to_lowercase().as_str())
+            if high < 0x80 {
+                return Self::Inline {
+                    len: s.len() as u8,
+                    bytes,
+                };
+            }
         }
+        Self::from(s.to_lowercase().as_str())
     }
 
     pub fn as_str(&self) -> &str {

@@ -52,19 +52,37 @@ impl StableHasher {
 }
 
 impl Hasher for StableHasher {
+    /// Hashes bytes in 8-byte words. A tail shorter than a word is read with overlapping loads
+    /// (two 4-byte loads, or three single bytes), never copied into a scratch word: a `memcpy`
+    /// followed by a word load stalls on store forwarding, which profiling found to be the
+    /// single largest cost of keyed lookups on short string keys.
     #[inline]
     fn write(&mut self, bytes: &[u8]) {
-        self.len = self.len.wrapping_add(bytes.len() as u64);
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.mix(u64::from_le_bytes(c.try_into().unwrap()));
+        let len = bytes.len();
+        self.len = self.len.wrapping_add(len as u64);
+        let marker = (len as u64) << 56;
+        let u32_at = |i: usize| u32::from_le_bytes(bytes[i..i + 4].try_into().unwrap()) as u64;
+        let u64_at = |i: usize| u64::from_le_bytes(bytes[i..i + 8].try_into().unwrap());
+        if len <= 8 {
+            let word = if len >= 4 {
+                u32_at(0) | (u32_at(len - 4) << 32)
+            } else if len > 0 {
+                ((bytes[0] as u64) << 16) | ((bytes[len / 2] as u64) << 8) | bytes[len - 1] as u64
+            } else {
+                0
+            };
+            // With the length, the (possibly overlapping) windows determine the bytes.
+            self.mix(word ^ marker);
+            return;
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut tail = [0u8; 8];
-            tail[..rest.len()].copy_from_slice(rest);
-            // The length in the top byte keeps "ab" and "ab\0" apart.
-            self.mix(u64::from_le_bytes(tail) ^ ((rest.len() as u64) << 56));
+        let mut i = 0;
+        while i + 8 <= len {
+            self.mix(u64_at(i));
+            i += 8;
+        }
+        if i < len {
+            // The last 8 bytes, overlapping the previous word.
+            self.mix(u64_at(len - 8) ^ marker);
         }
     }
     #[inline]
@@ -379,6 +397,18 @@ mod tests {
         let again = [key_hash(&42u64), key_hash("word"), key_hash(&(1u32, "a"))];
         assert_eq!(pinned, again);
         assert_ne!(key_hash("ab"), key_hash("ab\0"));
+        // Every length from 0 to 40 around the word boundaries: distinct strings, distinct hashes.
+        let text = "the quick brown fox jumps over the lazy dog";
+        let mut seen = std::collections::HashSet::new();
+        for a in 0..8 {
+            for b in a..text.len() {
+                seen.insert(key_hash(&text[a..b]));
+            }
+        }
+        let distinct: std::collections::HashSet<&str> = (0..8)
+            .flat_map(|a| (a..text.len()).map(move |b| &text[a..b]))
+            .collect();
+        assert_eq!(seen.len(), distinct.len());
         assert_ne!(key_hash(&1u8), key_hash(&1u32));
     }
 

@@ -35,7 +35,7 @@ pub fn tokens(line: &str) -> impl Iterator<Item = &str> {
         .filter(|w| !w.is_empty())
 }
 
-/// A word as the job keys it: lowercased, in a [`ShortString`] (words of up to 22 bytes are
+/// A word as the job keys it: lowercased, in a [`ShortString`] (words of up to 14 bytes are
 /// held inline: making a word record, and dropping it once the combiner has counted it, costs
 /// no allocation).
 pub fn normalize(word: &str) -> ShortString {

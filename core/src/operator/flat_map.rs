@@ -36,6 +36,8 @@ impl<T: 'static, U: 'static, F: FnMut(T, &mut Collector<U>) + 'static> Push<T>
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
                 self.ctx.counters.add_out(self.out.len());
                 self.down.push(&mut self.out)?;
+                // Downstream operators ran user code: this operator runs it again now.
+                self.ctx.enter();
             }
         }
         self.ctx.counters.add_out(self.out.len());

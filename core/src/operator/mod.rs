@@ -31,7 +31,7 @@ pub use process::{Collector, ProcessFunction};
 
 /// The most records an operator collects before it pushes them on, whatever its input batch
 /// expanded to (a `flat_map` of one line into a million words pushes many bounded batches).
-pub const OUTPUT_BATCH_RECORDS_MAX: usize = 1024;
+pub const OUTPUT_BATCH_RECORDS_MAX: usize = 256;
 
 /// The receiving end of a chain link.
 pub trait Push<T> {

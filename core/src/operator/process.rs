@@ -116,6 +116,8 @@ impl<I: 'static, O: 'static, P: ProcessFunction<I, O>> Push<I> for Process<I, O,
                 .map_err(|e| self.ctx.error(e))?;
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
                 self.emit()?;
+                // Downstream operators ran user code: this operator runs it again now.
+                self.ctx.enter();
             }
         }
         self.emit()

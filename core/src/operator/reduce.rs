@@ -74,6 +74,8 @@ where
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
                 self.ctx.counters.add_out(self.out.len());
                 self.down.push(&mut self.out)?;
+                // Downstream operators ran user code: this operator runs it again now.
+                self.ctx.enter();
             }
         }
         self.ctx.counters.add_out(self.out.len());
@@ -126,6 +128,8 @@ where
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
                 self.ctx.counters.add_out(self.out.len());
                 self.down.push(&mut self.out)?;
+                // Downstream operators ran user code: this operator runs it again now.
+                self.ctx.enter();
             }
         }
         if let Emit::AtEndOrKeys(max) = self.emit
