@@ -146,15 +146,7 @@ impl<T: 'static> Push<T> for Forward<T> {
     fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
         self.down.push(batch)
     }
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        self.down.poll_ready(cx)
-    }
-    fn flush(&mut self) -> Result<(), JobError> {
-        self.down.flush()
-    }
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        self.down.poll_flush(cx)
-    }
+    forward_flow_control!();
     fn finish(&mut self) -> Result<(), JobError> {
         self.down.finish()
     }

@@ -1,7 +1,5 @@
 //! `filter`: keeps the records a predicate accepts, in place (no copy of the batch).
 
-use std::task::{Context, Poll};
-
 use super::{BoxPush, OperatorContext, Push};
 use crate::error::JobError;
 
@@ -25,15 +23,7 @@ impl<T: 'static, F: FnMut(&T) -> bool + 'static> Push<T> for Filter<T, F> {
         self.ctx.counters.add_out(batch.len());
         self.down.push(batch)
     }
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        self.down.poll_ready(cx)
-    }
-    fn flush(&mut self) -> Result<(), JobError> {
-        self.down.flush()
-    }
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        self.down.poll_flush(cx)
-    }
+    forward_flow_control!();
     fn finish(&mut self) -> Result<(), JobError> {
         self.down.finish()
     }

@@ -1,7 +1,5 @@
 //! `flat_map`: each record becomes zero or more records, emitted through a [`Collector`].
 
-use std::task::{Context, Poll};
-
 use super::{BoxPush, Collector, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push};
 use crate::error::JobError;
 
@@ -43,15 +41,7 @@ impl<T: 'static, U: 'static, F: FnMut(T, &mut Collector<U>) + 'static> Push<T>
         self.ctx.counters.add_out(self.out.len());
         self.down.push(&mut self.out)
     }
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        self.down.poll_ready(cx)
-    }
-    fn flush(&mut self) -> Result<(), JobError> {
-        self.down.flush()
-    }
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        self.down.poll_flush(cx)
-    }
+    forward_flow_control!();
     fn finish(&mut self) -> Result<(), JobError> {
         self.down.finish()
     }

@@ -1,7 +1,5 @@
 //! `map`: one record in, one record out.
 
-use std::task::{Context, Poll};
-
 use super::{BoxPush, OperatorContext, Push};
 use crate::error::JobError;
 
@@ -33,15 +31,7 @@ impl<T: 'static, U: 'static, F: FnMut(T) -> U + 'static> Push<T> for Map<T, U, F
         self.out.extend(batch.drain(..).map(&mut self.f));
         self.down.push(&mut self.out)
     }
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        self.down.poll_ready(cx)
-    }
-    fn flush(&mut self) -> Result<(), JobError> {
-        self.down.flush()
-    }
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        self.down.poll_flush(cx)
-    }
+    forward_flow_control!();
     fn finish(&mut self) -> Result<(), JobError> {
         self.down.finish()
     }

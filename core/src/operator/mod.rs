@@ -10,6 +10,28 @@
 //! shipped?), and `finish` (end of input: emit final results, then end-of-input downstream).
 //! Only exchanges ever say "not ready"; every other operator forwards the question.
 
+/// The flow-control methods of an operator that has nothing of its own to ship: it forwards
+/// `poll_ready`, `flush` and `poll_flush` to `self.down`.
+macro_rules! forward_flow_control {
+    () => {
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), crate::error::JobError>> {
+            self.down.poll_ready(cx)
+        }
+        fn flush(&mut self) -> Result<(), crate::error::JobError> {
+            self.down.flush()
+        }
+        fn poll_flush(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), crate::error::JobError>> {
+            self.down.poll_flush(cx)
+        }
+    };
+}
+
 pub mod fan_out;
 pub mod filter;
 pub mod flat_map;

@@ -1,8 +1,6 @@
 //! `process`: the general operator. A user function sees each record with its runtime context
 //! and emits any number of records through a [`Collector`]; it is told when its input ends.
 
-use std::task::{Context, Poll};
-
 use super::{BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push, RuntimeContext};
 use crate::error::JobError;
 
@@ -122,15 +120,7 @@ impl<I: 'static, O: 'static, P: ProcessFunction<I, O>> Push<I> for Process<I, O,
         }
         self.emit()
     }
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        self.down.poll_ready(cx)
-    }
-    fn flush(&mut self) -> Result<(), JobError> {
-        self.down.flush()
-    }
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        self.down.poll_flush(cx)
-    }
+    forward_flow_control!();
     fn finish(&mut self) -> Result<(), JobError> {
         self.ctx.enter();
         self.open()?;

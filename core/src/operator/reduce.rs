@@ -7,8 +7,6 @@
 //!
 //! Until the state store lands, accumulators live in a hash map on the shard that owns the key.
 
-use std::task::{Context, Poll};
-
 use hashbrown::HashTable;
 
 use super::{BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push};
@@ -140,15 +138,7 @@ where
         self.ctx.counters.add_out(self.out.len());
         self.down.push(&mut self.out)
     }
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        self.down.poll_ready(cx)
-    }
-    fn flush(&mut self) -> Result<(), JobError> {
-        self.down.flush()
-    }
-    fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-        self.down.poll_flush(cx)
-    }
+    forward_flow_control!();
     fn finish(&mut self) -> Result<(), JobError> {
         if self.emit != Emit::EveryUpdate {
             self.emit_all()?;
