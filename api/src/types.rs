@@ -36,18 +36,21 @@ impl ShortString {
     /// The string, lowercased if ASCII (`str::to_lowercase` otherwise), without allocating when
     /// the result fits inline.
     pub fn lowercase(s: &str) -> Self {
-        if s.len() <= SHORT_STRING_INLINE_BYTES {
-            // One pass: copy, lowercase and check for non-ASCII together (no `memcpy` call for
-            // a handful of bytes, no second scan).
-            let mut bytes = [0u8; SHORT_STRING_INLINE_BYTES];
-            let mut high = 0u8;
-            for (d, &b) in bytes.iter_mut().zip(s.as_bytes()) {
-                high |= b;
-                *d = b | (((b.wrapping_sub(b'A') < 26) as u8) << 5);
-            }
-            if high < 0x80 {
+        let src = s.as_bytes();
+        if src.len() <= SHORT_STRING_INLINE_BYTES {
+            // Copy into two zero-padded words with overlapping loads (no `memcpy` call for a
+            // handful of bytes), then lowercase and test for non-ASCII 8 bytes at a time.
+            let mut buf = [0u8; 16];
+            copy_short(src, &mut buf);
+            let lo = u64::from_le_bytes(buf[..8].try_into().unwrap());
+            let hi = u64::from_le_bytes(buf[8..].try_into().unwrap());
+            if (lo | hi) & HIGH_BITS == 0 {
+                buf[..8].copy_from_slice(&ascii_lowercase_word(lo).to_le_bytes());
+                buf[8..].copy_from_slice(&ascii_lowercase_word(hi).to_le_bytes());
+                let mut bytes = [0u8; SHORT_STRING_INLINE_BYTES];
+                bytes.copy_from_slice(&buf[..SHORT_STRING_INLINE_BYTES]);
                 return Self::Inline {
-                    len: s.len() as u8,
+                    len: src.len() as u8,
                     bytes,
                 };
             }
@@ -77,6 +80,37 @@ impl ShortString {
     pub fn is_empty(&self) -> bool {
         self.as_str().is_empty()
     }
+}
+
+const HIGH_BITS: u64 = 0x8080_8080_8080_8080;
+const ONES: u64 = 0x0101_0101_0101_0101;
+
+/// Copies `src` (at most 16 bytes) to the start of `dst` with at most two overlapping loads.
+#[inline(always)]
+fn copy_short(src: &[u8], dst: &mut [u8; 16]) {
+    let n = src.len();
+    debug_assert!(n <= 16);
+    if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..n].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..n].copy_from_slice(&src[n - 4..]);
+    } else if n > 0 {
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
+    }
+}
+
+/// Lowercases the ASCII letters of eight ASCII bytes at once (SWAR): a byte gets 0x20 added
+/// exactly when it lies in `A..=Z`.
+#[inline(always)]
+fn ascii_lowercase_word(w: u64) -> u64 {
+    let at_least_a = w + (0x80 - b'A' as u64) * ONES;
+    let above_z = w + (0x80 - b'Z' as u64 - 1) * ONES;
+    let upper = at_least_a & !above_z & HIGH_BITS;
+    w | (upper >> 2)
 }
 
 impl From<&str> for ShortString {
@@ -162,6 +196,22 @@ mod tests {
             let l = ShortString::lowercase(s);
             assert_eq!(l.as_str(), s.to_lowercase());
             assert_eq!(l, ShortString::from(s.to_lowercase()));
+        }
+        // Every byte value in every position of a short string: the SWAR path agrees with
+        // `str::to_lowercase`.
+        for b in 0u8..128 {
+            for n in 1..=SHORT_STRING_INLINE_BYTES {
+                for at in [0, n / 2, n - 1] {
+                    let mut v = vec![b'Q'; n];
+                    v[at] = b;
+                    let s = std::str::from_utf8(&v).unwrap();
+                    assert_eq!(
+                        ShortString::lowercase(s).as_str(),
+                        s.to_lowercase(),
+                        "{v:?}"
+                    );
+                }
+            }
         }
         let multi = ShortString::lowercase("ÉCOLE");
         assert_eq!(multi.as_str(), "école");

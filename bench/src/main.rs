@@ -25,6 +25,12 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// Counts the words of a file with the hand-written loop only (for profiling runs, e.g.
+    /// under callgrind beside `shardflow run wordcount -p 1 --input FILE`).
+    CountBaseline {
+        #[arg(long)]
+        input: std::path::PathBuf,
+    },
     /// Writes the generated text of the wordcount benchmark to a file (for profiling runs).
     GenText {
         #[arg(long, default_value_t = 2_000_000)]
@@ -107,6 +113,13 @@ fn main() -> anyhow::Result<()> {
                 e2 / b
             );
             std::fs::remove_dir_all(&dir)?;
+        }
+        Bench::CountBaseline { input } => {
+            let r = wordcount::baseline(&input);
+            println!(
+                "{} words, {} distinct, {:?}",
+                r.words, r.distinct, r.elapsed
+            );
         }
         Bench::GenText { lines, output } => {
             let bytes = wordcount::write_text(&output, lines, 42)?;

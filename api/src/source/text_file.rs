@@ -14,7 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
-use glommio::io::BufferedFile;
+use glommio::io::{BufferedFile, ReadResult};
 use shardflow_core::operator::OperatorContext;
 use shardflow_core::source::{Source, SourceStatus};
 use shardflow_core::{JobError, OnMalformed};
@@ -83,7 +83,8 @@ struct OpenSplit {
     read_offset: u64,
     /// Lines that start at or after this offset belong to the next shard.
     end: u64,
-    chunk: Vec<u8>,
+    /// The bytes of the last read, as glommio returned them (read in place, never copied).
+    chunk: Option<ReadResult>,
     chunk_pos: usize,
     eof: bool,
     /// File offset of the first byte of the line being assembled.
@@ -145,7 +146,7 @@ impl TextFileSource {
             path: split.path,
             read_offset: read_from,
             end: split.end,
-            chunk: Vec::new(),
+            chunk: None,
             chunk_pos: 0,
             eof: false,
             line_start: read_from,
@@ -154,37 +155,36 @@ impl TextFileSource {
         Ok(true)
     }
 
-    /// Emits the line in `carry` (which started at `line_start`), or reports it.
-    async fn emit(&mut self, out: &mut Vec<String>, line_start: u64) -> Result<(), JobError> {
-        let mut bytes: &[u8] = &self.carry;
-        if bytes.last() == Some(&b'\r') {
-            bytes = &bytes[..bytes.len() - 1];
-        }
-        match std::str::from_utf8(bytes) {
-            Ok(s) => {
-                out.push(s.to_owned());
+    /// The error (or the skip) for a line that is not UTF-8.
+    async fn malformed(&mut self, line_start: u64) -> Result<(), JobError> {
+        match self.options.on_invalid_utf8 {
+            OnMalformed::SkipAndCount => {
+                self.ctx.counters.add_skipped(1);
                 Ok(())
             }
-            Err(_) => match self.options.on_invalid_utf8 {
-                OnMalformed::SkipAndCount => {
-                    self.ctx.counters.add_skipped(1);
-                    Ok(())
-                }
-                OnMalformed::Fail => {
-                    let split = self
-                        .current
-                        .as_ref()
-                        .expect("a line comes from an open split");
-                    let line = line_number(&split.file, &split.path, line_start).await?;
-                    Err(JobError::InvalidUtf8 {
-                        path: split.path.clone(),
-                        line,
-                        offset: line_start,
-                    })
-                }
-            },
+            OnMalformed::Fail => {
+                let split = self
+                    .current
+                    .as_ref()
+                    .expect("a line comes from an open split");
+                let line = line_number(&split.file, &split.path, line_start).await?;
+                Err(JobError::InvalidUtf8 {
+                    path: split.path.clone(),
+                    line,
+                    offset: line_start,
+                })
+            }
         }
     }
+}
+
+/// A line as text: without its `\r` if it had one; `None` if it is not UTF-8.
+#[inline]
+fn line_text(mut bytes: &[u8]) -> Option<&str> {
+    if bytes.last() == Some(&b'\r') {
+        bytes = &bytes[..bytes.len() - 1];
+    }
+    std::str::from_utf8(bytes).ok()
 }
 
 /// The 1-based number of the line starting at `offset`: one plus the newlines before it.
@@ -219,41 +219,55 @@ impl Source<String> for TextFileSource {
                 }
                 return Ok(SourceStatus::End);
             };
-            if split.chunk_pos == split.chunk.len() {
+            let chunk: &[u8] = split.chunk.as_deref().unwrap_or(&[]);
+            if split.chunk_pos == chunk.len() {
                 if split.eof {
                     // The file's last line has no newline.
                     let line_start = split.line_start;
                     let own = !split.skip_first && line_start < split.end && !self.carry.is_empty();
                     if own {
-                        self.emit(out, line_start).await?;
+                        match line_text(&self.carry) {
+                            Some(text) => out.push(text.to_owned()),
+                            None => self.malformed(line_start).await?,
+                        }
                     }
                     self.current = None;
                     continue;
                 }
-                let chunk = split
+                let next = split
                     .file
                     .read_at(split.read_offset, CHUNK_BYTES)
                     .await
                     .map_err(|e| JobError::io(&split.path, "cannot read input", e.into()))?;
-                split.read_offset += chunk.len() as u64;
-                split.eof = chunk.is_empty();
-                split.chunk.clear();
-                split.chunk.extend_from_slice(&chunk);
+                split.read_offset += next.len() as u64;
+                split.eof = next.is_empty();
+                split.chunk = Some(next);
                 split.chunk_pos = 0;
                 continue;
             }
-            let rest = &split.chunk[split.chunk_pos..];
+            let rest = &chunk[split.chunk_pos..];
             match memchr::memchr(b'\n', rest) {
                 Some(i) => {
-                    self.carry.extend_from_slice(&rest[..i]);
-                    split.chunk_pos += i + 1;
+                    // A line wholly inside the chunk is read where it lies; only a line that
+                    // spans two reads is assembled in `carry`.
                     let line_start = split.line_start;
-                    split.line_start += self.carry.len() as u64 + 1;
+                    let len = self.carry.len() + i;
+                    split.line_start += len as u64 + 1;
+                    split.chunk_pos += i + 1;
                     let skipped = std::mem::replace(&mut split.skip_first, false);
                     let split_done = split.line_start >= split.end;
                     if !skipped {
                         debug_assert!(line_start < split.end);
-                        self.emit(out, line_start).await?;
+                        let bytes: &[u8] = if self.carry.is_empty() {
+                            &rest[..i]
+                        } else {
+                            self.carry.extend_from_slice(&rest[..i]);
+                            &self.carry
+                        };
+                        match line_text(bytes) {
+                            Some(text) => out.push(text.to_owned()),
+                            None => self.malformed(line_start).await?,
+                        }
                     }
                     self.carry.clear();
                     if split_done {
@@ -263,7 +277,7 @@ impl Source<String> for TextFileSource {
                 }
                 None => {
                     self.carry.extend_from_slice(rest);
-                    split.chunk_pos = split.chunk.len();
+                    split.chunk_pos = chunk.len();
                     if self.carry.len() > self.options.line_bytes_max {
                         let (path, line_start) = (split.path.clone(), split.line_start);
                         let line = line_number(&split.file, &path, line_start).await?;
