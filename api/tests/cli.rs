@@ -129,3 +129,31 @@ fn a_non_utf8_line_exits_2_with_file_and_line_or_is_skipped_on_request() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(stdout.contains("4 distinct words, 5 words"), "{stdout}");
 }
+
+#[test]
+fn streaming_mode_ends_with_the_same_counts_as_batch_mode() {
+    let summary = |mode: &str| {
+        let out = shardflow()
+            .args([
+                "run",
+                "wordcount",
+                "--lines",
+                "3000",
+                "-p",
+                "3",
+                "--mode",
+                mode,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let from = stdout.find("distinct words").expect("a summary");
+        stdout[from..].to_string()
+    };
+    assert_eq!(summary("streaming"), summary("batch"));
+}

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use shardflow::jobs::wordcount::{self, WordCountInput};
+use shardflow::jobs::wordcount::{self, ShortString, WordCountInput};
 use shardflow::prelude::*;
 use shardflow_core::runtime::MetricsSnapshot;
 
@@ -87,6 +87,34 @@ enum Job {
     },
 }
 
+/// Keeps the latest count of each word of a streaming WordCount and emits them when the input
+/// ends.
+#[derive(Clone, Default)]
+struct LatestCount {
+    latest: std::collections::HashMap<ShortString, u64>,
+}
+
+impl ProcessFunction<(ShortString, u64), (ShortString, u64)> for LatestCount {
+    fn process_element(
+        &mut self,
+        (word, count): (ShortString, u64),
+        _ctx: &RuntimeContext,
+        _out: &mut Collector<(ShortString, u64)>,
+    ) -> Result<(), UserError> {
+        self.latest.insert(word, count);
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        _ctx: &RuntimeContext,
+        out: &mut Collector<(ShortString, u64)>,
+    ) -> Result<(), UserError> {
+        out.extend(self.latest.drain());
+        Ok(())
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -108,10 +136,11 @@ fn configure(env: &mut StreamExecutionEnvironment, common: &Common) {
     });
 }
 
-/// Prints `records in/s` (of the job's first operator, its source) and `records out/s` (into its
-/// sinks) every second, on one refreshed line of standard error.
+/// Prints, every second on one refreshed line of standard error: records in/s (out of the job's
+/// first operator, its source), records out/s (into its sinks), and backpressure (how often a
+/// sender found no credit in the last second).
 fn progress_reporter(job: &'static str) -> impl FnMut(&MetricsSnapshot, Duration) {
-    let mut last: Option<(u64, u64, Duration)> = None;
+    let mut last: Option<(u64, u64, u64, Duration)> = None;
     move |m: &MetricsSnapshot, t: Duration| {
         let input = m.operators.first().map_or(0, |o| o.records_out);
         let output: u64 = m
@@ -120,16 +149,18 @@ fn progress_reporter(job: &'static str) -> impl FnMut(&MetricsSnapshot, Duration
             .filter(|o| o.records_out == 0 && o.records_in > 0)
             .map(|o| o.records_in)
             .sum();
-        let (li, lo, lt) = last.unwrap_or((0, 0, Duration::ZERO));
+        let stalls: u64 = m.exchanges.iter().map(|e| e.credit_stalls).sum();
+        let (li, lo, ls, lt) = last.unwrap_or((0, 0, 0, Duration::ZERO));
         let dt = (t - lt).as_secs_f64().max(1e-9);
         eprint!(
-            "\r[{job}] {:>6.1} s  in {:>12.0} records/s  out {:>12.0} records/s  ({input} in, {output} out)   ",
+            "\r[{job}] {:>6.1} s  in {:>12.0} records/s  out {:>12.0} records/s  backpressure {:>8.0} stalls/s   ",
             t.as_secs_f64(),
-            (input - li) as f64 / dt,
-            (output.saturating_sub(lo)) as f64 / dt,
+            input.saturating_sub(li) as f64 / dt,
+            output.saturating_sub(lo) as f64 / dt,
+            stalls.saturating_sub(ls) as f64 / dt,
         );
         let _ = std::io::stderr().flush();
-        last = Some((input, output, t));
+        last = Some((input, output, stalls, t));
     }
 }
 
@@ -175,6 +206,15 @@ fn run(cli: Cli) -> Result<(), JobError> {
                         counts.write_as_csv_with(dir.clone(), WriteMode::Overwrite);
                         None
                     }
+                    // Streaming mode emits an update per word read: keep only the latest count of
+                    // each word (its updates all arrive, in order, on the shard that owns it)
+                    // rather than hold every update in memory.
+                    None if mode == Mode::Streaming => Some(
+                        counts
+                            .process(LatestCount::default())
+                            .name("latest")
+                            .collect(),
+                    ),
                     None => Some(counts.collect()),
                 };
                 let result = env.execute("wordcount")?;
@@ -185,18 +225,16 @@ fn run(cli: Cli) -> Result<(), JobError> {
                         let mut counts = c.take();
                         let total: u64 = counts.iter().map(|c| c.1).sum();
                         let distinct = counts.len();
-                        if mode == Mode::Batch {
-                            counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                        if mode == Mode::Streaming {
+                            let updates = result.operator("latest").map_or(0, |o| o.records_in);
                             println!(
-                                "{distinct} distinct words, {total} words; the most frequent:"
+                                "{updates} count updates emitted (streaming mode: one per word read)"
                             );
-                            for (w, n) in counts.iter().take(10) {
-                                println!("  {n:>12}  {w}");
-                            }
-                        } else {
-                            println!(
-                                "{distinct} count updates emitted (streaming mode: one per word read)"
-                            );
+                        }
+                        counts.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                        println!("{distinct} distinct words, {total} words; the most frequent:");
+                        for (w, n) in counts.iter().take(10) {
+                            println!("  {n:>12}  {w}");
                         }
                     }
                     (None, Some(dir)) => println!("counts written to {}", dir.display()),
