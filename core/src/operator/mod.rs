@@ -197,7 +197,7 @@ impl Cooperate {
     /// on every one).
     pub async fn tick(&mut self) {
         self.ticks = self.ticks.wrapping_add(1);
-        if self.ticks % 8 != 0 {
+        if !self.ticks.is_multiple_of(8) {
             return;
         }
         let now = std::time::Instant::now();
