@@ -35,6 +35,7 @@ pub enum ShortString {
 impl ShortString {
     /// The string, lowercased if ASCII (`str::to_lowercase` otherwise), without allocating when
     /// the result fits inline.
+    #[inline]
     pub fn lowercase(s: &str) -> Self {
         let src = s.as_bytes();
         if src.len() <= SHORT_STRING_INLINE_BYTES {
@@ -58,6 +59,7 @@ impl ShortString {
         Self::from(s.to_lowercase().as_str())
     }
 
+    #[inline]
     pub fn as_str(&self) -> &str {
         match self {
             // SAFETY: inline bytes are only ever copied whole from a `&str` (or lowercased as
@@ -114,6 +116,7 @@ fn ascii_lowercase_word(w: u64) -> u64 {
 }
 
 impl From<&str> for ShortString {
+    #[inline]
     fn from(s: &str) -> Self {
         if s.len() <= SHORT_STRING_INLINE_BYTES {
             let mut bytes = [0u8; SHORT_STRING_INLINE_BYTES];
@@ -141,6 +144,7 @@ impl From<String> for ShortString {
 /// Hashes as the `str` it holds: a `ShortString` key lands in the same key group as the same
 /// `String` key.
 impl Hash for ShortString {
+    #[inline]
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.as_str().hash(state)
     }
