@@ -169,10 +169,10 @@ pub const TASK_SLICE: std::time::Duration = std::time::Duration::from_micros(500
 
 /// Cooperative yielding for long loops: a task that has run for [`TASK_SLICE`] yields once.
 ///
-/// glommio's own `yield_if_needed` yields the whole task queue; with one queue per shard, a
-/// yielded queue was observed never to be rescheduled under busy-polling (both shards parked
-/// with records waiting), so shardflow yields the task instead, on its own clock. Checked once
-/// per batch.
+/// glommio's own `yield_if_needed` yields only when its preempt timer fires (every 100 ms by
+/// default): a source that never waits would keep the reader beside it on the same shard waiting
+/// that long. shardflow yields the task on its own clock instead, so every task of a shard gets
+/// a turn at least every 500 µs. The clock is read every 8th batch.
 pub struct Cooperate {
     since: std::time::Instant,
     ticks: u32,
