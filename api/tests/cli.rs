@@ -10,6 +10,17 @@ fn shardflow() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shardflow"))
 }
 
+/// Runs `cmd`, which must succeed, and returns its standard output.
+fn stdout_of(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 #[test]
 fn help_explains_every_subcommand() {
     let out = shardflow().arg("--help").output().unwrap();
@@ -29,27 +40,20 @@ fn help_explains_every_subcommand() {
 #[test]
 fn wordcount_writes_csv_counts_equal_to_a_plain_loop() {
     let dir = tempfile::tempdir().unwrap();
-    let out = shardflow()
-        .args([
-            "run",
-            "wordcount",
-            "--lines",
-            "5000",
-            "--seed",
-            "3",
-            "--parallelism",
-            "3",
-            "--output",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut cmd = shardflow();
+    cmd.args([
+        "run",
+        "wordcount",
+        "--lines",
+        "5000",
+        "--seed",
+        "3",
+        "--parallelism",
+        "3",
+        "--output",
+    ])
+    .arg(dir.path());
+    let stdout = stdout_of(&mut cmd);
     assert!(stdout.contains("job 'wordcount' finished"), "{stdout}");
     let mut got: HashMap<String, u64> = HashMap::new();
     for entry in std::fs::read_dir(dir.path()).unwrap() {
@@ -133,25 +137,16 @@ fn a_non_utf8_line_exits_2_with_file_and_line_or_is_skipped_on_request() {
 #[test]
 fn streaming_mode_ends_with_the_same_counts_as_batch_mode() {
     let summary = |mode: &str| {
-        let out = shardflow()
-            .args([
-                "run",
-                "wordcount",
-                "--lines",
-                "3000",
-                "-p",
-                "3",
-                "--mode",
-                mode,
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stdout = stdout_of(shardflow().args([
+            "run",
+            "wordcount",
+            "--lines",
+            "3000",
+            "-p",
+            "3",
+            "--mode",
+            mode,
+        ]));
         let from = stdout.find("distinct words").expect("a summary");
         stdout[from..].to_string()
     };
