@@ -149,6 +149,17 @@ impl StreamExecutionEnvironment {
     }
 
     /// The numbers `from..=to`, split across shards in contiguous ranges.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// let n = env.generate_sequence(-2, 2).collect();
+    /// env.execute("sequence")?;
+    /// let mut got = n.take();
+    /// got.sort();
+    /// assert_eq!(got, [-2, -1, 0, 1, 2]);
+    /// # Ok::<(), JobError>(())
+    /// ```
     pub fn generate_sequence(&self, from: i64, to: i64) -> DataStream<i64> {
         let node = self.inner.with_graph(|g| {
             g.add_source::<i64, _, _>("sequence", move |ctx| {
@@ -165,6 +176,20 @@ impl StreamExecutionEnvironment {
 
     /// The lines of a text file, or of every file of a directory, split across shards by byte
     /// ranges. A line that is not UTF-8 fails the job with its file and line number.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let path = std::env::temp_dir().join(format!("shardflow-doc-{}.txt", std::process::id()));
+    /// std::fs::write(&path, "first line\nsecond line\r\nthird")?;
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// let lines = env.read_text_file(&path).collect();
+    /// env.execute("lines")?;
+    /// let mut got = lines.take();
+    /// got.sort();
+    /// assert_eq!(got, ["first line", "second line", "third"]);
+    /// # std::fs::remove_file(&path)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn read_text_file(&self, path: impl Into<PathBuf>) -> DataStream<String> {
         self.read_text_file_with(path, TextFileOptions::default())
     }

@@ -81,6 +81,17 @@ impl<T: Data> DataStream<T> {
     }
 
     /// One record in, one record out.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// let out = env.generate_sequence(1, 3).map(|x| x * 10).collect();
+    /// env.execute("map")?;
+    /// let mut got = out.take();
+    /// got.sort();
+    /// assert_eq!(got, [10, 20, 30]);
+    /// # Ok::<(), JobError>(())
+    /// ```
     pub fn map<U: Data>(
         &self,
         f: impl Fn(T) -> U + Clone + Send + Sync + 'static,
@@ -91,6 +102,17 @@ impl<T: Data> DataStream<T> {
     }
 
     /// Keeps the records `f` accepts.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// let out = env.generate_sequence(1, 10).filter(|x| x % 5 == 0).collect();
+    /// env.execute("filter")?;
+    /// let mut got = out.take();
+    /// got.sort();
+    /// assert_eq!(got, [5, 10]);
+    /// # Ok::<(), JobError>(())
+    /// ```
     pub fn filter(&self, f: impl Fn(&T) -> bool + Clone + Send + Sync + 'static) -> DataStream<T> {
         self.op("filter", forward(&self.heads), move |ctx, down| {
             Ok(Box::new(Filter::new(f.clone(), down, ctx.clone())))
@@ -125,6 +147,17 @@ impl<T: Data> DataStream<T> {
     }
 
     /// This stream and `other` as one (same record type, no order between them).
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// let both = env.generate_sequence(1, 2).union(&env.generate_sequence(100, 101)).collect();
+    /// env.execute("union")?;
+    /// let mut got = both.take();
+    /// got.sort();
+    /// assert_eq!(got, [1, 2, 100, 101]);
+    /// # Ok::<(), JobError>(())
+    /// ```
     pub fn union(&self, other: &DataStream<T>) -> DataStream<T> {
         assert!(
             Rc::ptr_eq(&self.env, &other.env),
@@ -149,17 +182,57 @@ impl<T: Data> DataStream<T> {
     }
 
     /// Spreads records round robin over all shards.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// env.set_parallelism(2);
+    /// let out = env.generate_sequence(1, 100).rebalance().collect();
+    /// env.execute("rebalance")?;
+    /// for (_shard, records) in out.take_by_shard() {
+    ///     assert_eq!(records.len(), 50);
+    /// }
+    /// # Ok::<(), JobError>(())
+    /// ```
     pub fn rebalance(&self) -> DataStream<T> {
         self.exchanged("rebalance", Rebalance::default())
     }
 
     /// Sends every record to every shard.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// env.set_parallelism(3);
+    /// let out = env.from_iter(vec![7u32]).broadcast().collect();
+    /// env.execute("broadcast")?;
+    /// assert_eq!(out.take(), [7, 7, 7]);
+    /// # Ok::<(), JobError>(())
+    /// ```
     pub fn broadcast(&self) -> DataStream<T> {
         self.exchanged("broadcast", Broadcast)
     }
 
     /// Partitions by a key computed from each record: `key_by(|r| r.id)`. Every record of a key
     /// is processed on the shard that owns the key's group.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// env.set_runtime_mode(RuntimeMode::Batch);
+    /// // Sum of the numbers 1..=10 by parity.
+    /// let sums = env
+    ///     .generate_sequence(1, 10)
+    ///     .map(|x| (x % 2, x))
+    ///     .key_by(|r: &(i64, i64)| r.0)
+    ///     .sum(|r: &mut (i64, i64)| &mut r.1)
+    ///     .collect();
+    /// env.execute("by parity")?;
+    /// let mut got = sums.take();
+    /// got.sort();
+    /// assert_eq!(got, [(0, 30), (1, 25)]);
+    /// # Ok::<(), JobError>(())
+    /// ```
     pub fn key_by<K, F>(&self, key: F) -> KeyedStream<T, KeyByValue<F, K>>
     where
         K: Hash + Eq + Clone + 'static,
@@ -173,6 +246,23 @@ impl<T: Data> DataStream<T> {
 
     /// Partitions by a key borrowed from each record: `key_by_ref(|r| &r.word)`. Keyed state is
     /// then looked up without cloning the key.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// env.set_runtime_mode(RuntimeMode::Batch);
+    /// let words = vec![("a".to_string(), 1u64), ("b".to_string(), 1), ("a".to_string(), 1)];
+    /// let counts = env
+    ///     .from_iter(words)
+    ///     .key_by_ref(|w: &(String, u64)| &w.0)
+    ///     .reduce(|acc: &mut (String, u64), w: (String, u64)| acc.1 += w.1)
+    ///     .collect();
+    /// env.execute("count")?;
+    /// let mut got = counts.take();
+    /// got.sort();
+    /// assert_eq!(got, [("a".to_string(), 2), ("b".to_string(), 1)]);
+    /// # Ok::<(), JobError>(())
+    /// ```
     pub fn key_by_ref<K, F>(&self, key: F) -> KeyedStream<T, KeyByRef<F, K>>
     where
         K: Hash + Eq + Clone + 'static,
@@ -224,6 +314,19 @@ impl<T: Data> DataStream<T> {
 
     /// Writes every record as a CSV row (RFC 4180 quoting) into the directory `dir`, one file
     /// `part-NNNNN.csv` per shard.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let dir = std::env::temp_dir().join(format!("shardflow-doc-csv-{}", std::process::id()));
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// env.set_parallelism(1);
+    /// env.from_iter(vec![("a, quoted".to_string(), 1u64)]).write_as_csv(&dir);
+    /// env.execute("csv")?;
+    /// let text = std::fs::read_to_string(dir.join("part-00000.csv")).unwrap();
+    /// assert_eq!(text, "\"a, quoted\",1\n");
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), JobError>(())
+    /// ```
     pub fn write_as_csv(&self, dir: impl Into<PathBuf>)
     where
         T: ToCsv,
@@ -240,6 +343,15 @@ impl<T: Data> DataStream<T> {
     }
 
     /// Collects every record; the handle yields them after `execute` returns.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// let out = env.from_iter(vec!["x".to_string()]).collect();
+    /// env.execute("collect")?;
+    /// assert_eq!(out.take(), ["x"]);
+    /// # Ok::<(), JobError>(())
+    /// ```
     pub fn collect(&self) -> CollectHandle<T> {
         let handle = CollectHandle::new();
         let h = handle.clone();
@@ -330,6 +442,22 @@ impl<T: Data, KS: KeySelector<T>> KeyedStream<T, KS> {
 
     /// Sums the field `field` points to: `sum(|r| &mut r.1)`. The other fields are those of the
     /// key's first record (as Flink's `sum`).
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// // Streaming mode (the default): every update is emitted, as a rolling sum.
+    /// let out = env
+    ///     .from_iter(vec![("k".to_string(), 1u64), ("k".to_string(), 2)])
+    ///     .key_by_ref(|r: &(String, u64)| &r.0)
+    ///     .sum(|r: &mut (String, u64)| &mut r.1)
+    ///     .collect();
+    /// env.execute("rolling sum")?;
+    /// let mut got: Vec<u64> = out.take().into_iter().map(|r| r.1).collect();
+    /// got.sort();
+    /// assert_eq!(got, [1, 3]);
+    /// # Ok::<(), JobError>(())
+    /// ```
     pub fn sum<N>(
         &self,
         field: impl Fn(&mut T) -> &mut N + Clone + Send + Sync + 'static,
