@@ -277,3 +277,32 @@ fn a_bad_setting_is_refused_before_anything_runs() {
     let err = env.execute("bad").unwrap_err();
     assert!(err.to_string().contains("max parallelism"), "{err}");
 }
+
+#[test]
+fn io_sources_make_progress_in_latency_mode() {
+    // Busy-polling shards reap io_uring completions only at the I/O poll interval: a socket and
+    // a file must still be read, whole, in latency mode.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        for i in 0..2_000 {
+            writeln!(s, "tick {i}").unwrap();
+            if i % 500 == 0 {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    });
+    let f = file_with_bad_line(3_000, 0);
+    let mut env = p2();
+    env.set_scheduling_mode(SchedulingMode::Latency);
+    let ticks = env
+        .socket_text_stream("127.0.0.1", port)
+        .rebalance()
+        .collect();
+    let lines = env.read_text_file(f.path()).collect();
+    env.execute("latency io").unwrap();
+    server.join().unwrap();
+    assert_eq!(ticks.take().len(), 2_000);
+    assert_eq!(lines.take().len(), 3_000);
+}
