@@ -280,6 +280,9 @@ impl std::fmt::Display for JobResult {
     }
 }
 
+/// The longest a throughput-mode shard may sleep through a lost wake-up (see `run_shard`).
+const HEARTBEAT_THROUGHPUT: Duration = Duration::from_millis(10);
+
 /// How long an idle shard polls before it parks in throughput mode.
 const THROUGHPUT_SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
 
@@ -477,13 +480,37 @@ async fn run_shard(
     counters: &[Arc<OperatorCounters>],
 ) -> Result<(), JobError> {
     let shard = ctx.shard;
-    let tasks =
+    let built =
         std::panic::catch_unwind(AssertUnwindSafe(|| graph.instantiate(ctx, ends, counters)))
             .map_err(|p| JobError::Panicked {
                 operator: "(building the job on this shard)".into(),
                 shard,
                 message: panic_message(p.as_ref()),
-            })??;
+            })
+            .and_then(|r| r);
+    let tasks = match built {
+        Ok(tasks) => tasks,
+        Err(e) => {
+            // The other shards may have built theirs and wait for this one: cancel them.
+            ctx.cancel.fail(e);
+            return Err(JobError::Cancelled);
+        }
+    };
+    // glommio 0.9 parks an executor that still has runnable tasks when its preempt timer fires
+    // just before it picks a task queue (`run_task_queues` returns "nothing ran"), and sleeps
+    // until some event arrives. Under busy-polling no peer ever sends one, and both shards were
+    // seen parked for good. A timer that fires every heartbeat bounds any such sleep.
+    let heartbeat = match ctx.config.scheduling {
+        crate::config::SchedulingMode::Latency => ctx.config.latency_io_poll_interval,
+        crate::config::SchedulingMode::Throughput => HEARTBEAT_THROUGHPUT,
+    };
+    let cancel = ctx.cancel.clone();
+    glommio::spawn_local(async move {
+        while !cancel.is_cancelled() {
+            glommio::timer::sleep(heartbeat).await;
+        }
+    })
+    .detach();
     let mut running: Vec<Option<_>> = tasks
         .into_iter()
         .map(|(name, task)| {
