@@ -306,3 +306,34 @@ fn io_sources_make_progress_in_latency_mode() {
     assert_eq!(ticks.take().len(), 2_000);
     assert_eq!(lines.take().len(), 3_000);
 }
+
+struct NullSink;
+
+impl shardflow_core::operator::sink::SinkFunction<i64> for NullSink {
+    fn write(&mut self, batch: &mut Vec<i64>) -> Result<(), JobError> {
+        batch.clear();
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_shard_that_cannot_build_its_part_fails_the_job_instead_of_hanging_it() {
+    // Shard 2 of 3 cannot open its sink; the others have built theirs and exchange with it.
+    let mut env = StreamExecutionEnvironment::local();
+    env.set_parallelism(3);
+    env.generate_sequence(1, 100_000)
+        .key_by(|x: &i64| *x)
+        .reduce(|a: &mut i64, b: i64| *a += b)
+        .sink_to("fussy", |ctx| {
+            if ctx.runtime.shard == 2 {
+                Err(ctx.error("no sink for shard 2"))
+            } else {
+                Ok(NullSink)
+            }
+        });
+    let err = env.execute("fussy").unwrap_err();
+    assert!(err.to_string().contains("no sink for shard 2"), "{err}");
+}
