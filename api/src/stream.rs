@@ -446,6 +446,7 @@ impl<T: Data, KS: KeySelector<T>> KeyedStream<T, KS> {
     /// ```
     /// # use shardflow::prelude::*;
     /// let mut env = StreamExecutionEnvironment::local();
+    /// env.set_parallelism(1); // one source shard: the two records arrive in order
     /// // Streaming mode (the default): every update is emitted, as a rolling sum.
     /// let out = env
     ///     .from_iter(vec![("k".to_string(), 1u64), ("k".to_string(), 2)])
