@@ -181,3 +181,67 @@ fn a_frame_with_a_wrong_crc_or_length_never_reaches_an_operator() {
         assert!(!finished);
     }
 }
+
+/// Tells the test when the lone record has reached the end of the job.
+struct Signal(std::sync::mpsc::Sender<String>);
+
+impl SinkFunction<String> for Signal {
+    fn write(&mut self, batch: &mut Vec<String>) -> Result<(), JobError> {
+        for line in batch.drain(..) {
+            let _ = self.0.send(line);
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_lone_record_is_never_held_back_waiting_for_a_batch_to_fill() {
+    // The server sends one line and then waits until the job has delivered it to its sink,
+    // through an exchange, before it sends anything more or closes. If any stage held the lone
+    // record back until its batch filled or the input ended, the server would give up.
+    for mode in [SchedulingMode::Throughput, SchedulingMode::Latency] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let server = std::thread::spawn(move || {
+            use std::io::Write;
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(b"hello\n").unwrap();
+            let seen = rx.recv_timeout(std::time::Duration::from_secs(60));
+            s.write_all(b"bye\n").unwrap();
+            seen
+        });
+        let tx = std::sync::Mutex::new(tx);
+        let mut env = StreamExecutionEnvironment::local();
+        env.set_parallelism(2).set_scheduling_mode(mode);
+        env.socket_text_stream("127.0.0.1", port)
+            .key_by(|l: &String| l.clone())
+            .process(PassOn)
+            .sink_to("signal", move |_| Ok(Signal(tx.lock().unwrap().clone())));
+        env.execute("lone record").unwrap();
+        let seen = server.join().unwrap();
+        assert_eq!(
+            seen.as_deref(),
+            Ok("hello"),
+            "{mode:?}: the lone record was held back"
+        );
+    }
+}
+
+#[derive(Clone)]
+struct PassOn;
+
+impl ProcessFunction<String, String> for PassOn {
+    fn process_element(
+        &mut self,
+        x: String,
+        _ctx: &RuntimeContext,
+        out: &mut Collector<String>,
+    ) -> Result<(), UserError> {
+        out.collect(x);
+        Ok(())
+    }
+}
