@@ -268,12 +268,6 @@ pub trait KeySelector<T>: Clone + Send + Sync + 'static {
     /// Calls `f` with the record's key.
     fn with_key<R>(&self, record: &T, f: impl FnOnce(&Self::Key) -> R) -> R;
 
-    /// The key group of the record's key.
-    #[inline]
-    fn key_group(&self, record: &T, max_parallelism: u32) -> u32 {
-        self.with_key(record, |k| key_group(k, max_parallelism))
-    }
-
     /// The stable hash of the record's key.
     #[inline]
     fn hash(&self, record: &T) -> u64 {

@@ -50,13 +50,6 @@ impl CancelToken {
         self.inner.cancelled.load(Ordering::Acquire)
     }
 
-    /// Marks the job cancelled, then aborts every ring so that no task waits on a peer forever.
-    pub fn cancel(&self) {
-        if !self.inner.cancelled.swap(true, Ordering::AcqRel) {
-            self.abort_rings();
-        }
-    }
-
     /// Fails the job with `error`, which becomes the job's error unless a root cause is known
     /// already. A closed channel is only ever a consequence (a ring closes because the task at its
     /// other end ended), so it gives way to any other error, which may arrive a moment later.
@@ -373,7 +366,6 @@ pub fn execute(
     let (done_tx, done_rx) = mpsc::channel::<(u32, Result<(), JobError>)>();
     let start = Instant::now();
     let mut joins = Vec::new();
-    let mut first_error: Option<JobError> = None;
     for (shard, shard_ends) in ends.into_iter().enumerate() {
         let shard = shard as u32;
         let placement = match config.placement {
@@ -415,8 +407,7 @@ pub fn execute(
         match spawned {
             Ok(j) => joins.push(j),
             Err(e) => {
-                cancel.cancel();
-                first_error = Some(JobError::Runtime {
+                cancel.fail(JobError::Runtime {
                     shard,
                     message: e.to_string(),
                 });
@@ -432,15 +423,10 @@ pub fn execute(
         match done_rx.recv_timeout(config.progress_interval) {
             Ok((_shard, result)) => {
                 finished += 1;
+                // The token already holds the root cause (a shard records it before it
+                // returns); this only matters for an error it did not record.
                 if let Err(e) = result {
-                    let replace = match &first_error {
-                        None => true,
-                        Some(JobError::Cancelled) => !matches!(e, JobError::Cancelled),
-                        Some(_) => false,
-                    };
-                    if replace {
-                        first_error = Some(e);
-                    }
+                    cancel.fail(e);
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -451,7 +437,7 @@ pub fn execute(
     }
     for (shard, j) in joins.into_iter().enumerate() {
         if let Err(e) = j.join() {
-            first_error.get_or_insert(JobError::Runtime {
+            cancel.fail(JobError::Runtime {
                 shard: shard as u32,
                 message: format!("executor thread failed: {e}"),
             });
@@ -460,9 +446,6 @@ pub fn execute(
     let elapsed = start.elapsed();
     if let Some(root) = cancel.take_root() {
         return Err(root);
-    }
-    if let Some(e) = first_error {
-        return Err(e);
     }
     Ok(JobResult {
         job_name: job_name.to_string(),
@@ -528,24 +511,31 @@ async fn run_shard(
             }))
         })
         .collect();
-    // Wait for all; the first error drops (and so cancels) the rest.
+    // Wait for all. A failure drops (and so cancels) the rest, but only after every task that
+    // has finished in this round has reported: two tasks of a shard may fail together (a source
+    // on bad input, and the reader beside it seeing the job cancelled), and the cause must not
+    // be lost behind the consequence because of the order the tasks are polled in.
     std::future::poll_fn(|cx| {
         let mut open = 0;
+        let mut failed = false;
         for slot in running.iter_mut() {
             if let Some(task) = slot {
                 match task.poll(cx) {
                     Poll::Ready(Ok(())) => *slot = None,
                     Poll::Ready(Err(e)) => {
-                        // Record the cause while this shard's rings are still open: peers must
-                        // see the job cancelled before they see a channel close.
+                        *slot = None;
+                        failed = true;
+                        // Recorded while this shard's other rings are still open: peers see the
+                        // job cancelled before they see a channel close.
                         ctx.cancel.fail(e);
-                        return Poll::Ready(Err(JobError::Cancelled));
                     }
                     Poll::Pending => open += 1,
                 }
             }
         }
-        if open == 0 {
+        if failed {
+            Poll::Ready(Err(JobError::Cancelled))
+        } else if open == 0 {
             Poll::Ready(Ok(()))
         } else {
             Poll::Pending

@@ -1,6 +1,6 @@
 //! Partitioners: which shard a record goes to. Generic, so routing is a static call per record.
 
-use crate::key::{KeyGroupRouter, KeySelector, key_group_of_hash, shard_of_key_group};
+use crate::key::{KeyGroupRouter, KeySelector};
 
 /// Where a record goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,16 +38,12 @@ impl<T, KS: KeySelector<T>> Partition<T> for KeyBy<KS> {
     }
 
     #[inline]
-    fn route(&mut self, record: &T, parallelism: u32, max_parallelism: u32) -> Route {
-        let hash = self.key.hash(record);
-        match &self.router {
-            Some(r) => Route::One(r.shard(hash)),
-            None => Route::One(shard_of_key_group(
-                key_group_of_hash(hash, max_parallelism),
-                max_parallelism,
-                parallelism,
-            )),
-        }
+    fn route(&mut self, record: &T, _parallelism: u32, _max_parallelism: u32) -> Route {
+        let router = self
+            .router
+            .as_ref()
+            .expect("the writer opens its partitioner before routing");
+        Route::One(router.shard(self.key.hash(record)))
     }
 }
 

@@ -81,7 +81,6 @@ pub async fn run_reader<T: Data>(
                     let from = *from;
                     if let Some(buf) = ring.try_recv().map_err(|e| channel_error(from, e))? {
                         progressed = true;
-                        let trusted = true; // in-process ring: our own bytes
                         for frame in FrameReader::new(&buf, ring.channel()) {
                             let frame = frame.map_err(|source| JobError::Frame {
                                 channel: name.describe(from, shard),
@@ -91,16 +90,18 @@ pub async fn run_reader<T: Data>(
                                 FrameKind::Data => {
                                     let offset =
                                         frame.payload.as_ptr() as usize - buf.as_ptr() as usize;
-                                    // A frame that carried a crc came, or was made to look as if it
-                                    // came, from outside: give it the full bytecheck too.
-                                    let checked =
-                                        frame.flags & shardflow_shuffle::frame::FLAG_CRC_UNSET == 0;
-                                    unarchive_batch(frame.payload, trusted && !checked, &mut batch)
-                                        .map_err(|e| JobError::Decode {
+                                    // An in-process ring carries our own bytes, read as they are;
+                                    // a frame that carries a crc came (or is made to look as if it
+                                    // came) from outside, and gets rkyv's full bytecheck too.
+                                    let trusted =
+                                        frame.flags & shardflow_shuffle::frame::FLAG_CRC_UNSET != 0;
+                                    unarchive_batch(frame.payload, trusted, &mut batch).map_err(
+                                        |e| JobError::Decode {
                                             channel: name.describe(from, shard),
                                             offset,
                                             message: e.to_string(),
-                                        })?;
+                                        },
+                                    )?;
                                     chain.push(&mut batch)?;
                                 }
                                 FrameKind::End => ended = true,

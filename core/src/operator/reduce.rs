@@ -92,22 +92,30 @@ where
         self.ctx.counters.add_in(batch.len());
         let every_update = self.emit == Emit::EveryUpdate;
         let key = &self.key;
+        let (max_parallelism, key_groups) = (
+            self.ctx.runtime.max_parallelism,
+            self.ctx.runtime.key_groups,
+        );
         for x in batch.drain(..) {
-            let hash = key.with_key(&x, key_hash);
+            // One key computation per record: hash and probe share it (an owned key, say a
+            // cloned string, is made once, not twice).
+            let state = &mut self.state;
+            let (hash, found) = key.with_key(&x, |k| {
+                let hash = key_hash(k);
+                (
+                    hash,
+                    state.find_mut(hash, |acc| key.with_key(acc, |ak| ak == k)),
+                )
+            });
             if cfg!(debug_assertions) && self.check_ownership {
-                let kg = key_group_of_hash(hash, self.ctx.runtime.max_parallelism);
+                let kg = key_group_of_hash(hash, max_parallelism);
                 assert!(
-                    self.ctx.runtime.key_groups.contains(kg),
-                    "operator '{}': key group {kg} reached shard {}, which owns {}",
+                    key_groups.contains(kg),
+                    "operator '{}': key group {kg} reached shard {}, which owns {key_groups}",
                     self.ctx.runtime.operator,
                     self.ctx.runtime.shard,
-                    self.ctx.runtime.key_groups
                 );
             }
-            let found = key.with_key(&x, |k| {
-                self.state
-                    .find_mut(hash, |acc| key.with_key(acc, |ak| ak == k))
-            });
             match found {
                 Some(acc) => {
                     (self.reduce)(acc, x);
