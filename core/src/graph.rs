@@ -151,6 +151,8 @@ pub struct ShardContext {
     pub key_groups: KeyGroupRange,
     pub config: Arc<JobConfig>,
     pub cancel: CancelToken,
+    /// Woken from the driving thread every few milliseconds (see `runtime::run_shard`).
+    pub kick: Arc<atomic_waker::AtomicWaker>,
 }
 
 impl JobGraph {

@@ -273,8 +273,9 @@ impl std::fmt::Display for JobResult {
     }
 }
 
-/// The longest a throughput-mode shard may sleep through a lost wake-up (see `run_shard`).
-const HEARTBEAT_THROUGHPUT: Duration = Duration::from_millis(10);
+/// How often the driving thread kicks every shard (see `run_shard`): the longest a shard may
+/// sleep through glommio's lost wake-up.
+const KICK_INTERVAL: Duration = Duration::from_millis(5);
 
 /// How long an idle shard polls before it parks in throughput mode.
 const THROUGHPUT_SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
@@ -362,6 +363,9 @@ pub fn execute(
     cancel.set_rings(all_rings);
     let metrics = Arc::new(metrics);
 
+    let kicks: Vec<Arc<atomic_waker::AtomicWaker>> = (0..p)
+        .map(|_| Arc::new(atomic_waker::AtomicWaker::new()))
+        .collect();
     let cpus = cpus();
     let (done_tx, done_rx) = mpsc::channel::<(u32, Result<(), JobError>)>();
     let start = Instant::now();
@@ -379,6 +383,7 @@ pub fn execute(
             key_groups: KeyGroupRange::of_shard(shard, p, config.max_parallelism),
             config: config.clone(),
             cancel: cancel.clone(),
+            kick: kicks[shard as usize].clone(),
         };
         let graph = graph.clone();
         let counters: Vec<_> = metrics
@@ -419,8 +424,9 @@ pub fn execute(
 
     let mut finished = 0;
     let started = joins.len();
+    let mut last_progress = Instant::now();
     while finished < started {
-        match done_rx.recv_timeout(config.progress_interval) {
+        match done_rx.recv_timeout(KICK_INTERVAL) {
             Ok((_shard, result)) => {
                 finished += 1;
                 // The token already holds the root cause (a shard records it before it
@@ -430,7 +436,13 @@ pub fn execute(
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                on_progress(&metrics.snapshot(), start.elapsed())
+                for k in &kicks {
+                    k.wake();
+                }
+                if last_progress.elapsed() >= config.progress_interval {
+                    last_progress = Instant::now();
+                    on_progress(&metrics.snapshot(), start.elapsed());
+                }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
@@ -462,6 +474,18 @@ async fn run_shard(
     ends: Vec<ExchangeShard>,
     counters: &[Arc<OperatorCounters>],
 ) -> Result<(), JobError> {
+    // glommio 0.9 parks an executor that still has runnable tasks when its preempt timer fires
+    // before `run_task_queues` picks a queue (it then reports that nothing ran), and sleeps with
+    // no timer until an event arrives. Under busy-polling, or a CPU shared by more shards than it
+    // has, nothing may ever arrive: both shards of a job were seen parked for good. A timer task
+    // cannot guard against this (it must run to re-arm itself), so the driving thread wakes this
+    // task every KICK_INTERVAL from outside: a foreign wake writes the executor's eventfd, which
+    // ends any such sleep, after which the runnable tasks run.
+    std::future::poll_fn(|cx| {
+        ctx.kick.register(cx.waker());
+        Poll::Ready(())
+    })
+    .await;
     let shard = ctx.shard;
     let built =
         std::panic::catch_unwind(AssertUnwindSafe(|| graph.instantiate(ctx, ends, counters)))
@@ -476,24 +500,10 @@ async fn run_shard(
         Err(e) => {
             // The other shards may have built theirs and wait for this one: cancel them.
             ctx.cancel.fail(e);
+            drop(ctx.kick.take());
             return Err(JobError::Cancelled);
         }
     };
-    // glommio 0.9 parks an executor that still has runnable tasks when its preempt timer fires
-    // just before it picks a task queue (`run_task_queues` returns "nothing ran"), and sleeps
-    // until some event arrives. Under busy-polling no peer ever sends one, and both shards were
-    // seen parked for good. A timer that fires every heartbeat bounds any such sleep.
-    let heartbeat = match ctx.config.scheduling {
-        crate::config::SchedulingMode::Latency => ctx.config.latency_io_poll_interval,
-        crate::config::SchedulingMode::Throughput => HEARTBEAT_THROUGHPUT,
-    };
-    let cancel = ctx.cancel.clone();
-    glommio::spawn_local(async move {
-        while !cancel.is_cancelled() {
-            glommio::timer::sleep(heartbeat).await;
-        }
-    })
-    .detach();
     let mut running: Vec<Option<_>> = tasks
         .into_iter()
         .map(|(name, task)| {
@@ -515,7 +525,8 @@ async fn run_shard(
     // has finished in this round has reported: two tasks of a shard may fail together (a source
     // on bad input, and the reader beside it seeing the job cancelled), and the cause must not
     // be lost behind the consequence because of the order the tasks are polled in.
-    std::future::poll_fn(|cx| {
+    let result = std::future::poll_fn(|cx| {
+        ctx.kick.register(cx.waker());
         let mut open = 0;
         let mut failed = false;
         for slot in running.iter_mut() {
@@ -541,5 +552,8 @@ async fn run_shard(
             Poll::Pending
         }
     })
-    .await
+    .await;
+    // Drop the registered waker here, on its own thread, before the executor goes away.
+    drop(ctx.kick.take());
+    result
 }

@@ -48,3 +48,18 @@ pub fn into_map<K: ToString>(pairs: Vec<(K, u64)>) -> HashMap<String, u64> {
     }
     m
 }
+
+/// Jobs in latency scheduling busy-poll their cores. On this 2-core machine, a latency-mode job
+/// running beside another test's shards on the same cores was seen to hang about once in a
+/// hundred runs (glommio parks an executor that still has runnable work; see the runtime). Tests
+/// of one binary therefore share the CPUs (`shared_cpus`) except latency-mode ones, which take
+/// them alone (`exclusive_cpus`).
+static CPUS: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+pub fn shared_cpus() -> std::sync::RwLockReadGuard<'static, ()> {
+    CPUS.read().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn exclusive_cpus() -> std::sync::RwLockWriteGuard<'static, ()> {
+    CPUS.write().unwrap_or_else(|e| e.into_inner())
+}

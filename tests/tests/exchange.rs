@@ -43,6 +43,7 @@ impl SinkFunction<i64> for Slow {
 
 #[test]
 fn a_slow_sink_bounds_the_bytes_buffered_in_the_exchange() {
+    let _cpus = shardflow_tests::shared_cpus();
     let n = 60_000i64;
     let batch_bytes = 1024;
     let buffers = 2;
@@ -149,6 +150,7 @@ fn read_one_buffer(
 
 #[test]
 fn a_sound_frame_is_delivered() {
+    let _cpus = shardflow_tests::shared_cpus();
     let (r, got, finished) = read_one_buffer(|_| {});
     r.unwrap();
     assert_eq!(got, vec![1, 2, 3]);
@@ -157,6 +159,7 @@ fn a_sound_frame_is_delivered() {
 
 #[test]
 fn a_frame_with_a_wrong_crc_or_length_never_reaches_an_operator() {
+    let _cpus = shardflow_tests::shared_cpus();
     type Corruption = Box<dyn FnOnce(&mut shardflow_shuffle::Buffer)>;
     let cases: Vec<(&str, Corruption)> = vec![
         ("crc", Box::new(|b| b[20] ^= 0x10)),
@@ -199,6 +202,7 @@ impl SinkFunction<String> for Signal {
 
 #[test]
 fn a_lone_record_is_never_held_back_waiting_for_a_batch_to_fill() {
+    let _cpus = shardflow_tests::exclusive_cpus();
     // The server sends one line and then waits until the job has delivered it to its sink,
     // through an exchange, before it sends anything more or closes. If any stage held the lone
     // record back until its batch filled or the input ended, the server would give up.

@@ -12,6 +12,7 @@ fn p2() -> StreamExecutionEnvironment {
 
 #[test]
 fn a_missing_input_names_its_path() {
+    let _cpus = shardflow_tests::shared_cpus();
     let mut env = p2();
     env.read_text_file("/definitely/not/here.txt").collect();
     let err = env.execute("missing").unwrap_err();
@@ -39,6 +40,7 @@ fn file_with_bad_line(lines: usize, bad_line: usize) -> tempfile::NamedTempFile 
 
 #[test]
 fn a_line_that_is_not_utf8_is_reported_with_file_and_line() {
+    let _cpus = shardflow_tests::shared_cpus();
     for (p, bad) in [(1, 1), (2, 7_321), (3, 9_999), (4, 5_000)] {
         let f = file_with_bad_line(10_000, bad);
         let mut env = StreamExecutionEnvironment::local();
@@ -58,6 +60,7 @@ fn a_line_that_is_not_utf8_is_reported_with_file_and_line() {
 
 #[test]
 fn skipping_malformed_lines_counts_them_and_keeps_the_rest() {
+    let _cpus = shardflow_tests::shared_cpus();
     let f = file_with_bad_line(3_000, 1_234);
     let mut env = p2();
     let lines = env
@@ -81,6 +84,7 @@ fn skipping_malformed_lines_counts_them_and_keeps_the_rest() {
 
 #[test]
 fn an_overlong_line_is_an_error_not_an_allocation_without_bound() {
+    let _cpus = shardflow_tests::shared_cpus();
     let mut f = tempfile::NamedTempFile::new().unwrap();
     writeln!(f, "short").unwrap();
     f.write_all(&vec![b'x'; 5_000]).unwrap();
@@ -111,6 +115,7 @@ fn an_overlong_line_is_an_error_not_an_allocation_without_bound() {
 
 #[test]
 fn an_output_directory_that_cannot_be_created_names_its_path() {
+    let _cpus = shardflow_tests::shared_cpus();
     let f = tempfile::NamedTempFile::new().unwrap();
     let bad = f.path().join("sub");
     let mut env = p2();
@@ -125,6 +130,7 @@ fn an_output_directory_that_cannot_be_created_names_its_path() {
 
 #[test]
 fn existing_output_is_not_overwritten_unless_asked() {
+    let _cpus = shardflow_tests::shared_cpus();
     let dir = tempfile::tempdir().unwrap();
     for (mode, ok) in [
         (WriteMode::NoOverwrite, true),
@@ -153,6 +159,7 @@ fn existing_output_is_not_overwritten_unless_asked() {
 
 #[test]
 fn a_refused_socket_names_its_address() {
+    let _cpus = shardflow_tests::shared_cpus();
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -170,6 +177,7 @@ fn a_refused_socket_names_its_address() {
 
 #[test]
 fn socket_lines_arrive_whole_and_counted() {
+    let _cpus = shardflow_tests::shared_cpus();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
@@ -222,6 +230,7 @@ impl ProcessFunction<i64, i64> for FailAt {
 
 #[test]
 fn a_failing_or_panicking_user_function_fails_the_job_with_its_name() {
+    let _cpus = shardflow_tests::shared_cpus();
     for panic in [false, true] {
         for p in [1, 2, 4] {
             let mut env = StreamExecutionEnvironment::local();
@@ -267,6 +276,7 @@ fn a_failing_or_panicking_user_function_fails_the_job_with_its_name() {
 
 #[test]
 fn a_bad_setting_is_refused_before_anything_runs() {
+    let _cpus = shardflow_tests::shared_cpus();
     let mut env = StreamExecutionEnvironment::local();
     env.set_parallelism(0);
     env.generate_sequence(1, 3).collect();
@@ -280,6 +290,7 @@ fn a_bad_setting_is_refused_before_anything_runs() {
 
 #[test]
 fn io_sources_make_progress_in_latency_mode() {
+    let _cpus = shardflow_tests::exclusive_cpus();
     // Busy-polling shards reap io_uring completions only at the I/O poll interval: a socket and
     // a file must still be read, whole, in latency mode.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -321,6 +332,7 @@ impl shardflow_core::operator::sink::SinkFunction<i64> for NullSink {
 
 #[test]
 fn a_shard_that_cannot_build_its_part_fails_the_job_instead_of_hanging_it() {
+    let _cpus = shardflow_tests::shared_cpus();
     // Shard 2 of 3 cannot open its sink; the others have built theirs and exchange with it.
     let mut env = StreamExecutionEnvironment::local();
     env.set_parallelism(3);

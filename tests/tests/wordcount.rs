@@ -21,6 +21,7 @@ fn run(
 
 #[test]
 fn generated_zipf_text_matches_the_reference_at_every_parallelism() {
+    let _cpus = shardflow_tests::shared_cpus();
     let seed = seed(11);
     let lines = 20_000;
     let reference = reference_word_counts(generated_lines(lines, seed).iter().map(|s| s.as_str()));
@@ -42,6 +43,7 @@ fn generated_zipf_text_matches_the_reference_at_every_parallelism() {
 
 #[test]
 fn streaming_mode_emits_every_update_and_the_last_one_is_the_count() {
+    let _cpus = shardflow_tests::shared_cpus();
     let seed = seed(12);
     let lines = 3_000;
     let reference = reference_word_counts(generated_lines(lines, seed).iter().map(|s| s.as_str()));
@@ -63,6 +65,7 @@ fn streaming_mode_emits_every_update_and_the_last_one_is_the_count() {
 
 #[test]
 fn latency_mode_checksums_and_tiny_batches_give_the_same_counts() {
+    let _cpus = shardflow_tests::exclusive_cpus();
     let seed = seed(13);
     let lines = 4_000;
     let reference = reference_word_counts(generated_lines(lines, seed).iter().map(|s| s.as_str()));
@@ -93,6 +96,7 @@ fn latency_mode_checksums_and_tiny_batches_give_the_same_counts() {
 
 #[test]
 fn text_files_split_by_byte_ranges_are_read_exactly_once() {
+    let _cpus = shardflow_tests::shared_cpus();
     let seed = seed(14);
     let dir = tempfile::tempdir().unwrap();
     // A directory of files of uneven sizes, CRLF and LF endings, a file without a final newline,
@@ -126,6 +130,7 @@ fn text_files_split_by_byte_ranges_are_read_exactly_once() {
 
 #[test]
 fn lines_are_whole_whatever_the_split_points() {
+    let _cpus = shardflow_tests::shared_cpus();
     // Every split point of a small file, at every P up to 8: the lines read, as a multiset,
     // equal the file's lines.
     let dir = tempfile::tempdir().unwrap();
