@@ -439,7 +439,7 @@ async fn drive_source<T: Data, S: Source<T>>(
     let max_records = ctx.config.source_batch_records;
     let flush_when_idle = ctx.config.flush == crate::config::FlushPolicy::WhenFullOrIdle;
     let mode = ctx.config.scheduling;
-    let mut batch: Vec<T> = Vec::with_capacity(max_records);
+    let mut batch: crate::operator::Batch<T> = crate::operator::Batch::with_capacity(max_records);
     let mut cooperate = crate::operator::Cooperate::new();
     loop {
         if cancel.is_cancelled() {
@@ -448,7 +448,7 @@ async fn drive_source<T: Data, S: Source<T>>(
         crate::operator::ready(chain.as_mut(), mode).await?;
         ctx.enter();
         let status = {
-            let mut next = std::pin::pin!(source.next_batch(&mut batch, max_records));
+            let mut next = std::pin::pin!(source.next_batch(&mut batch.records, max_records));
             let mut flushed_once = false;
             let mut flush_done = false;
             std::future::poll_fn(|cx| {
@@ -488,6 +488,8 @@ async fn drive_source<T: Data, S: Source<T>>(
         }
         cooperate.tick().await;
     }
+    // End of input is the end of event time: every window and timer downstream fires.
+    chain.watermark(crate::operator::WATERMARK_MAX)?;
     chain.finish()?;
     crate::operator::flushed(chain.as_mut(), mode).await
 }

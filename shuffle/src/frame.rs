@@ -41,6 +41,9 @@ pub enum FrameKind {
     End = 4,
     /// Flow-control credit (buffers granted) for transports that cannot return buffers by hand.
     Credit = 5,
+    /// The event timestamps of the records of the DATA frame that follows: payload is one i64
+    /// (little-endian) per record.
+    Timestamps = 6,
 }
 
 impl FrameKind {
@@ -51,6 +54,7 @@ impl FrameKind {
             3 => Self::Barrier,
             4 => Self::End,
             5 => Self::Credit,
+            6 => Self::Timestamps,
             _ => return None,
         })
     }

@@ -9,8 +9,8 @@ use shardflow_core::data::archive_batch;
 use shardflow_core::exchange::ExchangeName;
 use shardflow_core::exchange::local::LocalChannel;
 use shardflow_core::exchange::reader::{ReaderSettings, run_reader};
-use shardflow_core::operator::Push;
 use shardflow_core::operator::sink::SinkFunction;
+use shardflow_core::operator::{Batch, Push};
 use shardflow_core::runtime::CancelToken;
 use shardflow_shuffle::frame::{begin_frame, end_frame, write_frame};
 use shardflow_shuffle::{Checksum, FrameKind, RingConfig, ring};
@@ -87,8 +87,12 @@ fn a_slow_sink_bounds_the_bytes_buffered_in_the_exchange() {
 struct Record(Rc<RefCell<Vec<u64>>>, Rc<RefCell<bool>>);
 
 impl Push<u64> for Record {
-    fn push(&mut self, batch: &mut Vec<u64>) -> Result<(), JobError> {
-        self.0.borrow_mut().append(batch);
+    fn push(&mut self, batch: &mut Batch<u64>) -> Result<(), JobError> {
+        self.0.borrow_mut().append(&mut batch.records);
+        batch.clear();
+        Ok(())
+    }
+    fn watermark(&mut self, _watermark: i64) -> Result<(), JobError> {
         Ok(())
     }
     fn finish(&mut self) -> Result<(), JobError> {

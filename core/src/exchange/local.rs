@@ -1,20 +1,24 @@
 //! The same-shard channel of an exchange: batches of plain values handed from the writer to the
 //! reader on one executor. No serialization, no atomics; bounded like a ring (the same number of
-//! batches in flight), with emptied vectors handed back for reuse.
+//! batches in flight), with emptied batches handed back for reuse. Watermarks and end of input
+//! travel in the same queue, in order with the batches, and take no slot.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
 use std::task::{Context, Waker};
 
+use crate::operator::Batch;
+
 pub enum LocalMessage<T> {
-    Batch(Vec<T>),
+    Batch(Batch<T>),
+    Watermark(i64),
     End,
 }
 
 struct Inner<T> {
     queue: VecDeque<LocalMessage<T>>,
-    spare: Vec<Vec<T>>,
+    spare: Vec<Batch<T>>,
     batches_in_flight: usize,
     batches_max: usize,
     rx_waker: Option<Waker>,
@@ -39,7 +43,7 @@ impl<T> LocalChannel<T> {
         assert!(batches_max >= 1);
         Self {
             inner: Rc::new(RefCell::new(Inner {
-                queue: VecDeque::with_capacity(batches_max + 1),
+                queue: VecDeque::with_capacity(batches_max + 2),
                 spare: Vec::new(),
                 batches_in_flight: 0,
                 batches_max,
@@ -49,9 +53,10 @@ impl<T> LocalChannel<T> {
         }
     }
 
-    /// Hands the staged records over if a batch slot is free (leaving `staged` empty, with the
-    /// capacity of a recycled vector); otherwise registers the waker, if any, and returns false.
-    pub fn try_send(&self, staged: &mut Vec<T>, cx: Option<&mut Context<'_>>) -> bool {
+    /// Hands over the first `n` staged records (all of them if `n` is their number, leaving
+    /// `staged` with the capacity of a recycled batch) if a batch slot is free; otherwise
+    /// registers the waker, if any, and returns false.
+    pub fn try_send(&self, staged: &mut Batch<T>, n: usize, cx: Option<&mut Context<'_>>) -> bool {
         let mut inner = self.inner.borrow_mut();
         if inner.batches_in_flight >= inner.batches_max {
             if let Some(cx) = cx {
@@ -59,14 +64,35 @@ impl<T> LocalChannel<T> {
             }
             return false;
         }
-        let fresh = inner.spare.pop().unwrap_or_default();
-        let batch = std::mem::replace(staged, fresh);
+        let mut fresh = inner.spare.pop().unwrap_or_default();
+        let batch = if n == staged.len() {
+            std::mem::swap(staged, &mut fresh);
+            fresh
+        } else {
+            fresh.records.extend(staged.records.drain(..n));
+            if staged.is_timed() {
+                fresh.timestamps.extend(staged.timestamps.drain(..n));
+            }
+            fresh
+        };
         inner.batches_in_flight += 1;
         inner.queue.push_back(LocalMessage::Batch(batch));
         if let Some(w) = inner.rx_waker.take() {
             w.wake();
         }
         true
+    }
+
+    /// Sends a watermark (it needs no slot: a watermark right behind another replaces it).
+    pub fn send_watermark(&self, watermark: i64) {
+        let mut inner = self.inner.borrow_mut();
+        match inner.queue.back_mut() {
+            Some(LocalMessage::Watermark(w)) => *w = (*w).max(watermark),
+            _ => inner.queue.push_back(LocalMessage::Watermark(watermark)),
+        }
+        if let Some(w) = inner.rx_waker.take() {
+            w.wake();
+        }
     }
 
     /// Sends end of input (it needs no slot: it carries nothing).
@@ -90,8 +116,8 @@ impl<T> LocalChannel<T> {
         self.inner.borrow_mut().rx_waker = Some(cx.waker().clone());
     }
 
-    /// Returns an emptied batch vector: one slot back to the writer.
-    pub fn release(&self, mut batch: Vec<T>) {
+    /// Returns an emptied batch: one slot back to the writer.
+    pub fn release(&self, mut batch: Batch<T>) {
         batch.clear();
         let mut inner = self.inner.borrow_mut();
         inner.batches_in_flight -= 1;

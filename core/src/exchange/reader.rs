@@ -18,7 +18,7 @@ use super::local::{LocalChannel, LocalMessage};
 use crate::config::{FlushPolicy, SchedulingMode};
 use crate::data::{Data, unarchive_batch};
 use crate::error::JobError;
-use crate::operator::{BoxPush, flushed, ready, wait};
+use crate::operator::{Batch, BoxPush, WATERMARK_MAX, WATERMARK_MIN, flushed, ready, wait};
 use crate::runtime::CancelToken;
 
 /// What the reader task needs besides its inputs and chain.
@@ -30,9 +30,24 @@ pub struct ReaderSettings {
     pub cancel: CancelToken,
 }
 
-enum Input<T> {
+enum Link<T> {
     Remote { from: u32, ring: RingReceiver },
     Local(LocalChannel<T>),
+}
+
+struct Input<T> {
+    link: Link<T>,
+    /// The last watermark this input sent.
+    watermark: i64,
+}
+
+/// The minimum watermark over the inputs still open (every input that ended is at +inf).
+fn min_watermark<T>(inputs: &[Input<T>]) -> i64 {
+    inputs
+        .iter()
+        .map(|i| i.watermark)
+        .min()
+        .unwrap_or(WATERMARK_MAX)
 }
 
 /// Runs until every input has sent end of input; then finishes the chain.
@@ -46,15 +61,22 @@ pub async fn run_reader<T: Data>(
     let mut inputs: Vec<Input<T>> = remote
         .into_iter()
         .enumerate()
-        .map(|(from, r)| match r {
-            Some(ring) => Input::Remote {
-                from: from as u32,
-                ring,
+        .map(|(from, r)| Input {
+            link: match r {
+                Some(ring) => Link::Remote {
+                    from: from as u32,
+                    ring,
+                },
+                None => Link::Local(local.take().expect("one local input")),
             },
-            None => Input::Local(local.take().expect("one local input")),
+            watermark: WATERMARK_MIN,
         })
         .collect();
-    let mut batch: Vec<T> = Vec::new();
+    let mut batch: Batch<T> = Batch::new();
+    // Timestamps read from a TIMESTAMPS frame, for the DATA frame that follows it.
+    let mut timestamps: Vec<i64> = Vec::new();
+    // The watermark handed to the chain: the minimum over the inputs, never going back.
+    let mut watermark = WATERMARK_MIN;
     let mut cooperate = crate::operator::Cooperate::new();
     let shard = settings.shard;
     let name = &settings.name;
@@ -76,8 +98,9 @@ pub async fn run_reader<T: Data>(
         let mut i = 0;
         while i < inputs.len() {
             let mut ended = false;
-            match &inputs[i] {
-                Input::Remote { from, ring } => {
+            let mut input_watermark = inputs[i].watermark;
+            match &inputs[i].link {
+                Link::Remote { from, ring } => {
                     let from = *from;
                     if let Some(buf) = ring.try_recv().map_err(|e| channel_error(from, e))? {
                         progressed = true;
@@ -90,30 +113,70 @@ pub async fn run_reader<T: Data>(
                                 FrameKind::Data => {
                                     let offset =
                                         frame.payload.as_ptr() as usize - buf.as_ptr() as usize;
+                                    let decode_error = |message: String| JobError::Decode {
+                                        channel: name.describe(from, shard),
+                                        offset,
+                                        message,
+                                    };
                                     // An in-process ring carries our own bytes, read as they are;
                                     // a frame that carries a crc came (or is made to look as if it
                                     // came) from outside, and gets rkyv's full bytecheck too.
                                     let trusted =
                                         frame.flags & shardflow_shuffle::frame::FLAG_CRC_UNSET != 0;
-                                    unarchive_batch(frame.payload, trusted, &mut batch).map_err(
-                                        |e| JobError::Decode {
-                                            channel: name.describe(from, shard),
-                                            offset,
-                                            message: e.to_string(),
-                                        },
-                                    )?;
+                                    unarchive_batch(frame.payload, trusted, &mut batch.records)
+                                        .map_err(|e| decode_error(e.to_string()))?;
+                                    if !timestamps.is_empty() {
+                                        if timestamps.len() != batch.records.len() {
+                                            return Err(decode_error(format!(
+                                                "{} timestamps for a batch of {} records",
+                                                timestamps.len(),
+                                                batch.records.len()
+                                            )));
+                                        }
+                                        std::mem::swap(&mut batch.timestamps, &mut timestamps);
+                                    }
                                     chain.push(&mut batch)?;
                                 }
+                                FrameKind::Timestamps => {
+                                    if frame.payload.len() % 8 != 0 {
+                                        return Err(JobError::Decode {
+                                            channel: name.describe(from, shard),
+                                            offset: frame.payload.as_ptr() as usize
+                                                - buf.as_ptr() as usize,
+                                            message: format!(
+                                                "a timestamps frame of {} bytes (not whole i64s)",
+                                                frame.payload.len()
+                                            ),
+                                        });
+                                    }
+                                    timestamps.clear();
+                                    timestamps.extend(frame.payload.chunks_exact(8).map(|c| {
+                                        i64::from_le_bytes(c.try_into().expect("8 bytes"))
+                                    }));
+                                }
+                                FrameKind::Watermark => {
+                                    let w: [u8; 8] =
+                                        frame.payload.try_into().map_err(|_| JobError::Decode {
+                                            channel: name.describe(from, shard),
+                                            offset: frame.payload.as_ptr() as usize
+                                                - buf.as_ptr() as usize,
+                                            message: format!(
+                                                "a watermark frame of {} bytes (not 8)",
+                                                frame.payload.len()
+                                            ),
+                                        })?;
+                                    input_watermark = input_watermark.max(i64::from_le_bytes(w));
+                                }
                                 FrameKind::End => ended = true,
-                                // Event time and checkpoints arrive with their issues; until then
-                                // no writer sends these, and a frame that claims to is ignored.
-                                FrameKind::Watermark | FrameKind::Barrier | FrameKind::Credit => {}
+                                // Checkpoints arrive with their issue; until then no writer sends
+                                // barriers, and credits travel by hand in process.
+                                FrameKind::Barrier | FrameKind::Credit => {}
                             }
                         }
                         ring.release(buf);
                     }
                 }
-                Input::Local(ch) => {
+                Link::Local(ch) => {
                     if let Some(msg) = ch.try_recv() {
                         progressed = true;
                         match msg {
@@ -121,15 +184,27 @@ pub async fn run_reader<T: Data>(
                                 chain.push(&mut b)?;
                                 ch.release(b);
                             }
+                            LocalMessage::Watermark(w) => {
+                                input_watermark = input_watermark.max(w);
+                            }
                             LocalMessage::End => ended = true,
                         }
                     }
                 }
             }
+            let advanced = ended || input_watermark > inputs[i].watermark;
             if ended {
                 inputs.swap_remove(i);
             } else {
+                inputs[i].watermark = input_watermark;
                 i += 1;
+            }
+            if advanced {
+                let min = min_watermark(&inputs);
+                if min > watermark {
+                    watermark = min;
+                    chain.watermark(watermark)?;
+                }
             }
         }
         if inputs.is_empty() {
@@ -155,14 +230,14 @@ pub async fn run_reader<T: Data>(
                 return Poll::Ready(Err(e));
             }
             for input in &inputs {
-                match input {
-                    Input::Remote { ring, .. } => ring.register(cx),
-                    Input::Local(ch) => ch.register(cx),
+                match &input.link {
+                    Link::Remote { ring, .. } => ring.register(cx),
+                    Link::Local(ch) => ch.register(cx),
                 }
             }
-            let any = inputs.iter().any(|input| match input {
-                Input::Remote { ring, .. } => ring.is_ready(),
-                Input::Local(ch) => ch.is_ready(),
+            let any = inputs.iter().any(|input| match &input.link {
+                Link::Remote { ring, .. } => ring.is_ready(),
+                Link::Local(ch) => ch.is_ready(),
             });
             if any || cancel.is_cancelled() {
                 Poll::Ready(Ok(()))

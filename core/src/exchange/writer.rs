@@ -10,6 +10,7 @@
 //! driving task stops pulling input: backpressure. Staged records are bounded by one batch plus
 //! one input batch's expansion per destination.
 
+use std::collections::VecDeque;
 use std::task::{Context, Poll};
 
 use shardflow_shuffle::frame::{begin_frame, end_frame, write_frame};
@@ -19,7 +20,7 @@ use super::local::LocalChannel;
 use super::{ExchangeName, Partition, Route};
 use crate::data::{Data, archive_batch};
 use crate::error::JobError;
-use crate::operator::Push;
+use crate::operator::{Batch, Push};
 
 enum Link<T> {
     Remote(RingSender),
@@ -29,7 +30,11 @@ enum Link<T> {
 struct Destination<T> {
     to: u32,
     link: Link<T>,
-    staged: Vec<T>,
+    staged: Batch<T>,
+    /// Watermarks owed, each with the number of staged records that go before it. Records staged
+    /// after a watermark never overtake it, so what is late downstream is exactly what was late
+    /// here, whatever the credit.
+    marks: VecDeque<(usize, i64)>,
     /// Ship the partial batch too (set by flush and finish).
     flush_requested: bool,
     /// End of input is yet to be sent.
@@ -55,6 +60,56 @@ pub struct WriterSettings {
     pub batch_bytes: usize,
     pub checksum: Checksum,
     pub name: ExchangeName,
+}
+
+/// What a destination owes next.
+struct Owed {
+    /// Records to ship now (0: none).
+    records: usize,
+    /// A watermark is due once those records are out.
+    mark: bool,
+    /// End of input is due once those records are out.
+    end: bool,
+}
+
+impl<T> Destination<T> {
+    /// What is owed, `shipped` records of the staged ones being out already.
+    fn owed(&self, shipped: usize, batch_records: usize) -> Owed {
+        let left = self.staged.len() - shipped;
+        let (limit, forced) = match self.marks.front() {
+            Some(&(at, _)) => (at - shipped, true),
+            None => (left, self.flush_requested),
+        };
+        let records = if limit >= batch_records || forced {
+            limit.min(batch_records)
+        } else {
+            0
+        };
+        let rest = shipped + records;
+        Owed {
+            records,
+            mark: self.marks.front().is_some_and(|&(at, _)| at == rest),
+            end: self.end_pending && self.marks.len() <= 1 && rest == self.staged.len(),
+        }
+    }
+
+    /// Drops the first `n` staged records (they are shipped); marks move with them.
+    fn consume(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if n == self.staged.len() {
+            self.staged.clear();
+        } else {
+            self.staged.records.drain(..n);
+            if self.staged.is_timed() {
+                self.staged.timestamps.drain(..n);
+            }
+        }
+        for m in &mut self.marks {
+            m.0 -= n;
+        }
+    }
 }
 
 impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
@@ -84,7 +139,8 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                     Some(ring) => Link::Remote(ring),
                     None => Link::Local(local.take().expect("one local destination")),
                 },
-                staged: Vec::new(),
+                staged: Batch::new(),
+                marks: VecDeque::new(),
                 flush_requested: false,
                 end_pending: false,
             })
@@ -111,9 +167,10 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
         }
     }
 
-    /// Ships what `d` owes: full batches always, the partial batch if a flush was requested, and
-    /// the end frame if pending. Returns true once nothing owed is left. With `cx`, a stall on
-    /// credit registers the task to be woken when a credit returns.
+    /// Ships what `d` owes: full batches always, the partial batch if a flush was requested,
+    /// the records before a pending watermark and then the watermark, and the end frame if
+    /// pending. Returns true once nothing owed is left. With `cx`, a stall on credit registers
+    /// the task to be woken when a credit returns.
     ///
     /// Records are archived straight from the staging vector, batch after batch, and the shipped
     /// prefix is removed once at the end: a backlog built up under backpressure is shifted once
@@ -121,12 +178,7 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
     fn ship(&mut self, i: usize, cx: Option<&mut Context<'_>>) -> Result<bool, JobError> {
         let mut shipped = 0;
         let result = self.ship_from(i, cx, &mut shipped);
-        let staged = &mut self.dests[i].staged;
-        if shipped == staged.len() {
-            staged.clear();
-        } else if shipped > 0 {
-            staged.drain(..shipped);
-        }
+        self.dests[i].consume(shipped);
         result
     }
 
@@ -139,19 +191,30 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
         let batch_records = self.batch_records;
         loop {
             let d = &mut self.dests[i];
-            let left = d.staged.len() - *shipped;
-            let owes_data = left >= batch_records || (d.flush_requested && left > 0);
-            if !owes_data && !d.end_pending {
-                d.flush_requested = false;
-                return Ok(true);
+            let owed = d.owed(*shipped, batch_records);
+            if owed.records == 0 && !owed.mark && !owed.end {
+                if d.marks.is_empty() && !d.end_pending {
+                    d.flush_requested = false;
+                    return Ok(true);
+                }
+                return Ok(false);
             }
             match &d.link {
                 Link::Local(ch) => {
-                    debug_assert_eq!(*shipped, 0, "local batches are handed over whole");
-                    if owes_data && !ch.try_send(&mut d.staged, cx.as_deref_mut()) {
-                        return Ok(false);
+                    debug_assert_eq!(*shipped, 0, "local batches are handed over as they go");
+                    if owed.records > 0 {
+                        if !ch.try_send(&mut d.staged, owed.records, cx.as_deref_mut()) {
+                            return Ok(false);
+                        }
+                        for m in &mut d.marks {
+                            m.0 -= owed.records;
+                        }
                     }
-                    if d.staged.is_empty() && d.end_pending {
+                    if owed.mark {
+                        let (_, w) = d.marks.pop_front().expect("a mark is due");
+                        ch.send_watermark(w);
+                    }
+                    if owed.end && d.marks.is_empty() {
                         ch.send_end();
                         d.end_pending = false;
                     }
@@ -176,10 +239,25 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                     };
                     let channel = ring.channel();
                     let to = d.to;
-                    let n = left.min(batch_records);
+                    let n = owed.records;
                     if n > 0 {
+                        let range = *shipped..*shipped + n;
+                        if d.staged.is_timed() {
+                            let start = begin_frame(&mut buf);
+                            for t in &d.staged.timestamps[range.clone()] {
+                                buf.extend_from_slice(&t.to_le_bytes());
+                            }
+                            end_frame(
+                                &mut buf,
+                                start,
+                                FrameKind::Timestamps,
+                                channel,
+                                self.checksum,
+                            )
+                            .map_err(|e| self.frame_error(to, e))?;
+                        }
                         let start = begin_frame(&mut buf);
-                        let batch = &d.staged[*shipped..*shipped + n];
+                        let batch = &self.dests[i].staged.records[range];
                         buf = archive_batch(batch, buf).map_err(|e| JobError::Decode {
                             channel: self.name.describe(self.shard, to),
                             offset: start,
@@ -190,7 +268,19 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                         *shipped += n;
                     }
                     let d = &mut self.dests[i];
-                    if *shipped == d.staged.len() && d.end_pending {
+                    if owed.mark {
+                        let (_, w) = d.marks.pop_front().expect("a mark is due");
+                        write_frame(
+                            &mut buf,
+                            FrameKind::Watermark,
+                            channel,
+                            &w.to_le_bytes(),
+                            self.checksum,
+                        )
+                        .map_err(|e| self.frame_error(to, e))?;
+                    }
+                    let d = &mut self.dests[i];
+                    if owed.end && d.marks.is_empty() {
                         write_frame(&mut buf, FrameKind::End, channel, &[], self.checksum)
                             .map_err(|e| self.frame_error(to, e))?;
                         self.dests[i].end_pending = false;
@@ -213,7 +303,11 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
             if !self.ship(i, Some(cx))? {
                 // Blocked: ready only if what is left is below a full batch.
                 let d = &self.dests[i];
-                if until_empty || d.staged.len() >= self.batch_records || d.end_pending {
+                if until_empty
+                    || d.staged.len() >= self.batch_records
+                    || d.end_pending
+                    || !d.marks.is_empty()
+                {
                     done = false;
                 }
             }
@@ -226,25 +320,53 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
     }
 }
 
-impl<T: Data, P: Partition<T>> Push<T> for ExchangeWriter<T, P> {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
+    #[inline]
+    fn route(&mut self, x: T, ts: Option<i64>) {
         let (p, m) = (self.parallelism, self.max_parallelism);
-        for x in batch.drain(..) {
-            match self.partition.route(&x, p, m) {
-                Route::One(to) => self.dests[to as usize].staged.push(x),
-                Route::All => {
-                    let (last, rest) = self.dests.split_last_mut().expect("parallelism >= 1");
-                    for d in rest {
-                        d.staged.push(x.clone());
-                    }
-                    last.staged.push(x);
+        match self.partition.route(&x, p, m) {
+            Route::One(to) => self.dests[to as usize].staged.push(x, ts),
+            Route::All => {
+                let (last, rest) = self.dests.split_last_mut().expect("parallelism >= 1");
+                for d in rest {
+                    d.staged.push(x.clone(), ts);
                 }
+                last.staged.push(x, ts);
+            }
+        }
+    }
+}
+
+impl<T: Data, P: Partition<T>> Push<T> for ExchangeWriter<T, P> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
+        if batch.is_timed() {
+            let mut ts = batch.timestamps.drain(..);
+            for x in batch.records.drain(..) {
+                self.route(x, ts.next());
+            }
+        } else {
+            for x in batch.records.drain(..) {
+                self.route(x, None);
             }
         }
         for i in 0..self.dests.len() {
-            if self.dests[i].staged.len() >= self.batch_records {
+            let d = &self.dests[i];
+            if d.staged.len() >= self.batch_records || !d.marks.is_empty() {
                 self.ship(i, None)?;
             }
+        }
+        Ok(())
+    }
+
+    fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {
+        for i in 0..self.dests.len() {
+            let d = &mut self.dests[i];
+            let at = d.staged.len();
+            match d.marks.back_mut() {
+                Some(m) if m.0 == at => m.1 = m.1.max(watermark),
+                _ => d.marks.push_back((at, watermark)),
+            }
+            self.ship(i, None)?;
         }
         Ok(())
     }

@@ -5,14 +5,14 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::{BoxPush, Push};
+use super::{Batch, BoxPush, Push, WATERMARK_MAX, WATERMARK_MIN};
 use crate::error::JobError;
 
 /// One stream consumed by several operators: every consumer gets every record (the first ones a
 /// copy, the last one the batch itself).
 pub struct FanOut<T> {
     downs: Vec<BoxPush<T>>,
-    scratch: Vec<T>,
+    scratch: Batch<T>,
 }
 
 impl<T: Clone> FanOut<T> {
@@ -20,19 +20,25 @@ impl<T: Clone> FanOut<T> {
         assert!(!downs.is_empty());
         Self {
             downs,
-            scratch: Vec::new(),
+            scratch: Batch::new(),
         }
     }
 }
 
 impl<T: Clone + 'static> Push<T> for FanOut<T> {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
         let (last, rest) = self.downs.split_last_mut().expect("at least one consumer");
         for d in rest {
-            self.scratch.extend_from_slice(batch);
+            self.scratch.records.extend_from_slice(&batch.records);
+            self.scratch.timestamps.extend_from_slice(&batch.timestamps);
             d.push(&mut self.scratch)?;
         }
         last.push(batch)
+    }
+    fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {
+        self.downs
+            .iter_mut()
+            .try_for_each(|d| d.watermark(watermark))
     }
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
         for d in &mut self.downs {
@@ -63,12 +69,36 @@ impl<T: Clone + 'static> Push<T> for FanOut<T> {
 struct SharedInner<T> {
     down: BoxPush<T>,
     inputs_open: usize,
+    /// The watermark of each input.
+    watermarks: Vec<i64>,
+    /// The watermark handed down: the minimum over the inputs.
+    watermark: i64,
+}
+
+impl<T> SharedInner<T> {
+    fn set_watermark(&mut self, input: usize, watermark: i64) -> Result<(), JobError> {
+        let w = &mut self.watermarks[input];
+        *w = (*w).max(watermark);
+        let min = self
+            .watermarks
+            .iter()
+            .copied()
+            .min()
+            .unwrap_or(WATERMARK_MAX);
+        if min > self.watermark {
+            self.watermark = min;
+            self.down.watermark(min)?;
+        }
+        Ok(())
+    }
 }
 
 /// One of several inputs of the same operator (a `union`, or several chains feeding one exchange
-/// on this shard). The operator finishes when the last of its inputs has finished.
+/// on this shard). The operator's watermark is the minimum of its inputs'; it finishes when the
+/// last of its inputs has finished.
 pub struct Shared<T> {
     inner: Rc<RefCell<SharedInner<T>>>,
+    input: usize,
     finished: bool,
 }
 
@@ -79,11 +109,14 @@ impl<T: 'static> Shared<T> {
         let inner = Rc::new(RefCell::new(SharedInner {
             down,
             inputs_open: inputs,
+            watermarks: vec![WATERMARK_MIN; inputs],
+            watermark: WATERMARK_MIN,
         }));
         (0..inputs)
-            .map(|_| {
+            .map(|input| {
                 Box::new(Shared {
                     inner: inner.clone(),
+                    input,
                     finished: false,
                 }) as BoxPush<T>
             })
@@ -92,8 +125,11 @@ impl<T: 'static> Shared<T> {
 }
 
 impl<T: 'static> Push<T> for Shared<T> {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
         self.inner.borrow_mut().down.push(batch)
+    }
+    fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {
+        self.inner.borrow_mut().set_watermark(self.input, watermark)
     }
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
         self.inner.borrow_mut().down.poll_ready(cx)
@@ -108,6 +144,8 @@ impl<T: 'static> Push<T> for Shared<T> {
         assert!(!self.finished, "an input finished twice");
         self.finished = true;
         let mut inner = self.inner.borrow_mut();
+        // An input that ended holds event time back no longer.
+        inner.set_watermark(self.input, WATERMARK_MAX)?;
         inner.inputs_open -= 1;
         if inner.inputs_open == 0 {
             inner.down.finish()
@@ -121,8 +159,11 @@ impl<T: 'static> Push<T> for Shared<T> {
 pub struct Discard;
 
 impl<T: 'static> Push<T> for Discard {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
         batch.clear();
+        Ok(())
+    }
+    fn watermark(&mut self, _watermark: i64) -> Result<(), JobError> {
         Ok(())
     }
     fn finish(&mut self) -> Result<(), JobError> {
@@ -143,7 +184,7 @@ impl<T> Forward<T> {
 }
 
 impl<T: 'static> Push<T> for Forward<T> {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
         self.down.push(batch)
     }
     forward_flow_control!();

@@ -1,6 +1,6 @@
 //! `filter`: keeps the records a predicate accepts, in place (no copy of the batch).
 
-use super::{BoxPush, OperatorContext, Push};
+use super::{Batch, BoxPush, OperatorContext, Push};
 use crate::error::JobError;
 
 pub struct Filter<T, F> {
@@ -16,7 +16,7 @@ impl<T, F: FnMut(&T) -> bool> Filter<T, F> {
 }
 
 impl<T: 'static, F: FnMut(&T) -> bool + 'static> Push<T> for Filter<T, F> {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
         self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
         batch.retain(|x| (self.f)(x));

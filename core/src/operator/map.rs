@@ -1,11 +1,11 @@
 //! `map`: one record in, one record out.
 
-use super::{BoxPush, OperatorContext, Push};
+use super::{Batch, BoxPush, OperatorContext, Push};
 use crate::error::JobError;
 
 pub struct Map<T, U, F> {
     f: F,
-    out: Vec<U>,
+    out: Batch<U>,
     down: BoxPush<U>,
     ctx: OperatorContext,
     _in: std::marker::PhantomData<fn(T)>,
@@ -15,7 +15,7 @@ impl<T, U, F: FnMut(T) -> U> Map<T, U, F> {
     pub fn new(f: F, down: BoxPush<U>, ctx: OperatorContext) -> Self {
         Self {
             f,
-            out: Vec::new(),
+            out: Batch::new(),
             down,
             ctx,
             _in: std::marker::PhantomData,
@@ -24,11 +24,15 @@ impl<T, U, F: FnMut(T) -> U> Map<T, U, F> {
 }
 
 impl<T: 'static, U: 'static, F: FnMut(T) -> U + 'static> Push<T> for Map<T, U, F> {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
         self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
         self.ctx.counters.add_out(batch.len());
-        self.out.extend(batch.drain(..).map(&mut self.f));
+        self.out
+            .records
+            .extend(batch.records.drain(..).map(&mut self.f));
+        // Each record keeps its timestamp: the lane moves over whole.
+        std::mem::swap(&mut self.out.timestamps, &mut batch.timestamps);
         self.down.push(&mut self.out)
     }
     forward_flow_control!();

@@ -1,9 +1,13 @@
 //! Operators and the interface that chains them.
 //!
-//! Inside a chain, operators hand each other batches of plain Rust values: `push(&mut Vec<T>)`.
+//! Inside a chain, operators hand each other batches of plain Rust values: `push(&mut Batch<T>)`.
 //! The call is dynamic once per batch (about a thousand records), and the loop over the batch
 //! inside each operator is monomorphic, so the per-record cost is the user's function and a move.
 //! A chain ends in a sink, an exchange writer, or a fan-out to several of them.
+//!
+//! Event time rides beside the records: a batch carries one timestamp per record in a parallel
+//! vector, or none at all for a stream that has no timestamps (then the lane costs nothing).
+//! Watermarks travel down the chain between batches (`watermark`), in order with the data.
 //!
 //! Flow control follows the shape of a futures `Sink`: `poll_ready` (may I push more?),
 //! `push`, `flush` (my input is idle: ship partial batches), `poll_flush` (has everything been
@@ -29,6 +33,9 @@ macro_rules! forward_flow_control {
         ) -> std::task::Poll<Result<(), crate::error::JobError>> {
             self.down.poll_flush(cx)
         }
+        fn watermark(&mut self, watermark: i64) -> Result<(), crate::error::JobError> {
+            self.down.watermark(watermark)
+        }
     };
 }
 
@@ -49,16 +56,154 @@ use crate::error::JobError;
 use crate::key::KeyGroupRange;
 
 pub use fan_out::{Discard, FanOut, Forward, Shared};
+
+/// The lowest watermark: nothing is known about event time yet.
+pub const WATERMARK_MIN: i64 = i64::MIN;
+/// The end of event time: every window and timer fires. Sent once, at the end of input.
+pub const WATERMARK_MAX: i64 = i64::MAX;
 pub use process::{Collector, ProcessFunction};
 
 /// The most records an operator collects before it pushes them on, whatever its input batch
 /// expanded to (a `flat_map` of one line into a million words pushes many bounded batches).
 pub const OUTPUT_BATCH_RECORDS_MAX: usize = 256;
 
+/// A batch of records and, for a stream with event time, their timestamps.
+///
+/// `timestamps` is either empty (the stream has no timestamps) or exactly as long as `records`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch<T> {
+    pub records: Vec<T>,
+    pub timestamps: Vec<i64>,
+}
+
+impl<T> Default for Batch<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Batch<T> {
+    pub const fn new() -> Self {
+        Self {
+            records: Vec::new(),
+            timestamps: Vec::new(),
+        }
+    }
+
+    /// A batch of records without timestamps.
+    pub fn untimed(records: Vec<T>) -> Self {
+        Self {
+            records,
+            timestamps: Vec::new(),
+        }
+    }
+
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            records: Vec::with_capacity(n),
+            timestamps: Vec::new(),
+        }
+    }
+
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Whether the records carry timestamps (an empty batch says no).
+    #[inline]
+    pub fn is_timed(&self) -> bool {
+        !self.timestamps.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.records.clear();
+        self.timestamps.clear();
+    }
+
+    /// Appends a record with the timestamp it has (None: the stream has none). A batch that
+    /// mixes the two gives the untimed records `i64::MIN`, as Flink gives a record with no
+    /// timestamp `Long.MIN_VALUE`.
+    #[inline]
+    pub fn push(&mut self, record: T, timestamp: Option<i64>) {
+        match timestamp {
+            None if self.timestamps.is_empty() => {}
+            None => self.timestamps.push(i64::MIN),
+            Some(ts) => {
+                if self.timestamps.len() < self.records.len() {
+                    self.timestamps.resize(self.records.len(), i64::MIN);
+                }
+                self.timestamps.push(ts);
+            }
+        }
+        self.records.push(record);
+    }
+
+    /// Moves every record of `other` to the end of this batch, keeping both lanes aligned.
+    pub fn append(&mut self, other: &mut Batch<T>) {
+        if other.is_timed() || self.is_timed() {
+            self.timestamps.resize(self.records.len(), i64::MIN);
+            if other.is_timed() {
+                self.timestamps.append(&mut other.timestamps);
+            } else {
+                self.timestamps
+                    .resize(self.records.len() + other.records.len(), i64::MIN);
+            }
+        }
+        self.records.append(&mut other.records);
+        other.timestamps.clear();
+    }
+
+    /// The timestamp of record `i`, if the batch carries timestamps.
+    #[inline]
+    pub fn timestamp(&self, i: usize) -> Option<i64> {
+        self.timestamps.get(i).copied()
+    }
+
+    /// Keeps the records `keep` accepts, with their timestamps, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        if !self.is_timed() {
+            self.records.retain(keep);
+            return;
+        }
+        let ts = &mut self.timestamps;
+        let (mut read, mut write) = (0, 0);
+        self.records.retain(|x| {
+            let k = keep(x);
+            if k {
+                ts[write] = ts[read];
+                write += 1;
+            }
+            read += 1;
+            k
+        });
+        ts.truncate(write);
+    }
+
+    /// Takes every record and timestamp out, leaving the batch empty.
+    pub fn drain(&mut self) -> impl Iterator<Item = (T, Option<i64>)> + '_ {
+        let timed = self.is_timed();
+        let mut ts = self.timestamps.drain(..);
+        self.records
+            .drain(..)
+            .map(move |x| (x, if timed { ts.next() } else { None }))
+    }
+}
+
 /// The receiving end of a chain link.
 pub trait Push<T> {
     /// Takes every record of `batch` (leaving it empty, its capacity kept for reuse).
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError>;
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError>;
+
+    /// Event time has reached `watermark`: no record with a timestamp at or below it follows
+    /// (one that does is late). Watermarks only go forward; `i64::MAX` is the end of event time
+    /// and comes before `finish`.
+    fn watermark(&mut self, watermark: i64) -> Result<(), JobError>;
 
     /// Whether more may be pushed now. Pending registers the task to be woken when it may.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {

@@ -1,32 +1,47 @@
 //! `process`: the general operator. A user function sees each record with its runtime context
 //! and emits any number of records through a [`Collector`]; it is told when its input ends.
 
-use super::{BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push, RuntimeContext};
+use super::{Batch, BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push, RuntimeContext};
 use crate::error::JobError;
 
 /// An error a user function returns: it fails the job, naming the operator and the shard.
 pub type UserError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Where a user function puts its output.
+/// Where a user function puts its output. Records it emits carry the timestamp of the record
+/// being processed (or of the timer or window that fired), if there is one.
 pub struct Collector<'a, U> {
-    out: &'a mut Vec<U>,
+    out: &'a mut Batch<U>,
+    timestamp: Option<i64>,
 }
 
 impl<'a, U> Collector<'a, U> {
-    pub fn new(out: &'a mut Vec<U>) -> Self {
-        Self { out }
+    pub fn new(out: &'a mut Batch<U>, timestamp: Option<i64>) -> Self {
+        Self { out, timestamp }
     }
 
     /// Emits one record.
     #[inline]
     pub fn collect(&mut self, value: U) {
-        self.out.push(value);
+        self.out.push(value, self.timestamp);
+    }
+
+    /// Emits one record with a timestamp of its own.
+    #[inline]
+    pub fn collect_with_timestamp(&mut self, value: U, timestamp: i64) {
+        self.out.push(value, Some(timestamp));
+    }
+
+    /// The timestamp emitted records get.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
     }
 }
 
 impl<U> Extend<U> for Collector<'_, U> {
     fn extend<I: IntoIterator<Item = U>>(&mut self, iter: I) {
-        self.out.extend(iter);
+        for x in iter {
+            self.collect(x);
+        }
     }
 }
 
@@ -69,7 +84,7 @@ pub trait ProcessFunction<I, O>: Clone + Send + Sync + 'static {
 pub struct Process<I, O, P> {
     f: P,
     opened: bool,
-    out: Vec<O>,
+    out: Batch<O>,
     down: BoxPush<O>,
     ctx: OperatorContext,
     _in: std::marker::PhantomData<fn(I)>,
@@ -80,7 +95,7 @@ impl<I, O: 'static, P: ProcessFunction<I, O>> Process<I, O, P> {
         Self {
             f,
             opened: false,
-            out: Vec::new(),
+            out: Batch::new(),
             down,
             ctx,
             _in: std::marker::PhantomData,
@@ -104,13 +119,13 @@ impl<I, O: 'static, P: ProcessFunction<I, O>> Process<I, O, P> {
 }
 
 impl<I: 'static, O: 'static, P: ProcessFunction<I, O>> Push<I> for Process<I, O, P> {
-    fn push(&mut self, batch: &mut Vec<I>) -> Result<(), JobError> {
+    fn push(&mut self, batch: &mut Batch<I>) -> Result<(), JobError> {
         self.open()?;
         self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
-        for x in batch.drain(..) {
+        for (x, ts) in batch.drain() {
             self.f
-                .process_element(x, &self.ctx.runtime, &mut Collector::new(&mut self.out))
+                .process_element(x, &self.ctx.runtime, &mut Collector::new(&mut self.out, ts))
                 .map_err(|e| self.ctx.error(e))?;
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
                 self.emit()?;
@@ -125,7 +140,7 @@ impl<I: 'static, O: 'static, P: ProcessFunction<I, O>> Push<I> for Process<I, O,
         self.ctx.enter();
         self.open()?;
         self.f
-            .finish(&self.ctx.runtime, &mut Collector::new(&mut self.out))
+            .finish(&self.ctx.runtime, &mut Collector::new(&mut self.out, None))
             .map_err(|e| self.ctx.error(e))?;
         self.emit()?;
         self.down.finish()

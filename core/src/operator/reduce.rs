@@ -9,7 +9,7 @@
 
 use hashbrown::HashTable;
 
-use super::{BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push};
+use super::{Batch, BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push};
 use crate::error::JobError;
 use crate::key::{KeySelector, key_group_of_hash, key_hash};
 
@@ -35,7 +35,7 @@ pub struct KeyedReduce<T, KS: KeySelector<T>, R> {
     /// One accumulator per key, found by the key's stable hash and the key inside the record:
     /// the key is not stored (nor cloned) a second time.
     state: HashTable<T>,
-    out: Vec<T>,
+    out: Batch<T>,
     down: BoxPush<T>,
     ctx: OperatorContext,
 }
@@ -60,7 +60,7 @@ where
             emit,
             check_ownership,
             state: HashTable::new(),
-            out: Vec::new(),
+            out: Batch::new(),
             down,
             ctx,
         }
@@ -68,7 +68,7 @@ where
 
     fn emit_all(&mut self) -> Result<(), JobError> {
         for v in self.state.drain() {
-            self.out.push(v);
+            self.out.push(v, None);
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
                 self.ctx.counters.add_out(self.out.len());
                 self.down.push(&mut self.out)?;
@@ -87,7 +87,7 @@ where
     KS: KeySelector<T>,
     R: FnMut(&mut T, T) + 'static,
 {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
         self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
         let every_update = self.emit == Emit::EveryUpdate;
@@ -96,7 +96,7 @@ where
             self.ctx.runtime.max_parallelism,
             self.ctx.runtime.key_groups,
         );
-        for x in batch.drain(..) {
+        for (x, ts) in batch.drain() {
             // One key computation per record: hash and probe share it (an owned key, say a
             // cloned string, is made once, not twice).
             let state = &mut self.state;
@@ -120,12 +120,12 @@ where
                 Some(acc) => {
                     (self.reduce)(acc, x);
                     if every_update {
-                        self.out.push(acc.clone());
+                        self.out.push(acc.clone(), ts);
                     }
                 }
                 None => {
                     if every_update {
-                        self.out.push(x.clone());
+                        self.out.push(x.clone(), ts);
                     }
                     self.state
                         .insert_unique(hash, x, |acc| key.with_key(acc, key_hash));

@@ -1,6 +1,6 @@
 //! Sinks: the ends of a job's streams.
 
-use super::{OperatorContext, Push};
+use super::{Batch, OperatorContext, Push};
 use crate::error::JobError;
 
 /// Where a sink writes: one instance per shard.
@@ -24,10 +24,14 @@ impl<S> Sink<S> {
 }
 
 impl<T: 'static, S: SinkFunction<T>> Push<T> for Sink<S> {
-    fn push(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
         self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
-        self.sink.write(batch)
+        batch.timestamps.clear();
+        self.sink.write(&mut batch.records)
+    }
+    fn watermark(&mut self, _watermark: i64) -> Result<(), JobError> {
+        Ok(())
     }
     fn finish(&mut self) -> Result<(), JobError> {
         self.ctx.enter();
