@@ -103,6 +103,14 @@ pub struct JobConfig {
     /// Latency mode: how often a busy-polling shard lets glommio reap I/O completions (file
     /// reads, sockets). Shorter serves I/O sooner; longer disturbs the rings' p99 less.
     pub latency_io_poll_interval: Duration,
+    /// How often watermark generators are asked for a periodic watermark (Flink's
+    /// `autoWatermarkInterval`, 200 ms). They are also asked whenever their input goes idle.
+    pub auto_watermark_interval: Duration,
+    /// How often processing time advances for operators that act on it (timers, windows, idle
+    /// inputs): the precision of a processing-time timer.
+    pub timer_resolution: Duration,
+    /// Where processing time comes from (a test sets a manual clock).
+    pub clock: crate::time::ProcessingClock,
 }
 
 impl Default for JobConfig {
@@ -121,6 +129,9 @@ impl Default for JobConfig {
             progress_interval: Duration::from_secs(1),
             on_malformed: OnMalformed::default(),
             latency_io_poll_interval: Duration::from_millis(1),
+            auto_watermark_interval: Duration::from_millis(200),
+            timer_resolution: Duration::from_millis(1),
+            clock: crate::time::ProcessingClock::System,
         }
     }
 }
@@ -175,6 +186,21 @@ impl JobConfig {
                 "latency I/O poll interval {:?} is outside 500 µs ..= 1 s (shorter intervals were \
                  seen to stall glommio's scheduler under busy-polling)",
                 self.latency_io_poll_interval
+            ));
+        }
+        if self.timer_resolution < Duration::from_millis(1)
+            || self.timer_resolution > Duration::from_secs(1)
+        {
+            return bad(&format!(
+                "timer resolution {:?} is outside 1 ms ..= 1 s (processing time is counted in \
+                 milliseconds)",
+                self.timer_resolution
+            ));
+        }
+        if self.auto_watermark_interval > Duration::from_secs(3600) {
+            return bad(&format!(
+                "watermark interval {:?} is over an hour",
+                self.auto_watermark_interval
             ));
         }
         if !(1..=1 << 20).contains(&self.source_batch_records) {

@@ -107,6 +107,8 @@ struct Exchange {
 pub struct JobGraph {
     nodes: Vec<Node>,
     exchanges: Vec<Exchange>,
+    /// Some operator acts on processing time: its chain is ticked.
+    processing_time: bool,
 }
 
 fn unbox<T: 'static>(p: AnyPush) -> BoxPush<T> {
@@ -153,11 +155,23 @@ pub struct ShardContext {
     pub cancel: CancelToken,
     /// Woken from the driving thread every few milliseconds (see `runtime::run_shard`).
     pub kick: Arc<atomic_waker::AtomicWaker>,
+    /// How often tasks tick their chains with processing time (None: never).
+    pub tick_resolution: Option<std::time::Duration>,
 }
 
 impl JobGraph {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Says that an operator of the job acts on processing time (timers, processing-time
+    /// windows, periodic watermarks, idleness): every task then ticks its chain.
+    pub fn use_processing_time(&mut self) {
+        self.processing_time = true;
+    }
+
+    pub fn uses_processing_time(&self) -> bool {
+        self.processing_time
     }
 
     pub fn node_count(&self) -> usize {
@@ -270,6 +284,7 @@ impl JobGraph {
                 flush: shard.config.flush,
                 name: ends.name,
                 cancel: shard.cancel.clone(),
+                ticker: crate::time::Ticker::new(shard.config.clock.clone(), shard.tick_resolution),
             };
             let reader = run_reader::<T>(ends.remote.receivers, local, unbox::<T>(down), settings);
             Ok((erase::<T>(Box::new(writer)), Box::pin(reader) as Task))
@@ -363,6 +378,7 @@ impl JobGraph {
                 },
                 config: shard.config.clone(),
                 counters: counters[idx].clone(),
+                tick_resolution: shard.tick_resolution,
             };
             match &node.kind {
                 NodeKind::Source(make) => {
@@ -441,6 +457,7 @@ async fn drive_source<T: Data, S: Source<T>>(
     let mode = ctx.config.scheduling;
     let mut batch: crate::operator::Batch<T> = crate::operator::Batch::with_capacity(max_records);
     let mut cooperate = crate::operator::Cooperate::new();
+    let mut ticker = crate::time::Ticker::new(ctx.config.clock.clone(), ctx.tick_resolution);
     loop {
         if cancel.is_cancelled() {
             return Err(JobError::Cancelled);
@@ -451,9 +468,24 @@ async fn drive_source<T: Data, S: Source<T>>(
             let mut next = std::pin::pin!(source.next_batch(&mut batch.records, max_records));
             let mut flushed_once = false;
             let mut flush_done = false;
+            let mut timer: Option<Pin<Box<glommio::timer::Timer>>> = None;
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(r) = next.as_mut().poll(cx) {
                     return Poll::Ready(r);
+                }
+                // The source waits: processing time goes on for the chain meanwhile.
+                if let Some(resolution) = ticker.resolution() {
+                    let t = timer
+                        .get_or_insert_with(|| Box::pin(glommio::timer::Timer::new(resolution)));
+                    if t.as_mut().poll(cx).is_ready() {
+                        timer = None;
+                        if let Some(now) = ticker.due()
+                            && let Err(e) = chain.tick(now)
+                        {
+                            return Poll::Ready(Err(e));
+                        }
+                        cx.waker().wake_by_ref();
+                    }
                 }
                 // The source is waiting for input: hand on what is staged meanwhile.
                 if flush_when_idle {
@@ -482,6 +514,9 @@ async fn drive_source<T: Data, S: Source<T>>(
         ctx.counters.add_out(batch.len());
         if !batch.is_empty() {
             chain.push(&mut batch)?;
+        }
+        if let Some(now) = ticker.due() {
+            chain.tick(now)?;
         }
         if status == SourceStatus::End {
             break;

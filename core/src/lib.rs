@@ -38,10 +38,12 @@ pub mod error;
 pub mod exchange;
 pub mod graph;
 pub mod key;
+pub mod keyed;
 pub mod operator;
 pub mod rng;
 pub mod runtime;
 pub mod source;
+pub mod time;
 
 pub use config::{
     ChecksumPolicy, FlushPolicy, JobConfig, OnMalformed, RuntimeMode, SchedulingMode,

@@ -384,6 +384,9 @@ pub fn execute(
             config: config.clone(),
             cancel: cancel.clone(),
             kick: kicks[shard as usize].clone(),
+            tick_resolution: graph
+                .uses_processing_time()
+                .then_some(config.timer_resolution),
         };
         let graph = graph.clone();
         let counters: Vec<_> = metrics

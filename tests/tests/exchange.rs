@@ -132,6 +132,7 @@ fn read_one_buffer(
                 flush: FlushPolicy::WhenFullOrIdle,
                 name,
                 cancel: CancelToken::default(),
+                ticker: shardflow_core::time::Ticker::new(Default::default(), None),
             };
             let r = run_reader::<u64>(
                 vec![None, Some(rx)],

@@ -40,6 +40,9 @@ impl<T: Clone + 'static> Push<T> for FanOut<T> {
             .iter_mut()
             .try_for_each(|d| d.watermark(watermark))
     }
+    fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
+        self.downs.iter_mut().try_for_each(|d| d.tick(now_ms))
+    }
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
         for d in &mut self.downs {
             match d.poll_ready(cx) {
@@ -130,6 +133,9 @@ impl<T: 'static> Push<T> for Shared<T> {
     }
     fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {
         self.inner.borrow_mut().set_watermark(self.input, watermark)
+    }
+    fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
+        self.inner.borrow_mut().down.tick(now_ms)
     }
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
         self.inner.borrow_mut().down.poll_ready(cx)

@@ -36,6 +36,9 @@ macro_rules! forward_flow_control {
         fn watermark(&mut self, watermark: i64) -> Result<(), crate::error::JobError> {
             self.down.watermark(watermark)
         }
+        fn tick(&mut self, now_ms: i64) -> Result<(), crate::error::JobError> {
+            self.down.tick(now_ms)
+        }
     };
 }
 
@@ -205,6 +208,13 @@ pub trait Push<T> {
     /// and comes before `finish`.
     fn watermark(&mut self, watermark: i64) -> Result<(), JobError>;
 
+    /// Processing time has reached `now_ms` (the job's clock): fire due processing-time timers.
+    /// Called by the driving task at most once per timer resolution, only in jobs that have an
+    /// operator acting on processing time.
+    fn tick(&mut self, _now_ms: i64) -> Result<(), JobError> {
+        Ok(())
+    }
+
     /// Whether more may be pushed now. Pending registers the task to be woken when it may.
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
         Poll::Ready(Ok(()))
@@ -271,6 +281,9 @@ pub struct OperatorContext {
     pub runtime: RuntimeContext,
     pub config: Arc<JobConfig>,
     pub counters: Arc<OperatorCounters>,
+    /// How often the driving task ticks the chain with processing time (None: never; the job
+    /// has no operator acting on it).
+    pub tick_resolution: Option<std::time::Duration>,
 }
 
 thread_local! {

@@ -1,0 +1,330 @@
+//! `KeyedStream::process`: a function of each record with its key's state and timers, as
+//! Flink's `KeyedProcessFunction`.
+//!
+//! Per key, the function keeps a value of its `State` type (a struct of whatever it needs: a
+//! count, a list, a map) and may register event-time and processing-time timers; `on_timer` is
+//! called with the key's state when a timer fires. Timers fire once each, in timestamp order:
+//! event-time timers when the watermark passes them (all of them at end of input),
+//! processing-time timers when the job's clock does.
+
+use super::{KeyedTable, TimerService, VoidNamespace};
+use crate::error::JobError;
+use crate::key::KeySelector;
+use crate::operator::process::UserError;
+use crate::operator::{
+    Batch, BoxPush, Collector, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push, RuntimeContext,
+    WATERMARK_MIN,
+};
+use crate::time::ProcessingClock;
+
+/// Which clock a timer belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeDomain {
+    EventTime,
+    ProcessingTime,
+}
+
+/// What a keyed function sees of its key, its state, time and timers.
+pub struct KeyedContext<'a, K, S> {
+    key: &'a K,
+    timestamp: Option<i64>,
+    watermark: i64,
+    clock: &'a ProcessingClock,
+    state: &'a mut KeyedTable<K, VoidNamespace, S>,
+    timers: &'a mut TimerService<K, VoidNamespace>,
+    runtime: &'a RuntimeContext,
+    domain: Option<TimeDomain>,
+}
+
+impl<'a, K: std::hash::Hash + Eq + Clone, S> KeyedContext<'a, K, S> {
+    /// The key of the record (or timer) being processed.
+    pub fn current_key(&self) -> &K {
+        self.key
+    }
+
+    /// The record's timestamp (or the firing timer's), if it has one.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// The operator's watermark: event time as far as it knows.
+    pub fn current_watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// The job's processing time, in milliseconds.
+    pub fn current_processing_time(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// In `on_timer`: which clock the firing timer belongs to.
+    pub fn time_domain(&self) -> Option<TimeDomain> {
+        self.domain
+    }
+
+    pub fn runtime(&self) -> &RuntimeContext {
+        self.runtime
+    }
+
+    /// The key's state, if it has any.
+    pub fn state(&self) -> Option<&S> {
+        self.state.get(self.key, &())
+    }
+
+    /// The key's state, made by `make` if it has none.
+    pub fn state_or_insert_with(&mut self, make: impl FnOnce() -> S) -> &mut S {
+        self.state.get_or_insert_with(self.key, &(), make).0
+    }
+
+    /// The key's state, for changing in place.
+    pub fn state_mut(&mut self) -> Option<&mut S> {
+        self.state.get_mut(self.key, &())
+    }
+
+    /// Sets the key's state.
+    pub fn update_state(&mut self, value: S) {
+        self.state.insert(self.key, &(), value);
+    }
+
+    /// Drops the key's state.
+    pub fn clear_state(&mut self) -> Option<S> {
+        self.state.remove(self.key, &())
+    }
+
+    /// Calls `on_timer` for this key once the watermark reaches `time`.
+    pub fn register_event_time_timer(&mut self, time: i64) {
+        self.timers.event.register(time, self.key, &());
+    }
+
+    /// Calls `on_timer` for this key once processing time reaches `time`.
+    pub fn register_processing_time_timer(&mut self, time: i64) {
+        self.timers.processing.register(time, self.key, &());
+    }
+
+    pub fn delete_event_time_timer(&mut self, time: i64) {
+        self.timers.event.delete(time, self.key, &());
+    }
+
+    pub fn delete_processing_time_timer(&mut self, time: i64) {
+        self.timers.processing.delete(time, self.key, &());
+    }
+}
+
+/// A keyed process function: one instance per shard, cloned from the one the job was built with.
+///
+/// ```
+/// use shardflow_core::keyed::{KeyedContext, KeyedProcessFunction};
+/// use shardflow_core::operator::{Collector, process::UserError};
+///
+/// /// Emits (key, count) one second of event time after a key's last record.
+/// #[derive(Clone)]
+/// struct CountThenQuiet;
+///
+/// impl KeyedProcessFunction<String, (String, i64), (String, u64)> for CountThenQuiet {
+///     type State = (u64, i64); // count, time of the last record
+///     fn process_element(&mut self, x: (String, i64), ctx: &mut KeyedContext<String, (u64, i64)>,
+///                        _out: &mut Collector<(String, u64)>) -> Result<(), UserError> {
+///         let ts = ctx.timestamp().ok_or("no timestamp")?;
+///         let s = ctx.state_or_insert_with(|| (0, ts));
+///         s.0 += 1;
+///         s.1 = ts;
+///         ctx.register_event_time_timer(ts + 1000);
+///         Ok(())
+///     }
+///     fn on_timer(&mut self, time: i64, ctx: &mut KeyedContext<String, (u64, i64)>,
+///                 out: &mut Collector<(String, u64)>) -> Result<(), UserError> {
+///         if let Some(&(n, last)) = ctx.state() && time == last + 1000 {
+///             out.collect((ctx.current_key().clone(), n));
+///             ctx.clear_state();
+///         }
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
+    /// What the function keeps per key.
+    type State: 'static;
+
+    /// Called once on each shard before the first record.
+    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), UserError> {
+        Ok(())
+    }
+
+    /// Called for every record, with its key's context.
+    fn process_element(
+        &mut self,
+        value: I,
+        ctx: &mut KeyedContext<'_, K, Self::State>,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError>;
+
+    /// Called when a timer of the key fires (`ctx.time_domain()` says which clock).
+    fn on_timer(
+        &mut self,
+        _time: i64,
+        _ctx: &mut KeyedContext<'_, K, Self::State>,
+        _out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
+        Ok(())
+    }
+}
+
+pub struct KeyedProcess<I, O, KS: KeySelector<I>, F: KeyedProcessFunction<KS::Key, I, O>> {
+    key: KS,
+    f: F,
+    opened: bool,
+    state: KeyedTable<KS::Key, VoidNamespace, F::State>,
+    timers: TimerService<KS::Key, VoidNamespace>,
+    watermark: i64,
+    clock: ProcessingClock,
+    out: Batch<O>,
+    down: BoxPush<O>,
+    ctx: OperatorContext,
+    _in: std::marker::PhantomData<fn(I)>,
+}
+
+impl<I, O, KS, F> KeyedProcess<I, O, KS, F>
+where
+    I: 'static,
+    O: 'static,
+    KS: KeySelector<I>,
+    F: KeyedProcessFunction<KS::Key, I, O>,
+{
+    pub fn new(key: KS, f: F, down: BoxPush<O>, ctx: OperatorContext) -> Self {
+        Self {
+            key,
+            f,
+            opened: false,
+            state: KeyedTable::new(),
+            timers: TimerService::default(),
+            watermark: WATERMARK_MIN,
+            clock: ctx.config.clock.clone(),
+            out: Batch::new(),
+            down,
+            ctx,
+            _in: std::marker::PhantomData,
+        }
+    }
+
+    fn open(&mut self) -> Result<(), JobError> {
+        if !self.opened {
+            self.opened = true;
+            self.f
+                .open(&self.ctx.runtime)
+                .map_err(|e| self.ctx.error(e))?;
+        }
+        Ok(())
+    }
+
+    fn emit(&mut self) -> Result<(), JobError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.ctx.counters.add_out(self.out.len());
+        self.down.push(&mut self.out)?;
+        self.ctx.enter();
+        Ok(())
+    }
+
+    /// Fires the timers of `domain` due at `time`.
+    fn fire(&mut self, domain: TimeDomain, time: i64) -> Result<(), JobError> {
+        self.open()?;
+        self.ctx.enter();
+        loop {
+            let queue = match domain {
+                TimeDomain::EventTime => &mut self.timers.event,
+                TimeDomain::ProcessingTime => &mut self.timers.processing,
+            };
+            let Some((at, key, ())) = queue.pop_due(time) else {
+                break;
+            };
+            let mut kctx = KeyedContext {
+                key: &key,
+                timestamp: (domain == TimeDomain::EventTime).then_some(at),
+                watermark: self.watermark,
+                clock: &self.clock,
+                state: &mut self.state,
+                timers: &mut self.timers,
+                runtime: &self.ctx.runtime,
+                domain: Some(domain),
+            };
+            let ts = kctx.timestamp;
+            self.f
+                .on_timer(at, &mut kctx, &mut Collector::new(&mut self.out, ts))
+                .map_err(|e| self.ctx.error(e))?;
+            if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
+                self.emit()?;
+            }
+        }
+        self.emit()
+    }
+}
+
+impl<I, O, KS, F> Push<I> for KeyedProcess<I, O, KS, F>
+where
+    I: 'static,
+    O: 'static,
+    KS: KeySelector<I>,
+    F: KeyedProcessFunction<KS::Key, I, O>,
+{
+    fn push(&mut self, batch: &mut Batch<I>) -> Result<(), JobError> {
+        self.open()?;
+        self.ctx.enter();
+        self.ctx.counters.add_in(batch.len());
+        for (x, ts) in batch.drain() {
+            let key = self.key.with_key(&x, Clone::clone);
+            let mut kctx = KeyedContext {
+                key: &key,
+                timestamp: ts,
+                watermark: self.watermark,
+                clock: &self.clock,
+                state: &mut self.state,
+                timers: &mut self.timers,
+                runtime: &self.ctx.runtime,
+                domain: None,
+            };
+            self.f
+                .process_element(x, &mut kctx, &mut Collector::new(&mut self.out, ts))
+                .map_err(|e| self.ctx.error(e))?;
+            if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
+                self.emit()?;
+            }
+        }
+        self.emit()
+    }
+
+    fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        self.fire(TimeDomain::EventTime, watermark)?;
+        self.down.watermark(watermark)
+    }
+
+    fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
+        self.fire(TimeDomain::ProcessingTime, now_ms)?;
+        self.down.tick(now_ms)
+    }
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), JobError>> {
+        self.down.poll_ready(cx)
+    }
+    fn flush(&mut self) -> Result<(), JobError> {
+        self.down.flush()
+    }
+    fn poll_flush(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), JobError>> {
+        self.down.poll_flush(cx)
+    }
+
+    fn finish(&mut self) -> Result<(), JobError> {
+        self.open()?;
+        self.down.finish()
+    }
+}

@@ -1,0 +1,165 @@
+//! `assign_timestamps_and_watermarks`: gives each record its event timestamp and emits the
+//! watermarks of a [`WatermarkStrategy`].
+//!
+//! Watermarks from upstream are dropped, as in Flink (this operator decides event time from here
+//! on), except the end of event time at end of input. A punctuated watermark goes out right
+//! after the record that caused it (the batch is cut there); periodic ones after a batch, when
+//! `auto_watermark_interval` of processing time has passed, when the input goes idle (flush), and
+//! on ticks.
+
+use super::ProcessingClock;
+use super::watermark::{TimestampAssigner, WatermarkGenerator, WatermarkOutput, WatermarkStrategy};
+use crate::error::JobError;
+use crate::operator::{Batch, BoxPush, OperatorContext, Push, WATERMARK_MAX, WATERMARK_MIN};
+
+pub struct AssignTimestamps<T, G, A> {
+    generator: G,
+    assigner: A,
+    clock: ProcessingClock,
+    interval_ms: i64,
+    next_emit_ms: i64,
+    output: WatermarkOutput,
+    /// The last watermark sent on.
+    watermark: i64,
+    out: Batch<T>,
+    down: BoxPush<T>,
+    ctx: OperatorContext,
+}
+
+impl<T, G, A> AssignTimestamps<T, G, A>
+where
+    T: 'static,
+    G: WatermarkGenerator<T>,
+    A: TimestampAssigner<T>,
+{
+    pub fn new(strategy: WatermarkStrategy<G, A>, down: BoxPush<T>, ctx: OperatorContext) -> Self {
+        Self {
+            generator: strategy.generator,
+            assigner: strategy.assigner,
+            clock: ctx.config.clock.clone(),
+            interval_ms: ctx.config.auto_watermark_interval.as_millis() as i64,
+            next_emit_ms: i64::MIN,
+            output: WatermarkOutput::default(),
+            watermark: WATERMARK_MIN,
+            out: Batch::new(),
+            down,
+            ctx,
+        }
+    }
+
+    /// Sends on what the generator emitted, if it moves event time forward.
+    fn emit(&mut self) -> Result<(), JobError> {
+        if let Some(w) = self.output.watermark.take()
+            && w > self.watermark
+        {
+            self.ship()?;
+            self.watermark = w;
+            self.down.watermark(w)?;
+        }
+        Ok(())
+    }
+
+    fn ship(&mut self) -> Result<(), JobError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        self.ctx.counters.add_out(self.out.len());
+        self.down.push(&mut self.out)?;
+        self.ctx.enter();
+        Ok(())
+    }
+
+    fn periodic(&mut self, now_ms: i64) -> Result<(), JobError> {
+        self.next_emit_ms = now_ms.saturating_add(self.interval_ms);
+        self.output.processing_time = now_ms;
+        self.generator.on_periodic_emit(&mut self.output);
+        self.emit()
+    }
+}
+
+impl<T, G, A> Push<T> for AssignTimestamps<T, G, A>
+where
+    T: 'static,
+    G: WatermarkGenerator<T>,
+    A: TimestampAssigner<T>,
+{
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
+        self.ctx.enter();
+        self.ctx.counters.add_in(batch.len());
+        let timed = batch.is_timed();
+        self.out.records.reserve(batch.len());
+        self.out.timestamps.reserve(batch.len());
+        let mut i = 0;
+        let mut records = std::mem::take(&mut batch.records);
+        for x in records.drain(..) {
+            let previous = if timed {
+                Some(batch.timestamps[i])
+            } else {
+                None
+            };
+            i += 1;
+            let Some(ts) = self.assigner.extract(&x, previous) else {
+                batch.clear();
+                return Err(self.ctx.error(
+                    "a record has no timestamp: give the watermark strategy a timestamp \
+                     assigner, or read from a source that sets timestamps",
+                ));
+            };
+            self.generator.on_event(&x, ts, &mut self.output);
+            self.out.records.push(x);
+            self.out.timestamps.push(ts);
+            if self.output.watermark.is_some() {
+                self.emit()?;
+            }
+        }
+        batch.records = records;
+        batch.timestamps.clear();
+        self.ship()?;
+        let now = self.clock.now_ms();
+        if now >= self.next_emit_ms {
+            self.periodic(now)?;
+        }
+        Ok(())
+    }
+
+    fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {
+        // Event time is this operator's to decide; only the end of input passes.
+        if watermark == WATERMARK_MAX && self.watermark < WATERMARK_MAX {
+            self.watermark = WATERMARK_MAX;
+            self.down.watermark(WATERMARK_MAX)?;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
+        if now_ms >= self.next_emit_ms {
+            self.periodic(now_ms)?;
+        }
+        self.down.tick(now_ms)
+    }
+
+    fn flush(&mut self) -> Result<(), JobError> {
+        // The input is idle: event time may have moved since the last periodic emit.
+        let now = self.clock.now_ms();
+        self.periodic(now)?;
+        self.down.flush()
+    }
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), JobError>> {
+        self.down.poll_ready(cx)
+    }
+
+    fn poll_flush(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), JobError>> {
+        self.down.poll_flush(cx)
+    }
+
+    fn finish(&mut self) -> Result<(), JobError> {
+        self.down.finish()
+    }
+}
