@@ -44,6 +44,7 @@ pub mod rng;
 pub mod runtime;
 pub mod source;
 pub mod time;
+pub mod window;
 
 pub use config::{
     ChecksumPolicy, FlushPolicy, JobConfig, OnMalformed, RuntimeMode, SchedulingMode,

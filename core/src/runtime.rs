@@ -119,6 +119,8 @@ pub struct OperatorTotals {
     pub records_in: u64,
     pub records_out: u64,
     pub records_skipped: u64,
+    /// Records that came after their windows had closed (dropped or sent to a late output).
+    pub records_late: u64,
 }
 
 /// Totals of one exchange over all its rings.
@@ -171,6 +173,7 @@ impl JobMetrics {
                     records_in: sum(m, |c| c.records_in.load(Ordering::Relaxed)),
                     records_out: sum(m, |c| c.records_out.load(Ordering::Relaxed)),
                     records_skipped: sum(m, |c| c.records_skipped.load(Ordering::Relaxed)),
+                    records_late: sum(m, |c| c.records_late.load(Ordering::Relaxed)),
                 })
                 .collect(),
             exchanges: self
@@ -244,18 +247,19 @@ impl std::fmt::Display for JobResult {
         )?;
         writeln!(
             f,
-            "  {:<28} {:>14} {:>14} {:>14} {:>10}",
-            "operator", "records in", "records out", "out/s", "skipped"
+            "  {:<28} {:>14} {:>14} {:>14} {:>10} {:>10}",
+            "operator", "records in", "records out", "out/s", "skipped", "late"
         )?;
         for o in &self.metrics.operators {
             writeln!(
                 f,
-                "  {:<28} {:>14} {:>14} {:>14.0} {:>10}",
+                "  {:<28} {:>14} {:>14} {:>14.0} {:>10} {:>10}",
                 o.name,
                 o.records_in,
                 o.records_out,
                 o.records_out as f64 / secs,
-                o.records_skipped
+                o.records_skipped,
+                o.records_late
             )?;
         }
         for e in &self.metrics.exchanges {

@@ -193,7 +193,8 @@ mod tests {
                     _ => {
                         now += (rng.next_u64() % 20) as i64;
                         model.sort();
-                        let (due, rest): (Vec<_>, Vec<_>) = model.iter().partition(|m| m.0 <= now);
+                        let (due, rest): (Vec<(i64, u64, u32, u8)>, Vec<_>) =
+                            model.iter().partition(|m| m.0 <= now);
                         expected.extend(due.iter().map(|m| (m.0, m.2, m.3)));
                         model = rest;
                         while let Some(t) = q.pop_due(now) {

@@ -245,6 +245,9 @@ pub struct OperatorCounters {
     pub records_out: AtomicU64,
     /// Malformed records skipped (counted, never silently dropped).
     pub records_skipped: AtomicU64,
+    /// Records that came after the watermark had closed their windows (dropped, or sent to a
+    /// late side output; counted either way).
+    pub records_late: AtomicU64,
 }
 
 impl OperatorCounters {
@@ -255,6 +258,10 @@ impl OperatorCounters {
     #[inline]
     pub fn add_out(&self, n: usize) {
         self.records_out.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    #[inline]
+    pub fn add_late(&self, n: usize) {
+        self.records_late.fetch_add(n as u64, Ordering::Relaxed);
     }
     #[inline]
     pub fn add_skipped(&self, n: usize) {

@@ -1,0 +1,258 @@
+//! Window assigners: which windows a record belongs to.
+
+use std::time::Duration;
+
+use super::{GlobalWindow, TimeWindow, Window};
+
+/// Puts each record in zero or more windows.
+pub trait WindowAssigner<T>: Clone + Send + Sync + 'static {
+    type W: Window;
+
+    /// The windows of a record with event timestamp `timestamp` (None: the record has none)
+    /// arriving at processing time `now`. Appends to `out`.
+    fn assign(&self, record: &T, timestamp: Option<i64>, now: i64, out: &mut Vec<Self::W>);
+
+    /// Whether the windows are in event time (else processing time).
+    fn is_event_time(&self) -> bool;
+
+    /// Session windows merge: overlapping windows of a key become one.
+    fn is_merging(&self) -> bool {
+        false
+    }
+}
+
+fn ms(d: Duration) -> i64 {
+    d.as_millis() as i64
+}
+
+/// The start of the window of `size` (shifted by `offset`) holding `ts`.
+#[inline]
+pub fn window_start(ts: i64, offset: i64, size: i64) -> i64 {
+    ts - (ts - offset).rem_euclid(size)
+}
+
+/// Windows of a fixed size that do not overlap.
+#[derive(Debug, Clone, Copy)]
+pub struct TumblingWindows {
+    size: i64,
+    offset: i64,
+    event_time: bool,
+}
+
+impl TumblingWindows {
+    /// Tumbling windows in event time.
+    pub fn event_time(size: Duration) -> Self {
+        assert!(!size.is_zero(), "a window needs a size");
+        Self {
+            size: ms(size),
+            offset: 0,
+            event_time: true,
+        }
+    }
+
+    /// Tumbling windows in processing time.
+    pub fn processing_time(size: Duration) -> Self {
+        Self {
+            event_time: false,
+            ..Self::event_time(size)
+        }
+    }
+
+    /// Shifts the windows' starts (a day in another time zone, say).
+    pub fn with_offset(mut self, offset: Duration) -> Self {
+        self.offset = ms(offset) % self.size;
+        self
+    }
+}
+
+impl<T> WindowAssigner<T> for TumblingWindows {
+    type W = TimeWindow;
+
+    #[inline]
+    fn assign(&self, _record: &T, timestamp: Option<i64>, now: i64, out: &mut Vec<TimeWindow>) {
+        let t = if self.event_time {
+            match timestamp {
+                Some(t) => t,
+                None => return,
+            }
+        } else {
+            now
+        };
+        let start = window_start(t, self.offset, self.size);
+        out.push(TimeWindow::new(start, start + self.size));
+    }
+
+    fn is_event_time(&self) -> bool {
+        self.event_time
+    }
+}
+
+/// Windows of a fixed size starting every `slide`: a record is in `size / slide` of them.
+#[derive(Debug, Clone, Copy)]
+pub struct SlidingWindows {
+    size: i64,
+    slide: i64,
+    offset: i64,
+    event_time: bool,
+}
+
+impl SlidingWindows {
+    pub fn event_time(size: Duration, slide: Duration) -> Self {
+        assert!(
+            !size.is_zero() && !slide.is_zero(),
+            "a window needs a size and a slide"
+        );
+        Self {
+            size: ms(size),
+            slide: ms(slide),
+            offset: 0,
+            event_time: true,
+        }
+    }
+
+    pub fn processing_time(size: Duration, slide: Duration) -> Self {
+        Self {
+            event_time: false,
+            ..Self::event_time(size, slide)
+        }
+    }
+
+    pub fn with_offset(mut self, offset: Duration) -> Self {
+        self.offset = ms(offset) % self.slide;
+        self
+    }
+}
+
+impl<T> WindowAssigner<T> for SlidingWindows {
+    type W = TimeWindow;
+
+    fn assign(&self, _record: &T, timestamp: Option<i64>, now: i64, out: &mut Vec<TimeWindow>) {
+        let t = if self.event_time {
+            match timestamp {
+                Some(t) => t,
+                None => return,
+            }
+        } else {
+            now
+        };
+        let mut start = window_start(t, self.offset, self.slide);
+        while start > t - self.size {
+            out.push(TimeWindow::new(start, start + self.size));
+            start -= self.slide;
+        }
+    }
+
+    fn is_event_time(&self) -> bool {
+        self.event_time
+    }
+}
+
+/// Sessions: a record opens the window `[ts, ts + gap)`, and windows of a key that overlap or
+/// touch merge. The gap may depend on the record.
+#[derive(Clone)]
+pub struct SessionWindows<G> {
+    gap: G,
+    event_time: bool,
+}
+
+/// A fixed session gap.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedGap(i64);
+
+/// How long a record keeps its session open.
+pub trait SessionGap<T>: Clone + Send + Sync + 'static {
+    fn gap_ms(&self, record: &T) -> i64;
+}
+
+impl<T> SessionGap<T> for FixedGap {
+    #[inline]
+    fn gap_ms(&self, _record: &T) -> i64 {
+        self.0
+    }
+}
+
+/// A gap computed from each record.
+#[derive(Clone)]
+pub struct DynamicGap<F>(F);
+
+impl<T, F: Fn(&T) -> Duration + Clone + Send + Sync + 'static> SessionGap<T> for DynamicGap<F> {
+    #[inline]
+    fn gap_ms(&self, record: &T) -> i64 {
+        ms((self.0)(record))
+    }
+}
+
+impl SessionWindows<FixedGap> {
+    pub fn event_time(gap: Duration) -> Self {
+        assert!(!gap.is_zero(), "a session needs a gap");
+        Self {
+            gap: FixedGap(ms(gap)),
+            event_time: true,
+        }
+    }
+
+    pub fn processing_time(gap: Duration) -> Self {
+        Self {
+            event_time: false,
+            ..Self::event_time(gap)
+        }
+    }
+}
+
+impl<F> SessionWindows<DynamicGap<F>> {
+    pub fn event_time_dynamic(gap: F) -> Self {
+        Self {
+            gap: DynamicGap(gap),
+            event_time: true,
+        }
+    }
+
+    pub fn processing_time_dynamic(gap: F) -> Self {
+        Self {
+            gap: DynamicGap(gap),
+            event_time: false,
+        }
+    }
+}
+
+impl<T, G: SessionGap<T>> WindowAssigner<T> for SessionWindows<G> {
+    type W = TimeWindow;
+
+    fn assign(&self, record: &T, timestamp: Option<i64>, now: i64, out: &mut Vec<TimeWindow>) {
+        let t = if self.event_time {
+            match timestamp {
+                Some(t) => t,
+                None => return,
+            }
+        } else {
+            now
+        };
+        let gap = self.gap.gap_ms(record).max(1);
+        out.push(TimeWindow::new(t, t.saturating_add(gap)));
+    }
+
+    fn is_event_time(&self) -> bool {
+        self.event_time
+    }
+
+    fn is_merging(&self) -> bool {
+        true
+    }
+}
+
+/// One window holding everything: it fires only by a custom trigger (count windows are global
+/// windows with a count trigger).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GlobalWindows;
+
+impl<T> WindowAssigner<T> for GlobalWindows {
+    type W = GlobalWindow;
+
+    fn assign(&self, _record: &T, _timestamp: Option<i64>, _now: i64, out: &mut Vec<GlobalWindow>) {
+        out.push(GlobalWindow);
+    }
+
+    fn is_event_time(&self) -> bool {
+        true
+    }
+}

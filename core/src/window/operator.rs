@@ -1,0 +1,555 @@
+//! The window operator: one per keyed window stream, on the shard that owns the keys.
+//!
+//! Per record: its key, its windows (the assigner), and for each window not yet past its
+//! cleanup time, the trigger's verdict and the record added to the window's contents (one keyed
+//! state lookup per window). A record whose every window is past cleanup is late: it goes to the
+//! late side output if there is one, and is counted either way.
+//!
+//! Timers are (time, key, window). A timer hands the window to its trigger; the cleanup timer
+//! (window end + allowed lateness, in event time; window end in processing time) drops the
+//! window's contents and trigger state. With no allowed lateness, the trigger's timer and the
+//! cleanup timer are the same timer.
+
+use std::hash::Hash;
+
+use super::assigners::WindowAssigner;
+use super::functions::{WindowContext, WindowFunction};
+use super::triggers::{Trigger, TriggerContext, TriggerResult};
+use super::Window;
+use crate::error::JobError;
+use crate::key::KeySelector;
+use crate::keyed::{KeyedTable, TimerService};
+use crate::operator::{
+    Batch, BoxPush, Collector, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push, WATERMARK_MIN,
+};
+use crate::time::ProcessingClock;
+
+/// A window's contents and its trigger's state: one keyed state entry per (key, window).
+pub struct Slot<A, S> {
+    acc: A,
+    trigger: S,
+}
+
+/// How a window operator treats time that has passed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WindowSettings {
+    /// How long after its end (in event time) a window still takes late records and fires again.
+    pub allowed_lateness_ms: i64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Domain {
+    Event,
+    Processing,
+}
+
+pub struct WindowOperator<T, KS, WA, TR, F>
+where
+    KS: KeySelector<T>,
+    WA: WindowAssigner<T>,
+    TR: Trigger<T, WA::W>,
+    F: WindowFunction<KS::Key, T, WA::W>,
+{
+    key: KS,
+    assigner: WA,
+    trigger: TR,
+    f: F,
+    settings: WindowSettings,
+    event_time: bool,
+    contents: KeyedTable<KS::Key, WA::W, Slot<F::Acc, TR::State>>,
+    /// The live windows of each key, for merging assigners.
+    sessions: KeyedTable<KS::Key, (), Vec<WA::W>>,
+    timers: TimerService<KS::Key, WA::W>,
+    watermark: i64,
+    clock: ProcessingClock,
+    windows: Vec<WA::W>,
+    out: Batch<F::Out>,
+    down: BoxPush<F::Out>,
+    late: Option<(BoxPush<T>, Batch<T>)>,
+    ctx: OperatorContext,
+}
+
+impl<T, KS, WA, TR, F> WindowOperator<T, KS, WA, TR, F>
+where
+    T: Clone + 'static,
+    KS: KeySelector<T>,
+    WA: WindowAssigner<T>,
+    TR: Trigger<T, WA::W>,
+    F: WindowFunction<KS::Key, T, WA::W>,
+{
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        key: KS,
+        assigner: WA,
+        trigger: TR,
+        f: F,
+        settings: WindowSettings,
+        down: BoxPush<F::Out>,
+        late: Option<BoxPush<T>>,
+        ctx: OperatorContext,
+    ) -> Self {
+        Self {
+            event_time: assigner.is_event_time(),
+            key,
+            assigner,
+            trigger,
+            f,
+            settings,
+            contents: KeyedTable::new(),
+            sessions: KeyedTable::new(),
+            timers: TimerService::default(),
+            watermark: WATERMARK_MIN,
+            clock: ctx.config.clock.clone(),
+            windows: Vec::new(),
+            out: Batch::new(),
+            down,
+            late: late.map(|l| (l, Batch::new())),
+            ctx,
+        }
+    }
+
+    /// When a window's contents are dropped.
+    #[inline]
+    fn cleanup_time(&self, w: &WA::W) -> i64 {
+        if self.event_time {
+            w.max_timestamp()
+                .saturating_add(self.settings.allowed_lateness_ms)
+        } else {
+            w.max_timestamp()
+        }
+    }
+
+    /// Whether a window is past its cleanup time (only event-time windows ever are).
+    #[inline]
+    fn is_late(&self, w: &WA::W) -> bool {
+        self.event_time && self.cleanup_time(w) <= self.watermark
+    }
+
+    fn register_cleanup(&mut self, key: &KS::Key, w: &WA::W) {
+        let at = self.cleanup_time(w);
+        if at == i64::MAX {
+            // Never: the window lasts as long as the job (global windows).
+            return;
+        }
+        if self.event_time {
+            self.timers.event.register(at, key, w);
+        } else {
+            self.timers.processing.register(at, key, w);
+        }
+    }
+
+    fn delete_cleanup(&mut self, key: &KS::Key, w: &WA::W) {
+        let at = self.cleanup_time(w);
+        if self.event_time {
+            self.timers.event.delete(at, key, w);
+        } else {
+            self.timers.processing.delete(at, key, w);
+        }
+    }
+
+    fn emit(&mut self) -> Result<(), JobError> {
+        if !self.out.is_empty() {
+            self.ctx.counters.add_out(self.out.len());
+            self.down.push(&mut self.out)?;
+            self.ctx.enter();
+        }
+        if let Some((late, batch)) = &mut self.late
+            && !batch.is_empty()
+        {
+            late.push(batch)?;
+            self.ctx.enter();
+        }
+        Ok(())
+    }
+
+    fn late_record(&mut self, x: T, ts: Option<i64>) {
+        self.ctx.counters.add_late(1);
+        if let Some((_, batch)) = &mut self.late {
+            batch.push(x, ts);
+        }
+    }
+
+    /// Adds a record to one window: the trigger's verdict, then the contents, then what the
+    /// verdict says. `force_new`: the window was made by a merge just now.
+    fn add_to_window(
+        &mut self,
+        key: &KS::Key,
+        w: &WA::W,
+        value: T,
+        ts: Option<i64>,
+        now: i64,
+        force_new: bool,
+    ) -> Result<(), JobError> {
+        let Self {
+            contents,
+            timers,
+            trigger,
+            f,
+            out,
+            ctx,
+            watermark,
+            ..
+        } = self;
+        let (slot, created) = contents.get_or_insert_with(key, w, || Slot {
+            acc: f.create(),
+            trigger: Default::default(),
+        });
+        let mut tctx = TriggerContext {
+            key,
+            window: w,
+            timers,
+            watermark: *watermark,
+            now,
+            state: &mut slot.trigger,
+            new_window: created || force_new,
+        };
+        let result = trigger.on_element(&value, ts, w, &mut tctx);
+        f.add(&mut slot.acc, value, ts);
+        if result != TriggerResult::Continue {
+            act(result, f, key, w, &mut slot.acc, *watermark, now, out, ctx)?;
+        }
+        if created {
+            self.register_cleanup(key, w);
+        }
+        Ok(())
+    }
+
+    fn process_record(&mut self, x: T, ts: Option<i64>, now: i64) -> Result<(), JobError> {
+        let key = self.key.with_key(&x, Clone::clone);
+        let mut windows = std::mem::take(&mut self.windows);
+        windows.clear();
+        self.assigner.assign(&x, ts, now, &mut windows);
+        if self.assigner.is_merging() {
+            let r = match windows.first().cloned() {
+                Some(w) => self.add_merging(key, w, x, ts, now),
+                None => Ok(()),
+            };
+            self.windows = windows;
+            return r;
+        }
+        windows.retain(|w| !self.is_late(w));
+        let result = if windows.is_empty() {
+            self.late_record(x, ts);
+            Ok(())
+        } else {
+            let n = windows.len();
+            let mut x = Some(x);
+            let mut r = Ok(());
+            for (i, w) in windows.iter().enumerate() {
+                let value = if i + 1 == n {
+                    x.take().expect("the record goes to its last window")
+                } else {
+                    x.as_ref().expect("kept until the last window").clone()
+                };
+                r = self.add_to_window(&key, w, value, ts, now, false);
+                if r.is_err() {
+                    break;
+                }
+            }
+            r
+        };
+        self.windows = windows;
+        result
+    }
+
+    /// Session windows: the record's window merges with every window of its key it overlaps
+    /// or touches; their contents and trigger states fold into the merged window's.
+    fn add_merging(
+        &mut self,
+        key: KS::Key,
+        new: WA::W,
+        x: T,
+        ts: Option<i64>,
+        now: i64,
+    ) -> Result<(), JobError> {
+        let mut list = self.sessions.remove(&key, &()).unwrap_or_default();
+        let mut merged = new.clone();
+        for w in &list {
+            if w.intersects(&new) {
+                merged = merged.cover(w);
+            }
+        }
+        if self.is_late(&merged) {
+            if !list.is_empty() {
+                self.sessions.insert(&key, &(), list);
+            }
+            self.late_record(x, ts);
+            return Ok(());
+        }
+        let mut absorbed = Vec::new();
+        list.retain(|w| {
+            if w.intersects(&new) && *w != merged {
+                absorbed.push(w.clone());
+                false
+            } else {
+                true
+            }
+        });
+        let mut olds = Vec::with_capacity(absorbed.len());
+        for w in &absorbed {
+            self.delete_cleanup(&key, w);
+            if let Some(old) = self.contents.remove(&key, w) {
+                olds.push((w, old));
+            }
+        }
+        let watermark = self.watermark;
+        let (slot, created) = self.contents.get_or_insert_with(&key, &merged, || Slot {
+            acc: self.f.create(),
+            trigger: Default::default(),
+        });
+        for (w, mut old) in olds {
+            self.f.merge(&mut slot.acc, old.acc);
+            self.trigger.merge_state(&mut slot.trigger, &old.trigger);
+            let mut tctx = TriggerContext {
+                key: &key,
+                window: w,
+                timers: &mut self.timers,
+                watermark,
+                now,
+                state: &mut old.trigger,
+                new_window: false,
+            };
+            self.trigger.clear(w, &mut tctx);
+        }
+        if !absorbed.is_empty() {
+            let mut tctx = TriggerContext {
+                key: &key,
+                window: &merged,
+                timers: &mut self.timers,
+                watermark,
+                now,
+                state: &mut slot.trigger,
+                new_window: created,
+            };
+            self.trigger.on_merge(&merged, &mut tctx);
+        }
+        if created {
+            self.register_cleanup(&key, &merged);
+        }
+        if !list.contains(&merged) {
+            list.push(merged.clone());
+        }
+        self.sessions.insert(&key, &(), list);
+        self.add_to_window(&key, &merged, x, ts, now, created)
+    }
+
+    /// Drops a window: its contents, its trigger's state and timers, its place among its key's
+    /// sessions.
+    fn clear_window(&mut self, key: &KS::Key, w: &WA::W, now: i64) {
+        if let Some(mut slot) = self.contents.remove(key, w) {
+            let mut tctx = TriggerContext {
+                key,
+                window: w,
+                timers: &mut self.timers,
+                watermark: self.watermark,
+                now,
+                state: &mut slot.trigger,
+                new_window: false,
+            };
+            self.trigger.clear(w, &mut tctx);
+        }
+        if self.assigner.is_merging()
+            && let Some(list) = self.sessions.get_mut(key, &())
+        {
+            list.retain(|x| x != w);
+            if list.is_empty() {
+                self.sessions.remove(key, &());
+            }
+        }
+    }
+
+    /// Fires the timers of a domain due at `time`.
+    fn fire(&mut self, domain: Domain, time: i64, now: i64) -> Result<(), JobError> {
+        self.ctx.enter();
+        loop {
+            let due = match domain {
+                Domain::Event => self.timers.event.pop_due(time),
+                Domain::Processing => self.timers.processing.pop_due(time),
+            };
+            let Some((at, key, w)) = due else { break };
+            let Self {
+                contents,
+                timers,
+                trigger,
+                f,
+                out,
+                ctx,
+                watermark,
+                ..
+            } = self;
+            if let Some(slot) = contents.get_mut(&key, &w) {
+                let mut tctx = TriggerContext {
+                    key: &key,
+                    window: &w,
+                    timers,
+                    watermark: *watermark,
+                    now,
+                    state: &mut slot.trigger,
+                    new_window: false,
+                };
+                let result = match domain {
+                    Domain::Event => trigger.on_event_time(at, &w, &mut tctx),
+                    Domain::Processing => trigger.on_processing_time(at, &w, &mut tctx),
+                };
+                if result != TriggerResult::Continue {
+                    act(result, f, &key, &w, &mut slot.acc, *watermark, now, out, ctx)?;
+                }
+            }
+            let cleanup_domain = if self.event_time {
+                Domain::Event
+            } else {
+                Domain::Processing
+            };
+            if domain == cleanup_domain && at == self.cleanup_time(&w) {
+                self.clear_window(&key, &w, now);
+            }
+            if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
+                self.emit()?;
+            }
+        }
+        self.emit()
+    }
+}
+
+/// Carries out a trigger's verdict on one window.
+#[allow(clippy::too_many_arguments)]
+#[inline]
+fn act<K, T, W: Window, F: WindowFunction<K, T, W>>(
+    result: TriggerResult,
+    f: &mut F,
+    key: &K,
+    w: &W,
+    acc: &mut F::Acc,
+    watermark: i64,
+    now: i64,
+    out: &mut Batch<F::Out>,
+    ctx: &OperatorContext,
+) -> Result<(), JobError> {
+    if result.is_fire() {
+        let wctx = WindowContext {
+            window: w.clone(),
+            watermark,
+            processing_time: now,
+        };
+        f.emit(
+            key,
+            &wctx,
+            acc,
+            &mut Collector::new(out, Some(w.max_timestamp())),
+        )
+        .map_err(|e| ctx.error(e))?;
+    }
+    if result.is_purge() {
+        *acc = f.create();
+    }
+    Ok(())
+}
+
+impl<T, KS, WA, TR, F> Push<T> for WindowOperator<T, KS, WA, TR, F>
+where
+    T: Clone + 'static,
+    KS: KeySelector<T>,
+    KS::Key: Hash + Eq + Clone,
+    WA: WindowAssigner<T>,
+    TR: Trigger<T, WA::W>,
+    F: WindowFunction<KS::Key, T, WA::W>,
+{
+    fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
+        self.ctx.enter();
+        self.ctx.counters.add_in(batch.len());
+        if self.event_time && !batch.is_timed() && !batch.is_empty() {
+            batch.clear();
+            return Err(self.ctx.error(
+                "event-time windows got records without timestamps: call \
+                 assign_timestamps_and_watermarks upstream (or use processing-time windows)",
+            ));
+        }
+        let now = self.clock.now_ms();
+        let mut records = std::mem::take(&mut batch.records);
+        let mut timestamps = std::mem::take(&mut batch.timestamps);
+        let timed = !timestamps.is_empty();
+        let mut result = Ok(());
+        for (i, x) in records.drain(..).enumerate() {
+            let ts = if timed { Some(timestamps[i]) } else { None };
+            if let Err(e) = self.process_record(x, ts, now) {
+                result = Err(e);
+                break;
+            }
+            if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX
+                && let Err(e) = self.emit()
+            {
+                result = Err(e);
+                break;
+            }
+        }
+        timestamps.clear();
+        batch.records = records;
+        batch.timestamps = timestamps;
+        result?;
+        self.emit()
+    }
+
+    fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {
+        if watermark <= self.watermark {
+            return Ok(());
+        }
+        self.watermark = watermark;
+        let now = self.clock.now_ms();
+        self.fire(Domain::Event, watermark, now)?;
+        self.down.watermark(watermark)?;
+        if let Some((late, _)) = &mut self.late {
+            late.watermark(watermark)?;
+        }
+        Ok(())
+    }
+
+    fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
+        self.fire(Domain::Processing, now_ms, now_ms)?;
+        self.down.tick(now_ms)?;
+        if let Some((late, _)) = &mut self.late {
+            late.tick(now_ms)?;
+        }
+        Ok(())
+    }
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), JobError>> {
+        if let Some((late, _)) = &mut self.late {
+            match late.poll_ready(cx) {
+                std::task::Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+        }
+        self.down.poll_ready(cx)
+    }
+
+    fn flush(&mut self) -> Result<(), JobError> {
+        if let Some((late, _)) = &mut self.late {
+            late.flush()?;
+        }
+        self.down.flush()
+    }
+
+    fn poll_flush(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), JobError>> {
+        if let Some((late, _)) = &mut self.late {
+            match late.poll_flush(cx) {
+                std::task::Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+        }
+        self.down.poll_flush(cx)
+    }
+
+    fn finish(&mut self) -> Result<(), JobError> {
+        self.emit()?;
+        if let Some((late, _)) = &mut self.late {
+            late.finish()?;
+        }
+        self.down.finish()
+    }
+}
