@@ -44,6 +44,7 @@ pub mod sink;
 pub mod source;
 pub mod stream;
 pub mod types;
+pub mod window;
 
 pub use env::StreamExecutionEnvironment;
 pub use shardflow_core::{
@@ -57,10 +58,20 @@ pub mod prelude {
     pub use crate::sink::collect::CollectHandle;
     pub use crate::sink::text::WriteMode;
     pub use crate::source::text_file::TextFileOptions;
+    pub use crate::window::OutputTag;
     pub use crate::{DataStream, KeyedStream, StreamExecutionEnvironment};
     pub use rkyv::{Archive, Deserialize, Serialize};
+    pub use shardflow_core::keyed::{KeyedContext, KeyedProcessFunction, TimeDomain};
     pub use shardflow_core::operator::process::UserError;
     pub use shardflow_core::operator::{Collector, ProcessFunction, RuntimeContext};
+    pub use shardflow_core::time::{ManualClock, ProcessingClock, WatermarkStrategy};
+    pub use shardflow_core::window::{
+        AggregateFunction, ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger,
+        CountEvictor, CountTrigger, EventTimeTrigger, GlobalWindow, GlobalWindows,
+        ProcessWindowFunction, ProcessingTimeTrigger, PurgingTrigger, SessionWindows,
+        SlidingWindows, TimeEvictor, TimeWindow, Trigger, TriggerContext, TriggerResult,
+        TumblingWindows, WindowContext,
+    };
     pub use shardflow_core::{
         ChecksumPolicy, Data, FlushPolicy, JobError, JobResult, OnMalformed, RuntimeMode,
         SchedulingMode,

@@ -17,15 +17,24 @@ use shardflow_core::operator::sink::{Sink, SinkFunction};
 use shardflow_core::operator::{BoxPush, Collector, Forward, OperatorContext, ProcessFunction};
 use shardflow_core::{Data, JobError, NodeId, RuntimeMode};
 
+use shardflow_core::keyed::{KeyedProcess, KeyedProcessFunction};
+use shardflow_core::time::{
+    AssignTimestamps, TimestampAssigner, WatermarkGenerator, WatermarkStrategy,
+};
+use shardflow_core::window::{
+    CountEvictor, CountTrigger, GlobalWindows, PurgingTrigger, WindowAssigner,
+};
+
 use crate::env::{EnvInner, forward};
 use crate::sink::collect::{CollectHandle, CollectSink};
 use crate::sink::csv::{CsvSink, ToCsv};
 use crate::sink::print::PrintSink;
 use crate::sink::text::{TextSink, WriteMode};
+use crate::window::{EvictingWindowedStream, OutputTag, WindowedStream};
 
 /// A stream of records `T`: the output of a source or an operator (or the union of several).
 pub struct DataStream<T> {
-    env: Rc<EnvInner>,
+    pub(crate) env: Rc<EnvInner>,
     heads: Vec<NodeId>,
     _t: PhantomData<fn() -> T>,
 }
@@ -68,6 +77,77 @@ impl<T: Data> DataStream<T> {
             .env
             .with_graph(|g| g.add_operator::<T, U, _>(name, input, make));
         DataStream::new(self.env.clone(), vec![node])
+    }
+
+    /// Gives each record its event timestamp and emits watermarks, as `strategy` says.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// # use std::time::Duration;
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// // (key, timestamp in ms, value)
+    /// let events = vec![("a", 1_000i64, 1u64), ("a", 1_500, 2), ("b", 2_500, 5), ("a", 500, 4)];
+    /// let sums = env
+    ///     .from_iter(events.into_iter().map(|(k, t, v)| (k.to_string(), t, v)).collect::<Vec<_>>())
+    ///     .assign_timestamps_and_watermarks(
+    ///         WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_secs(1))
+    ///             .with_timestamp_assigner(|e: &(String, i64, u64)| e.1),
+    ///     )
+    ///     .key_by_ref(|e: &(String, i64, u64)| &e.0)
+    ///     .window(TumblingWindows::event_time(Duration::from_secs(1)))
+    ///     .reduce(|acc: &mut (String, i64, u64), e| acc.2 += e.2)
+    ///     .map(|(k, _, v)| (k, v))
+    ///     .collect();
+    /// env.execute("windowed sums")?;
+    /// let mut got = sums.take();
+    /// got.sort();
+    /// assert_eq!(got, [("a".to_string(), 3), ("a".to_string(), 4), ("b".to_string(), 5)]);
+    /// # Ok::<(), JobError>(())
+    /// ```
+    pub fn assign_timestamps_and_watermarks<G, A>(
+        &self,
+        strategy: WatermarkStrategy<G, A>,
+    ) -> DataStream<T>
+    where
+        G: WatermarkGenerator<T>,
+        A: TimestampAssigner<T>,
+    {
+        self.env.with_graph(|g| g.use_processing_time());
+        self.op(
+            "timestamps/watermarks",
+            forward(&self.heads),
+            move |ctx, down| {
+                Ok(Box::new(AssignTimestamps::new(
+                    strategy.clone(),
+                    down,
+                    ctx.clone(),
+                )))
+            },
+        )
+    }
+
+    /// The records the operator producing this stream sent to the side output `tag`.
+    pub fn get_side_output<X: Data>(&self, tag: &OutputTag<X>) -> DataStream<X> {
+        assert_eq!(
+            self.heads.len(),
+            1,
+            "a side output belongs to one operator, not to a union"
+        );
+        let node = self
+            .env
+            .with_graph(|g| g.add_side_output::<X>(self.heads[0], tag.id));
+        DataStream::new(self.env.clone(), vec![node])
+    }
+
+    /// Windows over the whole stream (not keyed): every record goes to one shard, as Flink's
+    /// `windowAll` runs with parallelism 1.
+    #[allow(clippy::type_complexity)]
+    pub fn window_all<WA: WindowAssigner<T>>(
+        &self,
+        assigner: WA,
+    ) -> WindowedStream<T, KeyByValue<fn(&T) -> (), ()>, WA, WA::DefaultTrigger> {
+        let all: fn(&T) -> () = |_| ();
+        self.key_by(all).window(assigner)
     }
 
     /// Renames the operator(s) that produce this stream (in metrics, errors and summaries).
@@ -364,13 +444,13 @@ impl<T: Data> DataStream<T> {
 
 /// A stream partitioned by key: the input of keyed operators.
 pub struct KeyedStream<T, KS> {
-    stream: DataStream<T>,
-    key: KS,
+    pub(crate) stream: DataStream<T>,
+    pub(crate) key: KS,
 }
 
 impl<T: Data, KS: KeySelector<T>> KeyedStream<T, KS> {
     /// The exchange by key, after a combiner in batch mode when `combine` is given.
-    fn exchange_input(
+    pub(crate) fn exchange_input(
         &self,
         name: &str,
         combine: Option<impl Fn(&mut T, T) + Clone + Send + Sync + 'static>,
@@ -531,11 +611,70 @@ impl<T: Data, KS: KeySelector<T>> KeyedStream<T, KS> {
         })
     }
 
-    /// A process function on the keyed stream: every record reaches the shard owning its key.
-    pub fn process<U: Data, P: ProcessFunction<T, U>>(&self, f: P) -> DataStream<U> {
+    /// A plain process function behind the key exchange: every record reaches the shard owning
+    /// its key, and one instance per shard sees all of that shard's keys (no keyed state).
+    pub fn process_by_shard<U: Data, P: ProcessFunction<T, U>>(&self, f: P) -> DataStream<U> {
         let input = self.exchange_input("process", None::<fn(&mut T, T)>);
         self.stream.op("process", input, move |ctx, down| {
             Ok(Box::new(Process::new(f.clone(), down, ctx.clone())))
         })
+    }
+
+    /// A keyed process function (Flink's `KeyedProcessFunction`): each record with its key's
+    /// state and timers.
+    pub fn process<U, P>(&self, f: P) -> DataStream<U>
+    where
+        U: Data,
+        P: KeyedProcessFunction<KS::Key, T, U>,
+    {
+        let input = self.exchange_input("keyed process", None::<fn(&mut T, T)>);
+        let key = self.key.clone();
+        self.stream.env.with_graph(|g| g.use_processing_time());
+        self.stream.op("keyed process", input, move |ctx, down| {
+            Ok(Box::new(KeyedProcess::new(
+                key.clone(),
+                f.clone(),
+                down,
+                ctx.clone(),
+            )))
+        })
+    }
+
+    /// Cuts each key's records into windows: `window(TumblingWindows::event_time(1 s))`.
+    pub fn window<WA: WindowAssigner<T>>(
+        &self,
+        assigner: WA,
+    ) -> WindowedStream<T, KS, WA, WA::DefaultTrigger> {
+        WindowedStream::new(self.clone(), assigner)
+    }
+
+    /// Windows of `size` records per key, each emitted when full (Flink's `countWindow(size)`).
+    pub fn count_window(
+        &self,
+        size: u64,
+    ) -> WindowedStream<T, KS, GlobalWindows, PurgingTrigger<CountTrigger>> {
+        self.window(GlobalWindows)
+            .trigger(PurgingTrigger::of(CountTrigger::of(size)))
+    }
+
+    /// The last `size` records per key, emitted every `slide` records (Flink's
+    /// `countWindow(size, slide)`).
+    pub fn count_window_sliding(
+        &self,
+        size: u64,
+        slide: u64,
+    ) -> EvictingWindowedStream<T, KS, GlobalWindows, CountTrigger, CountEvictor> {
+        self.window(GlobalWindows)
+            .trigger(CountTrigger::of(slide))
+            .evictor(CountEvictor::of(size as usize))
+    }
+}
+
+impl<T, KS: Clone> Clone for KeyedStream<T, KS> {
+    fn clone(&self) -> Self {
+        Self {
+            stream: self.stream.clone(),
+            key: self.key.clone(),
+        }
     }
 }

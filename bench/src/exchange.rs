@@ -147,7 +147,7 @@ pub fn engine_exchange<R: BenchRecord>(n: u64, scheduling: SchedulingMode) -> Du
         })
     })
     .key_by(|r: &R| r.key())
-    .process(PassThrough)
+    .process_by_shard(PassThrough)
     .sink_to("count", move |_| {
         Ok(CountingSink {
             count: 0,
@@ -302,7 +302,7 @@ pub fn lone_record_latency(
         })
     })
     .key_by(|r: &Rec16| r.key)
-    .process(PassThrough)
+    .process_by_shard(PassThrough)
     .sink_to("latency", move |_| {
         Ok(LatencySink {
             epoch,

@@ -65,12 +65,35 @@ enum Target {
 
 type MakeSource =
     Arc<dyn Fn(&OperatorContext, AnyPush, CancelToken) -> Result<Task, JobError> + Send + Sync>;
-type MakeOperator =
-    Arc<dyn Fn(&OperatorContext, AnyPush) -> Result<AnyPush, JobError> + Send + Sync>;
+type MakeOperator = Arc<
+    dyn Fn(&OperatorContext, AnyPush, &mut SideOutputs) -> Result<AnyPush, JobError> + Send + Sync,
+>;
 
 enum NodeKind {
     Source(MakeSource),
-    Operator { input: InputRef, make: MakeOperator },
+    Operator {
+        input: InputRef,
+        make: MakeOperator,
+    },
+    /// The side output `tag` of operator `parent`: a stream of its own, fed by the parent.
+    SideOutput {
+        parent: NodeId,
+        tag: u32,
+    },
+}
+
+/// The side outputs of one operator on one shard, by tag, as its factory finds them.
+#[derive(Default)]
+pub struct SideOutputs {
+    ports: std::collections::HashMap<u32, AnyPush>,
+}
+
+impl SideOutputs {
+    /// The chain side output `tag` feeds, if anything reads it (None: nobody does; the operator
+    /// may drop what it would have sent there, counting it).
+    pub fn take<X: 'static>(&mut self, tag: u32) -> Option<BoxPush<X>> {
+        self.ports.remove(&tag).map(unbox::<X>)
+    }
 }
 
 struct Node {
@@ -218,8 +241,29 @@ impl JobGraph {
         O: Data,
         F: Fn(&OperatorContext, BoxPush<O>) -> Result<BoxPush<I>, JobError> + Send + Sync + 'static,
     {
+        self.add_operator_with_side_outputs::<I, O, _>(name, input, move |ctx, down, _side| {
+            make(ctx, down)
+        })
+    }
+
+    /// Adds an operator that may also feed side outputs (see [`JobGraph::add_side_output`]):
+    /// `make` takes them from its [`SideOutputs`] by tag.
+    pub fn add_operator_with_side_outputs<I, O, F>(
+        &mut self,
+        name: &str,
+        input: InputRef,
+        make: F,
+    ) -> NodeId
+    where
+        I: Data,
+        O: Data,
+        F: Fn(&OperatorContext, BoxPush<O>, &mut SideOutputs) -> Result<BoxPush<I>, JobError>
+            + Send
+            + Sync
+            + 'static,
+    {
         let make: MakeOperator =
-            Arc::new(move |ctx, down| Ok(erase::<I>(make(ctx, unbox::<O>(down))?)));
+            Arc::new(move |ctx, down, side| Ok(erase::<I>(make(ctx, unbox::<O>(down), side)?)));
         let id = self.push_node::<I, O>(
             name,
             NodeKind::Operator {
@@ -243,6 +287,17 @@ impl JobGraph {
             }
         }
         id
+    }
+
+    /// Adds the side output `tag` (records `X`) of operator `parent`: a node whose consumers get
+    /// what the parent sends to that tag.
+    pub fn add_side_output<X: Data>(&mut self, parent: NodeId, tag: u32) -> NodeId {
+        assert!(
+            matches!(self.nodes[parent.0].kind, NodeKind::Operator { .. }),
+            "only operators have side outputs"
+        );
+        let name = format!("{} (side output {tag})", self.nodes[parent.0].name);
+        self.push_node::<X, X>(&name, NodeKind::SideOutput { parent, tag })
     }
 
     /// Adds a sink: an operator with no output.
@@ -353,6 +408,8 @@ impl JobGraph {
         let mut ports: HashMap<Target, AnyPush> = HashMap::new();
         let mut tasks = Vec::new();
         let mut exchanges: Vec<Option<ExchangeShard>> = exchanges.into_iter().map(Some).collect();
+        // Side outputs are added after their parents, so built before them.
+        let mut side_ports: HashMap<(usize, u32), AnyPush> = HashMap::new();
         for (idx, node) in self.nodes.iter().enumerate().rev() {
             let mut outs: Vec<AnyPush> = node
                 .consumers
@@ -384,8 +441,27 @@ impl JobGraph {
                 NodeKind::Source(make) => {
                     tasks.push((node.name.clone(), make(&ctx, down, shard.cancel.clone())?));
                 }
+                NodeKind::SideOutput { parent, tag } => {
+                    side_ports.insert((parent.0, *tag), down);
+                }
                 NodeKind::Operator { input, make } => {
-                    let port = make(&ctx, down)?;
+                    let mut side = SideOutputs::default();
+                    let mine: Vec<(usize, u32)> = side_ports
+                        .keys()
+                        .filter(|(p, _)| *p == idx)
+                        .copied()
+                        .collect();
+                    for k in mine {
+                        let port = side_ports.remove(&k).expect("listed");
+                        side.ports.insert(k.1, port);
+                    }
+                    let port = make(&ctx, down, &mut side)?;
+                    if let Some(tag) = side.ports.keys().next() {
+                        return Err(JobError::Graph(format!(
+                            "operator '{}' has no side output {tag}, yet a stream reads it",
+                            node.name
+                        )));
+                    }
                     match input {
                         InputRef::Forward(heads) => {
                             for (i, p) in (node.split_input)(port, heads.len())

@@ -228,7 +228,7 @@ fn a_lone_record_is_never_held_back_waiting_for_a_batch_to_fill() {
         env.set_parallelism(2).set_scheduling_mode(mode);
         env.socket_text_stream("127.0.0.1", port)
             .key_by(|l: &String| l.clone())
-            .process(PassOn)
+            .process_by_shard(PassOn)
             .sink_to("signal", move |_| Ok(Signal(tx.lock().unwrap().clone())));
         env.execute("lone record").unwrap();
         let seen = server.join().unwrap();

@@ -237,7 +237,7 @@ fn a_failing_or_panicking_user_function_fails_the_job_with_its_name() {
             env.set_parallelism(p);
             env.generate_sequence(1, 1_000_000)
                 .key_by(|x: &i64| x % 97)
-                .process(FailAt {
+                .process_by_shard(FailAt {
                     n: 1_000,
                     seen: 0,
                     panic,

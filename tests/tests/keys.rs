@@ -36,7 +36,7 @@ fn every_key_lands_on_the_one_shard_owning_its_group() {
         let seen = env
             .from_iter(records.clone())
             .key_by(|r: &(u64, u32)| r.0)
-            .process(WhereAmI)
+            .process_by_shard(WhereAmI)
             .collect();
         env.execute("keys").unwrap();
         let seen = seen.take();

@@ -89,15 +89,13 @@ where
         let timed = batch.is_timed();
         self.out.records.reserve(batch.len());
         self.out.timestamps.reserve(batch.len());
-        let mut i = 0;
         let mut records = std::mem::take(&mut batch.records);
-        for x in records.drain(..) {
+        for (i, x) in records.drain(..).enumerate() {
             let previous = if timed {
                 Some(batch.timestamps[i])
             } else {
                 None
             };
-            i += 1;
             let Some(ts) = self.assigner.extract(&x, previous) else {
                 batch.clear();
                 return Err(self.ctx.error(

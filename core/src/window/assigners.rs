@@ -2,11 +2,16 @@
 
 use std::time::Duration;
 
+use super::triggers::{NeverTrigger, TimeTrigger, Trigger};
 use super::{GlobalWindow, TimeWindow, Window};
 
 /// Puts each record in zero or more windows.
 pub trait WindowAssigner<T>: Clone + Send + Sync + 'static {
     type W: Window;
+    /// The trigger windows get unless told otherwise.
+    type DefaultTrigger: Trigger<T, Self::W>;
+
+    fn default_trigger(&self) -> Self::DefaultTrigger;
 
     /// The windows of a record with event timestamp `timestamp` (None: the record has none)
     /// arriving at processing time `now`. Appends to `out`.
@@ -67,6 +72,13 @@ impl TumblingWindows {
 
 impl<T> WindowAssigner<T> for TumblingWindows {
     type W = TimeWindow;
+    type DefaultTrigger = TimeTrigger;
+
+    fn default_trigger(&self) -> TimeTrigger {
+        TimeTrigger {
+            event_time: self.event_time,
+        }
+    }
 
     #[inline]
     fn assign(&self, _record: &T, timestamp: Option<i64>, now: i64, out: &mut Vec<TimeWindow>) {
@@ -125,6 +137,13 @@ impl SlidingWindows {
 
 impl<T> WindowAssigner<T> for SlidingWindows {
     type W = TimeWindow;
+    type DefaultTrigger = TimeTrigger;
+
+    fn default_trigger(&self) -> TimeTrigger {
+        TimeTrigger {
+            event_time: self.event_time,
+        }
+    }
 
     fn assign(&self, _record: &T, timestamp: Option<i64>, now: i64, out: &mut Vec<TimeWindow>) {
         let t = if self.event_time {
@@ -157,7 +176,7 @@ pub struct SessionWindows<G> {
 
 /// A fixed session gap.
 #[derive(Debug, Clone, Copy)]
-pub struct FixedGap(i64);
+pub struct FixedGap(pub i64);
 
 /// How long a record keeps its session open.
 pub trait SessionGap<T>: Clone + Send + Sync + 'static {
@@ -217,6 +236,13 @@ impl<F> SessionWindows<DynamicGap<F>> {
 
 impl<T, G: SessionGap<T>> WindowAssigner<T> for SessionWindows<G> {
     type W = TimeWindow;
+    type DefaultTrigger = TimeTrigger;
+
+    fn default_trigger(&self) -> TimeTrigger {
+        TimeTrigger {
+            event_time: self.event_time,
+        }
+    }
 
     fn assign(&self, record: &T, timestamp: Option<i64>, now: i64, out: &mut Vec<TimeWindow>) {
         let t = if self.event_time {
@@ -247,6 +273,11 @@ pub struct GlobalWindows;
 
 impl<T> WindowAssigner<T> for GlobalWindows {
     type W = GlobalWindow;
+    type DefaultTrigger = NeverTrigger;
+
+    fn default_trigger(&self) -> NeverTrigger {
+        NeverTrigger
+    }
 
     fn assign(&self, _record: &T, _timestamp: Option<i64>, _now: i64, out: &mut Vec<GlobalWindow>) {
         out.push(GlobalWindow);

@@ -19,13 +19,12 @@ pub use assigners::{
     GlobalWindows, SessionWindows, SlidingWindows, TumblingWindows, WindowAssigner,
 };
 pub use evictors::{CountEvictor, Evictor, NoEvictor, TimeEvictor};
-pub use functions::{
-    AggregateFunction, ProcessWindowFunction, WindowContext, WindowFunction,
-};
+pub use functions::{AggregateFunction, ProcessWindowFunction, WindowContext, WindowFunction};
 pub use operator::{WindowOperator, WindowSettings};
 pub use triggers::{
     ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger, CountTrigger, EventTimeTrigger,
-    NeverTrigger, ProcessingTimeTrigger, PurgingTrigger, Trigger, TriggerContext, TriggerResult,
+    NeverTrigger, ProcessingTimeTrigger, PurgingTrigger, TimeTrigger, Trigger, TriggerContext,
+    TriggerResult,
 };
 
 /// A window: a namespace for keyed state, with a last timestamp.
@@ -46,7 +45,17 @@ pub trait Window: Clone + Eq + Hash + Debug + Send + Sync + 'static {
 
 /// The time window `[start, end)` (milliseconds).
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
 )]
 #[rkyv(derive(Debug))]
 pub struct TimeWindow {
@@ -79,7 +88,17 @@ impl Window for TimeWindow {
 
 /// The one window of [`GlobalWindows`]: everything, forever.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    rkyv::Archive,
+    rkyv::Serialize,
+    rkyv::Deserialize,
 )]
 pub struct GlobalWindow;
 

@@ -12,10 +12,10 @@
 
 use std::hash::Hash;
 
+use super::Window;
 use super::assigners::WindowAssigner;
 use super::functions::{WindowContext, WindowFunction};
 use super::triggers::{Trigger, TriggerContext, TriggerResult};
-use super::Window;
 use crate::error::JobError;
 use crate::key::KeySelector;
 use crate::keyed::{KeyedTable, TimerService};
@@ -56,6 +56,7 @@ where
     f: F,
     settings: WindowSettings,
     event_time: bool,
+    #[allow(clippy::type_complexity)]
     contents: KeyedTable<KS::Key, WA::W, Slot<F::Acc, TR::State>>,
     /// The live windows of each key, for merging assigners.
     sessions: KeyedTable<KS::Key, (), Vec<WA::W>>,
@@ -392,7 +393,17 @@ where
                     Domain::Processing => trigger.on_processing_time(at, &w, &mut tctx),
                 };
                 if result != TriggerResult::Continue {
-                    act(result, f, &key, &w, &mut slot.acc, *watermark, now, out, ctx)?;
+                    act(
+                        result,
+                        f,
+                        &key,
+                        &w,
+                        &mut slot.acc,
+                        *watermark,
+                        now,
+                        out,
+                        ctx,
+                    )?;
                 }
             }
             let cleanup_domain = if self.event_time {

@@ -170,7 +170,11 @@ impl<T, W: Window> Trigger<T, W> for EventTimeTrigger {
         TriggerResult::Continue
     }
 
-    fn on_merge<K: Hash + Eq + Clone>(&mut self, window: &W, ctx: &mut TriggerContext<'_, K, W, ()>) {
+    fn on_merge<K: Hash + Eq + Clone>(
+        &mut self,
+        window: &W,
+        ctx: &mut TriggerContext<'_, K, W, ()>,
+    ) {
         if window.max_timestamp() > ctx.watermark {
             ctx.register_event_time_timer(window.max_timestamp());
         }
@@ -224,7 +228,11 @@ impl<T, W: Window> Trigger<T, W> for ProcessingTimeTrigger {
         }
     }
 
-    fn on_merge<K: Hash + Eq + Clone>(&mut self, window: &W, ctx: &mut TriggerContext<'_, K, W, ()>) {
+    fn on_merge<K: Hash + Eq + Clone>(
+        &mut self,
+        window: &W,
+        ctx: &mut TriggerContext<'_, K, W, ()>,
+    ) {
         ctx.register_processing_time_timer(window.max_timestamp());
     }
 
@@ -288,7 +296,12 @@ impl<T, W: Window> Trigger<T, W> for CountTrigger {
         *into += *from;
     }
 
-    fn clear<K: Hash + Eq + Clone>(&mut self, _window: &W, _ctx: &mut TriggerContext<'_, K, W, u64>) {}
+    fn clear<K: Hash + Eq + Clone>(
+        &mut self,
+        _window: &W,
+        _ctx: &mut TriggerContext<'_, K, W, u64>,
+    ) {
+    }
 }
 
 /// Never fires (the default of global windows: give them a trigger of their own).
@@ -326,7 +339,12 @@ impl<T, W: Window> Trigger<T, W> for NeverTrigger {
         TriggerResult::Continue
     }
 
-    fn clear<K: Hash + Eq + Clone>(&mut self, _window: &W, _ctx: &mut TriggerContext<'_, K, W, ()>) {}
+    fn clear<K: Hash + Eq + Clone>(
+        &mut self,
+        _window: &W,
+        _ctx: &mut TriggerContext<'_, K, W, ()>,
+    ) {
+    }
 }
 
 /// Turns every fire of the inner trigger into fire-and-purge.
@@ -579,6 +597,78 @@ impl<T, W: Window> Trigger<T, W> for ContinuousProcessingTimeTrigger {
     ) {
         if let Some(next) = ctx.state.take() {
             ctx.delete_processing_time_timer(next);
+        }
+    }
+}
+
+/// The default trigger of time windows: [`EventTimeTrigger`] for event-time windows,
+/// [`ProcessingTimeTrigger`] for processing-time ones.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeTrigger {
+    pub event_time: bool,
+}
+
+impl<T, W: Window> Trigger<T, W> for TimeTrigger {
+    type State = ();
+
+    #[inline]
+    fn on_element<K: Hash + Eq + Clone>(
+        &mut self,
+        record: &T,
+        timestamp: Option<i64>,
+        window: &W,
+        ctx: &mut TriggerContext<'_, K, W, ()>,
+    ) -> TriggerResult {
+        if self.event_time {
+            Trigger::<T, W>::on_element(&mut EventTimeTrigger, record, timestamp, window, ctx)
+        } else {
+            Trigger::<T, W>::on_element(&mut ProcessingTimeTrigger, record, timestamp, window, ctx)
+        }
+    }
+
+    fn on_event_time<K: Hash + Eq + Clone>(
+        &mut self,
+        time: i64,
+        window: &W,
+        ctx: &mut TriggerContext<'_, K, W, ()>,
+    ) -> TriggerResult {
+        if self.event_time {
+            Trigger::<T, W>::on_event_time(&mut EventTimeTrigger, time, window, ctx)
+        } else {
+            TriggerResult::Continue
+        }
+    }
+
+    fn on_processing_time<K: Hash + Eq + Clone>(
+        &mut self,
+        time: i64,
+        window: &W,
+        ctx: &mut TriggerContext<'_, K, W, ()>,
+    ) -> TriggerResult {
+        if self.event_time {
+            TriggerResult::Continue
+        } else {
+            Trigger::<T, W>::on_processing_time(&mut ProcessingTimeTrigger, time, window, ctx)
+        }
+    }
+
+    fn on_merge<K: Hash + Eq + Clone>(
+        &mut self,
+        window: &W,
+        ctx: &mut TriggerContext<'_, K, W, ()>,
+    ) {
+        if self.event_time {
+            Trigger::<T, W>::on_merge(&mut EventTimeTrigger, window, ctx)
+        } else {
+            Trigger::<T, W>::on_merge(&mut ProcessingTimeTrigger, window, ctx)
+        }
+    }
+
+    fn clear<K: Hash + Eq + Clone>(&mut self, window: &W, ctx: &mut TriggerContext<'_, K, W, ()>) {
+        if self.event_time {
+            Trigger::<T, W>::clear(&mut EventTimeTrigger, window, ctx)
+        } else {
+            Trigger::<T, W>::clear(&mut ProcessingTimeTrigger, window, ctx)
         }
     }
 }

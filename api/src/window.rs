@@ -1,0 +1,248 @@
+//! Windowed streams: `keyed.window(assigner)` and what follows it (trigger, evictor, allowed
+//! lateness, late output, and the window function).
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use shardflow_core::Data;
+use shardflow_core::key::KeySelector;
+use shardflow_core::window::functions::{
+    AggregateFn, Evicting, ProcessAll, ReduceFn, ThenProcess, WindowFunction,
+};
+use shardflow_core::window::{
+    AggregateFunction, Evictor, ProcessWindowFunction, Trigger, WindowAssigner, WindowOperator,
+    WindowSettings,
+};
+
+use crate::stream::{DataStream, KeyedStream};
+
+static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
+
+/// Names a side output of records `X`: an operator sends records to it, and
+/// `stream.get_side_output(&tag)` reads them as a stream of their own.
+pub struct OutputTag<X> {
+    pub(crate) id: u32,
+    name: Arc<str>,
+    _x: PhantomData<fn() -> X>,
+}
+
+impl<X> Clone for OutputTag<X> {
+    fn clone(&self) -> Self {
+        Self {
+            id: self.id,
+            name: self.name.clone(),
+            _x: PhantomData,
+        }
+    }
+}
+
+impl<X> OutputTag<X> {
+    pub fn new(name: &str) -> Self {
+        Self {
+            id: NEXT_TAG.fetch_add(1, Ordering::Relaxed),
+            name: name.into(),
+            _x: PhantomData,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// A keyed stream cut into windows, waiting for its window function.
+pub struct WindowedStream<T, KS, WA, TR> {
+    keyed: KeyedStream<T, KS>,
+    assigner: WA,
+    trigger: TR,
+    settings: WindowSettings,
+    late_tag: Option<u32>,
+}
+
+/// A windowed stream with an evictor: every record of a window is kept until it fires.
+pub struct EvictingWindowedStream<T, KS, WA, TR, E> {
+    windowed: WindowedStream<T, KS, WA, TR>,
+    evictor: E,
+}
+
+impl<T, KS, WA> WindowedStream<T, KS, WA, WA::DefaultTrigger>
+where
+    T: Data,
+    KS: KeySelector<T>,
+    WA: WindowAssigner<T>,
+{
+    pub(crate) fn new(keyed: KeyedStream<T, KS>, assigner: WA) -> Self {
+        Self {
+            keyed,
+            trigger: assigner.default_trigger(),
+            assigner,
+            settings: WindowSettings::default(),
+            late_tag: None,
+        }
+    }
+}
+
+impl<T, KS, WA, TR> WindowedStream<T, KS, WA, TR>
+where
+    T: Data,
+    KS: KeySelector<T>,
+    WA: WindowAssigner<T>,
+    TR: Trigger<T, WA::W>,
+{
+    /// Replaces the assigner's default trigger.
+    pub fn trigger<TR2: Trigger<T, WA::W>>(self, trigger: TR2) -> WindowedStream<T, KS, WA, TR2> {
+        WindowedStream {
+            keyed: self.keyed,
+            assigner: self.assigner,
+            trigger,
+            settings: self.settings,
+            late_tag: self.late_tag,
+        }
+    }
+
+    /// Keeps windows for `lateness` of event time after their end: a late record within it
+    /// updates its window, which fires again.
+    pub fn allowed_lateness(mut self, lateness: Duration) -> Self {
+        self.settings.allowed_lateness_ms = lateness.as_millis() as i64;
+        self
+    }
+
+    /// Sends records that come after their windows were dropped to the side output `tag`
+    /// (read it with `get_side_output` on the windowed result). Without it they are dropped,
+    /// and counted as late.
+    pub fn side_output_late_data(mut self, tag: &OutputTag<T>) -> Self {
+        self.late_tag = Some(tag.id);
+        self
+    }
+
+    /// Evicts records before (or after) the window function runs; the window then keeps every
+    /// record until it fires.
+    pub fn evictor<E: Evictor<T>>(self, evictor: E) -> EvictingWindowedStream<T, KS, WA, TR, E> {
+        EvictingWindowedStream {
+            windowed: self,
+            evictor,
+        }
+    }
+
+    /// Folds each window's records into one: `reduce(|acc, x| acc.1 += x.1)`.
+    pub fn reduce(self, f: impl Fn(&mut T, T) + Clone + Send + Sync + 'static) -> DataStream<T> {
+        self.build("window reduce", ReduceFn(f))
+    }
+
+    /// Aggregates each window incrementally with an [`AggregateFunction`].
+    pub fn aggregate<A>(self, f: A) -> DataStream<A::Out>
+    where
+        A: AggregateFunction<T>,
+        A::Out: Data,
+    {
+        self.build("window aggregate", AggregateFn(f))
+    }
+
+    /// Calls a [`ProcessWindowFunction`] with every record of each window.
+    pub fn process<O, P>(self, f: P) -> DataStream<O>
+    where
+        O: Data,
+        P: ProcessWindowFunction<KS::Key, T, O, WA::W>,
+    {
+        self.build("window process", ProcessAll(f, PhantomData))
+    }
+
+    /// Reduces each window incrementally, then calls `f` with the result and the window.
+    pub fn reduce_with<O, P>(
+        self,
+        reduce: impl Fn(&mut T, T) + Clone + Send + Sync + 'static,
+        f: P,
+    ) -> DataStream<O>
+    where
+        O: Data,
+        P: ProcessWindowFunction<KS::Key, T, O, WA::W>,
+    {
+        self.build(
+            "window reduce",
+            ThenProcess(ReduceFn(reduce), f, PhantomData),
+        )
+    }
+
+    /// Aggregates each window incrementally, then calls `f` with the result and the window.
+    pub fn aggregate_with<A, O, P>(self, aggregate: A, f: P) -> DataStream<O>
+    where
+        A: AggregateFunction<T>,
+        O: Data,
+        P: ProcessWindowFunction<KS::Key, A::Out, O, WA::W>,
+    {
+        self.build(
+            "window aggregate",
+            ThenProcess(AggregateFn(aggregate), f, PhantomData),
+        )
+    }
+
+    fn build<F>(self, name: &str, f: F) -> DataStream<F::Out>
+    where
+        F: WindowFunction<KS::Key, T, WA::W>,
+        F::Out: Data,
+    {
+        let input = self.keyed.exchange_input(name, None::<fn(&mut T, T)>);
+        let Self {
+            keyed,
+            assigner,
+            trigger,
+            settings,
+            late_tag,
+        } = self;
+        let key = keyed.key.clone();
+        let env = keyed.stream.env.clone();
+        let node = env.with_graph(|g| {
+            g.use_processing_time();
+            g.add_operator_with_side_outputs::<T, F::Out, _>(name, input, move |ctx, down, side| {
+                let late = late_tag.and_then(|t| side.take::<T>(t));
+                Ok(Box::new(WindowOperator::new(
+                    key.clone(),
+                    assigner.clone(),
+                    trigger.clone(),
+                    f.clone(),
+                    settings,
+                    down,
+                    late,
+                    ctx.clone(),
+                )))
+            })
+        });
+        DataStream::new(env, vec![node])
+    }
+}
+
+impl<T, KS, WA, TR, E> EvictingWindowedStream<T, KS, WA, TR, E>
+where
+    T: Data,
+    KS: KeySelector<T>,
+    WA: WindowAssigner<T>,
+    TR: Trigger<T, WA::W>,
+    E: Evictor<T>,
+{
+    pub fn reduce(self, f: impl Fn(&mut T, T) + Clone + Send + Sync + 'static) -> DataStream<T> {
+        self.windowed
+            .build("window reduce", Evicting(self.evictor, ReduceFn(f)))
+    }
+
+    pub fn aggregate<A>(self, f: A) -> DataStream<A::Out>
+    where
+        A: AggregateFunction<T>,
+        A::Out: Data,
+    {
+        self.windowed
+            .build("window aggregate", Evicting(self.evictor, AggregateFn(f)))
+    }
+
+    pub fn process<O, P>(self, f: P) -> DataStream<O>
+    where
+        O: Data,
+        P: ProcessWindowFunction<KS::Key, T, O, WA::W>,
+    {
+        self.windowed.build(
+            "window process",
+            Evicting(self.evictor, ProcessAll(f, PhantomData)),
+        )
+    }
+}
