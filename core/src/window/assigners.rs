@@ -284,6 +284,7 @@ impl<T> WindowAssigner<T> for GlobalWindows {
     }
 
     fn is_event_time(&self) -> bool {
-        true
+        // As Flink's: global windows need no timestamps, and never close.
+        false
     }
 }
