@@ -1,0 +1,267 @@
+//! Timers of keyed process functions: each fires once, in timestamp order per key, event-time
+//! timers when the watermark passes them, processing-time timers when the job's (test) clock
+//! does.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use shardflow::prelude::*;
+use shardflow_core::operator::sink::SinkFunction;
+use shardflow_core::rng::SplitMix64;
+use shardflow_core::source::{Source, SourceStatus};
+
+/// (key, timestamp, timer to register, timer to delete (0: none))
+type Cmd = (u32, i64, i64, i64);
+
+#[derive(Clone)]
+struct EventTimers;
+
+impl KeyedProcessFunction<u32, Cmd, (u32, i64, i64)> for EventTimers {
+    type State = ();
+    fn process_element(
+        &mut self,
+        c: Cmd,
+        ctx: &mut KeyedContext<u32, ()>,
+        _out: &mut Collector<(u32, i64, i64)>,
+    ) -> Result<(), UserError> {
+        assert_eq!(*ctx.current_key(), c.0);
+        ctx.register_event_time_timer(c.2);
+        if c.3 != 0 {
+            ctx.delete_event_time_timer(c.3);
+        }
+        Ok(())
+    }
+    fn on_timer(
+        &mut self,
+        time: i64,
+        ctx: &mut KeyedContext<u32, ()>,
+        out: &mut Collector<(u32, i64, i64)>,
+    ) -> Result<(), UserError> {
+        assert_eq!(ctx.time_domain(), Some(TimeDomain::EventTime));
+        out.collect((*ctx.current_key(), time, ctx.current_watermark()));
+        Ok(())
+    }
+}
+
+#[test]
+fn event_time_timers_fire_once_in_order_per_key_after_the_watermark() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let seed = shardflow_tests::seed(0x7173);
+    let mut rng = SplitMix64::new(seed);
+    // Timers near the record's time fire as the stream goes; timers past the end of the data
+    // fire at the end of input, and only those are deleted (a deletion of a near timer could
+    // race its firing). Every timer is registered once, and deleted, if at all, by a later
+    // record of the same 5,000-record block: the blocks are what the source splits at P = 1, 2
+    // and 4, so every shard sees a deletion after its registration.
+    let end = 100_000_000i64;
+    let mut cmds: Vec<Cmd> = Vec::new();
+    let mut far: HashMap<(u32, i64), Vec<i64>> = HashMap::new();
+    for i in 0..20_000i64 {
+        let key = rng.below(50) as u32;
+        let ts = i * 1_000 - rng.below(3_000) as i64;
+        let near = rng.below(2) == 0;
+        let timer = if near {
+            i * 1_000 + 500 + rng.below(400) as i64
+        } else {
+            end + i
+        };
+        let block = (key, i / 5_000);
+        let delete = match far.get_mut(&block) {
+            Some(v) if !v.is_empty() && rng.below(4) == 0 => {
+                v.swap_remove(rng.below(v.len() as u64) as usize)
+            }
+            _ => 0,
+        };
+        if !near {
+            far.entry(block).or_default().push(timer);
+        }
+        cmds.push((key, ts, timer, delete));
+    }
+    // The reference: per key, the timers registered and not deleted after their (last)
+    // registration, in time order.
+    let mut live: HashMap<u32, BTreeSet<i64>> = HashMap::new();
+    for c in &cmds {
+        let set = live.entry(c.0).or_default();
+        set.insert(c.2);
+        if c.3 != 0 {
+            set.remove(&c.3);
+        }
+    }
+    for p in [1, 2, 4] {
+        let mut env = StreamExecutionEnvironment::local();
+        env.set_parallelism(p);
+        let fired = env
+            .from_iter(cmds.clone())
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(3_000))
+                    .with_timestamp_assigner(|c: &Cmd| c.1),
+            )
+            .key_by(|c: &Cmd| c.0)
+            .process(EventTimers)
+            .collect();
+        env.execute("event timers").unwrap();
+        // The collect sink keeps each shard's order; a key lives on one shard.
+        let mut got: HashMap<u32, Vec<i64>> = HashMap::new();
+        for (_shard, records) in fired.take_by_shard() {
+            for (k, t, wm) in records {
+                assert!(wm >= t, "timer {t} of key {k} fired at watermark {wm}");
+                got.entry(k).or_default().push(t);
+            }
+        }
+        for (k, want) in &live {
+            let want: Vec<i64> = want.iter().copied().collect();
+            assert_eq!(
+                got.get(k).cloned().unwrap_or_default(),
+                want,
+                "P={p} key {k}"
+            );
+        }
+        assert_eq!(got.len(), live.len());
+    }
+}
+
+/// Emits its records, then waits until the gate opens.
+struct Gated {
+    records: Vec<(u32, i64)>,
+    gate: Arc<AtomicBool>,
+}
+
+impl Source<(u32, i64)> for Gated {
+    async fn next_batch(
+        &mut self,
+        out: &mut Vec<(u32, i64)>,
+        _max: usize,
+    ) -> Result<SourceStatus, JobError> {
+        if !self.records.is_empty() {
+            out.append(&mut self.records);
+            return Ok(SourceStatus::More);
+        }
+        if self.gate.load(Ordering::Acquire) {
+            return Ok(SourceStatus::End);
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+        Ok(SourceStatus::More)
+    }
+}
+
+#[derive(Clone)]
+struct ProcessingTimers;
+
+/// (key, delay) in; (key, 0, registration time) when registered, (key, 1, timer) when fired.
+impl KeyedProcessFunction<u32, (u32, i64), (u32, u8, i64)> for ProcessingTimers {
+    type State = ();
+    fn process_element(
+        &mut self,
+        (k, delay): (u32, i64),
+        ctx: &mut KeyedContext<u32, ()>,
+        out: &mut Collector<(u32, u8, i64)>,
+    ) -> Result<(), UserError> {
+        let now = ctx.current_processing_time();
+        ctx.register_processing_time_timer(now + delay);
+        out.collect((k, 0, now + delay));
+        Ok(())
+    }
+    fn on_timer(
+        &mut self,
+        time: i64,
+        ctx: &mut KeyedContext<u32, ()>,
+        out: &mut Collector<(u32, u8, i64)>,
+    ) -> Result<(), UserError> {
+        assert_eq!(ctx.time_domain(), Some(TimeDomain::ProcessingTime));
+        assert!(ctx.current_processing_time() >= time);
+        out.collect((*ctx.current_key(), 1, time));
+        Ok(())
+    }
+}
+
+struct ToChannel(std::sync::mpsc::Sender<(u32, u8, i64)>);
+
+impl SinkFunction<(u32, u8, i64)> for ToChannel {
+    fn write(&mut self, batch: &mut Vec<(u32, u8, i64)>) -> Result<(), JobError> {
+        for x in batch.drain(..) {
+            let _ = self.0.send(x);
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+#[test]
+fn processing_time_timers_fire_when_the_test_clock_passes_them() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let seed = shardflow_tests::seed(0xc10c);
+    let mut rng = SplitMix64::new(seed);
+    let records: Vec<(u32, i64)> = (0..500)
+        .map(|_| (rng.below(20) as u32, 1 + rng.below(1_000) as i64))
+        .collect();
+    let clock = ManualClock::new(1_000);
+    let gate = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let job = {
+        let (clock, gate, records) = (clock.clone(), gate.clone(), records.clone());
+        std::thread::spawn(move || {
+            let mut env = StreamExecutionEnvironment::local();
+            env.set_parallelism(2);
+            env.config_mut().clock = ProcessingClock::Manual(clock);
+            let tx = std::sync::Mutex::new(tx);
+            env.add_source("gated", move |ctx| {
+                Ok(Gated {
+                    records: if ctx.runtime.shard == 0 {
+                        records.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    gate: gate.clone(),
+                })
+            })
+            .key_by(|r: &(u32, i64)| r.0)
+            .process(ProcessingTimers)
+            .sink_to("channel", move |_| {
+                Ok(ToChannel(tx.lock().unwrap().clone()))
+            });
+            env.execute("processing timers")
+        })
+    };
+    let recv = || {
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the job stopped sending")
+    };
+    // Every record registered its timer at processing time 1000: none has fired, time stands.
+    let mut registered: HashMap<u32, BTreeSet<i64>> = HashMap::new();
+    for _ in 0..records.len() {
+        let (k, what, t) = recv();
+        assert_eq!(what, 0, "a timer fired before the clock moved");
+        registered.entry(k).or_default().insert(t);
+    }
+    for (k, delay) in &records {
+        assert!(registered[k].contains(&(1_000 + delay)));
+    }
+    // Move the clock in two steps; each step fires exactly the timers it passes, in order.
+    let mut fired: HashMap<u32, Vec<i64>> = HashMap::new();
+    for to in [1_500, 2_000] {
+        clock.set_ms(to);
+        let due: usize = registered
+            .values()
+            .map(|s| s.iter().filter(|&&t| t <= to && t > to - 500).count())
+            .sum();
+        for _ in 0..due {
+            let (k, what, t) = recv();
+            assert_eq!(what, 1);
+            assert!(
+                t <= to && t > to - 500,
+                "timer {t} fired with the clock at {to}"
+            );
+            fired.entry(k).or_default().push(t);
+        }
+    }
+    gate.store(true, Ordering::Release);
+    job.join().unwrap().unwrap();
+    assert!(rx.try_recv().is_err(), "a timer fired twice");
+    for (k, set) in &registered {
+        assert_eq!(fired[k], set.iter().copied().collect::<Vec<_>>(), "key {k}");
+    }
+}
