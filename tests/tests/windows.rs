@@ -190,7 +190,7 @@ fn run(evs: &[Ev], kind: Kind, p: u32, bound_ms: u64) -> (Vec<Out>, JobResult) {
 #[test]
 fn random_out_of_order_streams_give_the_brute_force_windows() {
     let _cpus = shardflow_tests::shared_cpus();
-    let seed = shardflow_tests::seed(0x57ab_1e);
+    let seed = shardflow_tests::seed(0x0057_ab1e);
     let mut rng = SplitMix64::new(seed);
     for round in 0..6 {
         let n = 2_000 + rng.below(6_000) as usize;
