@@ -4,4 +4,5 @@
 //! the ratio of the two measured side by side on the same machine.
 
 pub mod exchange;
+pub mod windows;
 pub mod wordcount;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use shardflow::SchedulingMode;
 use shardflow_bench::exchange::{self, Rec16, Rec128};
-use shardflow_bench::wordcount;
+use shardflow_bench::{windows, wordcount};
 
 #[derive(Parser)]
 #[command(name = "shardflow-bench", about = "shardflow's benchmark harness")]
@@ -37,6 +37,19 @@ enum Bench {
         lines: u64,
         #[arg(long)]
         output: std::path::PathBuf,
+    },
+    /// Tumbling 1 s event-time windows (count/sum/max per sensor) over generated out-of-order
+    /// readings: the engine at P = 1 and 2 beside a single-threaded loop.
+    Windows {
+        #[arg(long, default_value_t = 20_000_000)]
+        events: u64,
+        #[arg(long, default_value_t = 10_000)]
+        keys: u32,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        /// Only the engine at this parallelism (for profiling).
+        #[arg(long)]
+        engine_only: Option<u32>,
     },
     /// Records/s through the exchange between two pinned shards, beside a bare rkyv hand-off.
     Exchange {
@@ -113,6 +126,56 @@ fn main() -> anyhow::Result<()> {
                 e2 / b
             );
             std::fs::remove_dir_all(&dir)?;
+        }
+        Bench::Windows {
+            events,
+            keys,
+            runs,
+            engine_only,
+        } => {
+            let settings = shardflow::jobs::telemetry::TelemetrySettings {
+                readings: events,
+                sensors: keys,
+                ..Default::default()
+            };
+            println!(
+                "windows: {events} events, {keys} keys, disorder {} ms, out-of-orderness {} ms, \
+                 tumbling {} ms windows, {runs} runs each (interleaved)",
+                settings.disorder_ms, settings.out_of_orderness_ms, settings.window_ms
+            );
+            if let Some(p) = engine_only {
+                for _ in 0..runs {
+                    let r = windows::engine(&settings, p);
+                    println!(
+                        "  engine P={p}  {:>8.1} M events/s",
+                        r.events_per_second() / 1e6
+                    );
+                }
+                return Ok(());
+            }
+            let (mut base, mut p1, mut p2) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let b = windows::baseline(&settings);
+                let e1 = windows::engine(&settings, 1);
+                let e2 = windows::engine(&settings, 2);
+                assert_eq!(b.digest, e1.digest, "engine P=1 disagrees with the loop");
+                assert_eq!(b.digest, e2.digest, "engine P=2 disagrees with the loop");
+                base.push(b.events_per_second());
+                p1.push(e1.events_per_second());
+                p2.push(e2.events_per_second());
+            }
+            let (b, e1, e2) = (median(base), median(p1), median(p2));
+            println!("  hand loop (1 thread)  {:>8.1} M events/s", b / 1e6);
+            println!(
+                "  engine P=1            {:>8.1} M events/s   {:.2}x the loop",
+                e1 / 1e6,
+                e1 / b
+            );
+            println!(
+                "  engine P=2            {:>8.1} M events/s   {:.2}x the loop",
+                e2 / 1e6,
+                e2 / b
+            );
         }
         Bench::CountBaseline { input } => {
             let r = wordcount::baseline(&input);

@@ -1,3 +1,4 @@
 //! The jobs the `shardflow` binary carries.
 
+pub mod telemetry;
 pub mod wordcount;
