@@ -339,7 +339,15 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
 
 impl<T: Data, P: Partition<T>> Push<T> for ExchangeWriter<T, P> {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
-        if batch.is_timed() {
+        if self.dests.len() == 1 {
+            // One shard: every record goes to it, whatever the partitioning; no routing.
+            let staged = &mut self.dests[0].staged;
+            if staged.is_empty() {
+                std::mem::swap(staged, batch);
+            } else {
+                staged.append(batch);
+            }
+        } else if batch.is_timed() {
             let mut ts = batch.timestamps.drain(..);
             for x in batch.records.drain(..) {
                 self.route(x, ts.next());

@@ -21,6 +21,12 @@ pub use timers::{TimerQueue, TimerService};
 pub type VoidNamespace = ();
 
 /// Values of type `V` per (key, namespace): the keyed-state interface every keyed operator uses.
+///
+/// One hash-table entry per (key, namespace), filed under the stable hash of both. (Tried and
+/// measured against it on the windows benchmark: one entry per key holding its namespaces, the
+/// last used inline. Equal at P = 1, 40% slower at P = 2: the key's second live window, out of
+/// line, cost a cache miss whenever out-of-order records near a window boundary alternated
+/// between the two windows.)
 pub struct KeyedTable<K, N, V> {
     entries: HashTable<(K, N, V)>,
 }
@@ -46,6 +52,13 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
 
     pub fn len(&self) -> usize {
         self.entries.len()
+    }
+
+    /// The number of distinct keys (a scan: for tests and metrics).
+    pub fn keys(&self) -> usize {
+        let mut keys: Vec<&K> = self.entries.iter().map(|e| &e.0).collect();
+        keys.dedup();
+        keys.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -120,5 +133,42 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
     /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&K, &N, &V)> {
         self.entries.iter().map(|e| (&e.0, &e.1, &e.2))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::SplitMix64;
+    use std::collections::HashMap;
+
+    /// Random gets, inserts and removes against a std map of (key, namespace).
+    #[test]
+    fn the_table_behaves_as_a_map_of_pairs() {
+        for seed in 0..10 {
+            let mut rng = SplitMix64::new(seed);
+            let mut t: KeyedTable<u32, u8, u64> = KeyedTable::new();
+            let mut m: HashMap<(u32, u8), u64> = HashMap::new();
+            for step in 0..5_000u64 {
+                let (k, n) = (rng.below(30) as u32, rng.below(4) as u8);
+                match rng.below(4) {
+                    0 => assert_eq!(t.insert(&k, &n, step), m.insert((k, n), step)),
+                    1 => assert_eq!(t.remove(&k, &n), m.remove(&(k, n))),
+                    2 => {
+                        let (v, made) = t.get_or_insert_with(&k, &n, || step);
+                        assert_eq!(made, !m.contains_key(&(k, n)));
+                        *v += 1;
+                        *m.entry((k, n)).or_insert(step) += 1;
+                    }
+                    _ => assert_eq!(t.get(&k, &n), m.get(&(k, n))),
+                }
+                assert_eq!(t.len(), m.len());
+            }
+            let mut all: Vec<_> = t.iter().map(|(k, n, v)| (*k, *n, *v)).collect();
+            all.sort();
+            let mut want: Vec<_> = m.iter().map(|(&(k, n), &v)| (k, n, v)).collect();
+            want.sort();
+            assert_eq!(all, want);
+        }
     }
 }
