@@ -50,6 +50,9 @@ enum Bench {
         /// Only the engine at this parallelism (for profiling).
         #[arg(long)]
         engine_only: Option<u32>,
+        /// Only the hand-written loop (for profiling).
+        #[arg(long)]
+        loop_only: bool,
     },
     /// Records/s through the exchange between two pinned shards, beside a bare rkyv hand-off.
     Exchange {
@@ -132,6 +135,7 @@ fn main() -> anyhow::Result<()> {
             keys,
             runs,
             engine_only,
+            loop_only,
         } => {
             let settings = shardflow::jobs::telemetry::TelemetrySettings {
                 readings: events,
@@ -143,6 +147,16 @@ fn main() -> anyhow::Result<()> {
                  tumbling {} ms windows, {runs} runs each (interleaved)",
                 settings.disorder_ms, settings.out_of_orderness_ms, settings.window_ms
             );
+            if loop_only {
+                for _ in 0..runs {
+                    let r = windows::baseline(&settings);
+                    println!(
+                        "  hand loop  {:>8.1} M events/s",
+                        r.events_per_second() / 1e6
+                    );
+                }
+                return Ok(());
+            }
             if let Some(p) = engine_only {
                 for _ in 0..runs {
                     let r = windows::engine(&settings, p);

@@ -340,13 +340,18 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
 impl<T: Data, P: Partition<T>> Push<T> for ExchangeWriter<T, P> {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
         if self.dests.len() == 1 {
-            // One shard: every record goes to it, whatever the partitioning; no routing.
-            let staged = &mut self.dests[0].staged;
-            if staged.is_empty() {
-                std::mem::swap(staged, batch);
+            // One shard: every record goes to it, whatever the partitioning. No routing, and no
+            // re-batching either: the batch is handed on whole (copied only when the channel is
+            // full and it has to wait behind another).
+            let d = &mut self.dests[0];
+            if d.staged.is_empty() {
+                std::mem::swap(&mut d.staged, batch);
             } else {
-                staged.append(batch);
+                d.staged.append(batch);
             }
+            d.flush_requested = true;
+            self.ship(0, None)?;
+            return Ok(());
         } else if batch.is_timed() {
             let mut ts = batch.timestamps.drain(..);
             for x in batch.records.drain(..) {

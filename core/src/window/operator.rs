@@ -89,6 +89,7 @@ where
         late: Option<BoxPush<T>>,
         ctx: OperatorContext,
     ) -> Self {
+        let merging = assigner.is_merging();
         Self {
             event_time: assigner.is_event_time(),
             key,
@@ -96,7 +97,13 @@ where
             trigger,
             f,
             settings,
-            contents: KeyedTable::new(),
+            // Few windows live at a time, each with many keys: a table per window (sessions are
+            // as many as their keys: one table of pairs).
+            contents: if merging {
+                KeyedTable::new()
+            } else {
+                KeyedTable::by_namespace()
+            },
             sessions: KeyedTable::new(),
             timers: TimerService::default(),
             watermark: WATERMARK_MIN,
@@ -220,37 +227,55 @@ where
         let mut windows = std::mem::take(&mut self.windows);
         windows.clear();
         self.assigner.assign(&x, ts, now, &mut windows);
-        if self.assigner.is_merging() {
-            let r = match windows.first().cloned() {
+        let result = if self.assigner.is_merging() {
+            match windows.first().cloned() {
                 Some(w) => self.add_merging(key, w, x, ts, now),
                 None => Ok(()),
-            };
-            self.windows = windows;
-            return r;
-        }
-        windows.retain(|w| !self.is_late(w));
-        let result = if windows.is_empty() {
-            self.late_record(x, ts);
-            Ok(())
-        } else {
-            let n = windows.len();
-            let mut x = Some(x);
-            let mut r = Ok(());
-            for (i, w) in windows.iter().enumerate() {
-                let value = if i + 1 == n {
-                    x.take().expect("the record goes to its last window")
-                } else {
-                    x.as_ref().expect("kept until the last window").clone()
-                };
-                r = self.add_to_window(&key, w, value, ts, now, false);
-                if r.is_err() {
-                    break;
-                }
             }
-            r
+        } else {
+            self.add_to_windows(&key, &windows, x, ts, now)
         };
         self.windows = windows;
         result
+    }
+
+    /// Adds a record to each of its windows that is not past cleanup (a copy to all but the
+    /// last); a record with none is late.
+    fn add_to_windows(
+        &mut self,
+        key: &KS::Key,
+        windows: &[WA::W],
+        x: T,
+        ts: Option<i64>,
+        now: i64,
+    ) -> Result<(), JobError> {
+        let Some(last) = windows.iter().rposition(|w| !self.is_late(w)) else {
+            self.late_record(x, ts);
+            return Ok(());
+        };
+        for w in &windows[..last] {
+            if !self.is_late(w) {
+                self.add_to_window(key, w, x.clone(), ts, now, false)?;
+            }
+        }
+        self.add_to_window(key, &windows[last], x, ts, now, false)
+    }
+
+    fn process_all(
+        &mut self,
+        records: &mut Vec<T>,
+        timestamps: &[i64],
+        now: i64,
+    ) -> Result<(), JobError> {
+        let timed = !timestamps.is_empty();
+        for (i, x) in records.drain(..).enumerate() {
+            let ts = if timed { Some(timestamps[i]) } else { None };
+            self.process_record(x, ts, now)?;
+            if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
+                self.emit()?;
+            }
+        }
+        Ok(())
     }
 
     /// Session windows: the record's window merges with every window of its key it overlaps
@@ -478,21 +503,8 @@ where
         let now = self.clock.now_ms();
         let mut records = std::mem::take(&mut batch.records);
         let mut timestamps = std::mem::take(&mut batch.timestamps);
-        let timed = !timestamps.is_empty();
-        let mut result = Ok(());
-        for (i, x) in records.drain(..).enumerate() {
-            let ts = if timed { Some(timestamps[i]) } else { None };
-            if let Err(e) = self.process_record(x, ts, now) {
-                result = Err(e);
-                break;
-            }
-            if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX
-                && let Err(e) = self.emit()
-            {
-                result = Err(e);
-                break;
-            }
-        }
+        let result = self.process_all(&mut records, &timestamps, now);
+        records.clear();
         timestamps.clear();
         batch.records = records;
         batch.timestamps = timestamps;
