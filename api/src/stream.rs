@@ -135,7 +135,7 @@ impl<T: Data> DataStream<T> {
         );
         let node = self
             .env
-            .with_graph(|g| g.add_side_output::<X>(self.heads[0], tag.id));
+            .with_graph(|g| g.add_side_output::<X>(self.heads[0], tag.id()));
         DataStream::new(self.env.clone(), vec![node])
     }
 
@@ -220,10 +220,22 @@ impl<T: Data> DataStream<T> {
     }
 
     /// The general operator: a [`ProcessFunction`] per shard, with its runtime context.
+    ///
+    /// The function may also emit to side outputs (`out.output(&tag, value)`), read with
+    /// [`get_side_output`](Self::get_side_output) on the returned stream.
     pub fn process<U: Data, P: ProcessFunction<T, U>>(&self, f: P) -> DataStream<U> {
-        self.op("process", forward(&self.heads), move |ctx, down| {
-            Ok(Box::new(Process::new(f.clone(), down, ctx.clone())))
-        })
+        let input = forward(&self.heads);
+        let node = self.env.with_graph(|g| {
+            g.add_operator_with_side_outputs::<T, U, _>("process", input, move |ctx, down, side| {
+                Ok(Box::new(Process::with_side_outputs(
+                    f.clone(),
+                    down,
+                    side.take_all(),
+                    ctx.clone(),
+                )))
+            })
+        });
+        DataStream::new(self.env.clone(), vec![node])
     }
 
     /// This stream and `other` as one (same record type, no order between them).
@@ -629,15 +641,24 @@ impl<T: Data, KS: KeySelector<T>> KeyedStream<T, KS> {
     {
         let input = self.exchange_input("keyed process", None::<fn(&mut T, T)>);
         let key = self.key.clone();
-        self.stream.env.with_graph(|g| g.use_processing_time());
-        self.stream.op("keyed process", input, move |ctx, down| {
-            Ok(Box::new(KeyedProcess::new(
-                key.clone(),
-                f.clone(),
-                down,
-                ctx.clone(),
-            )))
-        })
+        let env = self.stream.env.clone();
+        let node = env.with_graph(|g| {
+            g.use_processing_time();
+            g.add_operator_with_side_outputs::<T, U, _>(
+                "keyed process",
+                input,
+                move |ctx, down, side| {
+                    Ok(Box::new(KeyedProcess::with_side_outputs(
+                        key.clone(),
+                        f.clone(),
+                        down,
+                        side.take_all(),
+                        ctx.clone(),
+                    )))
+                },
+            )
+        });
+        DataStream::new(env, vec![node])
     }
 
     /// Cuts each key's records into windows: `window(TumblingWindows::event_time(1 s))`.

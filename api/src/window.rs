@@ -2,8 +2,6 @@
 //! lateness, late output, and the window function).
 
 use std::marker::PhantomData;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use shardflow_core::Data;
@@ -18,39 +16,7 @@ use shardflow_core::window::{
 
 use crate::stream::{DataStream, KeyedStream};
 
-static NEXT_TAG: AtomicU32 = AtomicU32::new(1);
-
-/// Names a side output of records `X`: an operator sends records to it, and
-/// `stream.get_side_output(&tag)` reads them as a stream of their own.
-pub struct OutputTag<X> {
-    pub(crate) id: u32,
-    name: Arc<str>,
-    _x: PhantomData<fn() -> X>,
-}
-
-impl<X> Clone for OutputTag<X> {
-    fn clone(&self) -> Self {
-        Self {
-            id: self.id,
-            name: self.name.clone(),
-            _x: PhantomData,
-        }
-    }
-}
-
-impl<X> OutputTag<X> {
-    pub fn new(name: &str) -> Self {
-        Self {
-            id: NEXT_TAG.fetch_add(1, Ordering::Relaxed),
-            name: name.into(),
-            _x: PhantomData,
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-}
+pub use shardflow_core::operator::OutputTag;
 
 /// A keyed stream cut into windows, waiting for its window function.
 pub struct WindowedStream<T, KS, WA, TR> {
@@ -113,7 +79,7 @@ where
     /// (read it with `get_side_output` on the windowed result). Without it they are dropped,
     /// and counted as late.
     pub fn side_output_late_data(mut self, tag: &OutputTag<T>) -> Self {
-        self.late_tag = Some(tag.id);
+        self.late_tag = Some(tag.id());
         self
     }
 

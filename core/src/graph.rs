@@ -24,8 +24,10 @@ use crate::exchange::reader::{ReaderSettings, run_reader};
 use crate::exchange::writer::{ExchangeWriter, WriterSettings, in_process_checksum};
 use crate::exchange::{ExchangeName, Partition, RemoteEnds};
 use crate::key::KeyGroupRange;
+use crate::operator::side::{SideOut, SidePort};
 use crate::operator::{
     BoxPush, Discard, FanOut, OperatorContext, OperatorCounters, RuntimeContext, Shared,
+    SideOutputSet,
 };
 use crate::runtime::{CancelToken, JobMetrics};
 use crate::source::{Source, SourceStatus};
@@ -79,20 +81,39 @@ enum NodeKind {
     SideOutput {
         parent: NodeId,
         tag: u32,
+        port: MakeSidePort,
     },
+}
+
+/// Erases a side output's chain (a `BoxPush<X>` in an `AnyPush`) into a [`SideOut`].
+type MakeSidePort = fn(AnyPush) -> Box<dyn SideOut>;
+
+fn side_port<X: 'static>(down: AnyPush) -> Box<dyn SideOut> {
+    Box::new(SidePort::new(unbox::<X>(down)))
 }
 
 /// The side outputs of one operator on one shard, by tag, as its factory finds them.
 #[derive(Default)]
 pub struct SideOutputs {
-    ports: std::collections::HashMap<u32, AnyPush>,
+    ports: std::collections::HashMap<u32, (AnyPush, MakeSidePort)>,
 }
 
 impl SideOutputs {
     /// The chain side output `tag` feeds, if anything reads it (None: nobody does; the operator
     /// may drop what it would have sent there, counting it).
     pub fn take<X: 'static>(&mut self, tag: u32) -> Option<BoxPush<X>> {
-        self.ports.remove(&tag).map(unbox::<X>)
+        self.ports.remove(&tag).map(|(p, _)| unbox::<X>(p))
+    }
+
+    /// Every side output read by some stream, erased: for operators whose user functions emit to
+    /// tags of any type (`Collector::output`).
+    pub fn take_all(&mut self) -> SideOutputSet {
+        SideOutputSet::new(
+            self.ports
+                .drain()
+                .map(|(tag, (p, make))| (tag, make(p)))
+                .collect(),
+        )
     }
 }
 
@@ -297,7 +318,14 @@ impl JobGraph {
             "only operators have side outputs"
         );
         let name = format!("{} (side output {tag})", self.nodes[parent.0].name);
-        self.push_node::<X, X>(&name, NodeKind::SideOutput { parent, tag })
+        self.push_node::<X, X>(
+            &name,
+            NodeKind::SideOutput {
+                parent,
+                tag,
+                port: side_port::<X>,
+            },
+        )
     }
 
     /// Adds a sink: an operator with no output.
@@ -409,7 +437,7 @@ impl JobGraph {
         let mut tasks = Vec::new();
         let mut exchanges: Vec<Option<ExchangeShard>> = exchanges.into_iter().map(Some).collect();
         // Side outputs are added after their parents, so built before them.
-        let mut side_ports: HashMap<(usize, u32), AnyPush> = HashMap::new();
+        let mut side_ports: HashMap<(usize, u32), (AnyPush, MakeSidePort)> = HashMap::new();
         for (idx, node) in self.nodes.iter().enumerate().rev() {
             let mut outs: Vec<AnyPush> = node
                 .consumers
@@ -441,8 +469,8 @@ impl JobGraph {
                 NodeKind::Source(make) => {
                     tasks.push((node.name.clone(), make(&ctx, down, shard.cancel.clone())?));
                 }
-                NodeKind::SideOutput { parent, tag } => {
-                    side_ports.insert((parent.0, *tag), down);
+                NodeKind::SideOutput { parent, tag, port } => {
+                    side_ports.insert((parent.0, *tag), (down, *port));
                 }
                 NodeKind::Operator { input, make } => {
                     let mut side = SideOutputs::default();

@@ -13,7 +13,7 @@ use crate::key::KeySelector;
 use crate::operator::process::UserError;
 use crate::operator::{
     Batch, BoxPush, Collector, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push, RuntimeContext,
-    WATERMARK_MIN,
+    SideOutputSet, WATERMARK_MIN,
 };
 use crate::time::ProcessingClock;
 
@@ -179,6 +179,7 @@ pub struct KeyedProcess<I, O, KS: KeySelector<I>, F: KeyedProcessFunction<KS::Ke
     clock: ProcessingClock,
     out: Batch<O>,
     down: BoxPush<O>,
+    side: SideOutputSet,
     ctx: OperatorContext,
     _in: std::marker::PhantomData<fn(I)>,
 }
@@ -191,7 +192,18 @@ where
     F: KeyedProcessFunction<KS::Key, I, O>,
 {
     pub fn new(key: KS, f: F, down: BoxPush<O>, ctx: OperatorContext) -> Self {
+        Self::with_side_outputs(key, f, down, SideOutputSet::default(), ctx)
+    }
+
+    pub fn with_side_outputs(
+        key: KS,
+        f: F,
+        down: BoxPush<O>,
+        side: SideOutputSet,
+        ctx: OperatorContext,
+    ) -> Self {
         Self {
+            side,
             key,
             f,
             opened: false,
@@ -217,11 +229,11 @@ where
     }
 
     fn emit(&mut self) -> Result<(), JobError> {
-        if self.out.is_empty() {
-            return Ok(());
+        if !self.out.is_empty() {
+            self.ctx.counters.add_out(self.out.len());
+            self.down.push(&mut self.out)?;
         }
-        self.ctx.counters.add_out(self.out.len());
-        self.down.push(&mut self.out)?;
+        self.side.push_buffered()?;
         self.ctx.enter();
         Ok(())
     }
@@ -250,7 +262,11 @@ where
             };
             let ts = kctx.timestamp;
             self.f
-                .on_timer(at, &mut kctx, &mut Collector::new(&mut self.out, ts))
+                .on_timer(
+                    at,
+                    &mut kctx,
+                    &mut Collector::with_side_outputs(&mut self.out, ts, &mut self.side),
+                )
                 .map_err(|e| self.ctx.error(e))?;
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
                 self.emit()?;
@@ -284,7 +300,11 @@ where
                 domain: None,
             };
             self.f
-                .process_element(x, &mut kctx, &mut Collector::new(&mut self.out, ts))
+                .process_element(
+                    x,
+                    &mut kctx,
+                    &mut Collector::with_side_outputs(&mut self.out, ts, &mut self.side),
+                )
                 .map_err(|e| self.ctx.error(e))?;
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
                 self.emit()?;
@@ -299,11 +319,13 @@ where
         }
         self.watermark = watermark;
         self.fire(TimeDomain::EventTime, watermark)?;
+        self.side.watermark(watermark)?;
         self.down.watermark(watermark)
     }
 
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         self.fire(TimeDomain::ProcessingTime, now_ms)?;
+        self.side.tick(now_ms)?;
         self.down.tick(now_ms)
     }
 
@@ -311,20 +333,28 @@ where
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), JobError>> {
-        self.down.poll_ready(cx)
+        match self.side.poll_ready(cx) {
+            std::task::Poll::Ready(Ok(())) => self.down.poll_ready(cx),
+            other => other,
+        }
     }
     fn flush(&mut self) -> Result<(), JobError> {
+        self.side.flush()?;
         self.down.flush()
     }
     fn poll_flush(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), JobError>> {
-        self.down.poll_flush(cx)
+        match self.side.poll_flush(cx) {
+            std::task::Poll::Ready(Ok(())) => self.down.poll_flush(cx),
+            other => other,
+        }
     }
 
     fn finish(&mut self) -> Result<(), JobError> {
         self.open()?;
+        self.side.finish()?;
         self.down.finish()
     }
 }

@@ -42,12 +42,51 @@ macro_rules! forward_flow_control {
     };
 }
 
+/// The flow-control methods of an operator with side outputs (`self.side`, a
+/// [`SideOutputSet`]) and nothing of its own to ship: every question goes to the main output and
+/// to each side output.
+macro_rules! forward_flow_control_with_side {
+    () => {
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), crate::error::JobError>> {
+            match self.side.poll_ready(cx) {
+                std::task::Poll::Ready(Ok(())) => self.down.poll_ready(cx),
+                other => other,
+            }
+        }
+        fn flush(&mut self) -> Result<(), crate::error::JobError> {
+            self.side.flush()?;
+            self.down.flush()
+        }
+        fn poll_flush(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), crate::error::JobError>> {
+            match self.side.poll_flush(cx) {
+                std::task::Poll::Ready(Ok(())) => self.down.poll_flush(cx),
+                other => other,
+            }
+        }
+        fn watermark(&mut self, watermark: i64) -> Result<(), crate::error::JobError> {
+            self.side.watermark(watermark)?;
+            self.down.watermark(watermark)
+        }
+        fn tick(&mut self, now_ms: i64) -> Result<(), crate::error::JobError> {
+            self.side.tick(now_ms)?;
+            self.down.tick(now_ms)
+        }
+    };
+}
+
 pub mod fan_out;
 pub mod filter;
 pub mod flat_map;
 pub mod map;
 pub mod process;
 pub mod reduce;
+pub mod side;
 pub mod sink;
 
 use std::sync::Arc;
@@ -65,6 +104,7 @@ pub const WATERMARK_MIN: i64 = i64::MIN;
 /// The end of event time: every window and timer fires. Sent once, at the end of input.
 pub const WATERMARK_MAX: i64 = i64::MAX;
 pub use process::{Collector, ProcessFunction};
+pub use side::{OutputTag, SideOutputSet};
 
 /// The most records an operator collects before it pushes them on, whatever its input batch
 /// expanded to (a `flat_map` of one line into a million words pushes many bounded batches).

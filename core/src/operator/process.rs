@@ -1,6 +1,7 @@
 //! `process`: the general operator. A user function sees each record with its runtime context
 //! and emits any number of records through a [`Collector`]; it is told when its input ends.
 
+use super::side::{OutputTag, SideOutputSet};
 use super::{Batch, BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push, RuntimeContext};
 use crate::error::JobError;
 
@@ -12,11 +13,37 @@ pub type UserError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Collector<'a, U> {
     out: &'a mut Batch<U>,
     timestamp: Option<i64>,
+    side: Option<&'a mut SideOutputSet>,
 }
 
 impl<'a, U> Collector<'a, U> {
     pub fn new(out: &'a mut Batch<U>, timestamp: Option<i64>) -> Self {
-        Self { out, timestamp }
+        Self {
+            out,
+            timestamp,
+            side: None,
+        }
+    }
+
+    /// A collector that can also emit to the operator's side outputs.
+    pub fn with_side_outputs(
+        out: &'a mut Batch<U>,
+        timestamp: Option<i64>,
+        side: &'a mut SideOutputSet,
+    ) -> Self {
+        Self {
+            out,
+            timestamp,
+            side: Some(side),
+        }
+    }
+
+    /// Emits a record to the side output `tag` (with the timestamp main output records get).
+    /// Dropped if no stream reads that side output, as in Flink.
+    pub fn output<X: 'static>(&mut self, tag: &OutputTag<X>, value: X) {
+        if let Some(side) = self.side.as_deref_mut() {
+            side.output(tag, value, self.timestamp);
+        }
     }
 
     /// Emits one record.
@@ -86,17 +113,28 @@ pub struct Process<I, O, P> {
     opened: bool,
     out: Batch<O>,
     down: BoxPush<O>,
+    side: SideOutputSet,
     ctx: OperatorContext,
     _in: std::marker::PhantomData<fn(I)>,
 }
 
 impl<I, O: 'static, P: ProcessFunction<I, O>> Process<I, O, P> {
     pub fn new(f: P, down: BoxPush<O>, ctx: OperatorContext) -> Self {
+        Self::with_side_outputs(f, down, SideOutputSet::default(), ctx)
+    }
+
+    pub fn with_side_outputs(
+        f: P,
+        down: BoxPush<O>,
+        side: SideOutputSet,
+        ctx: OperatorContext,
+    ) -> Self {
         Self {
             f,
             opened: false,
             out: Batch::new(),
             down,
+            side,
             ctx,
             _in: std::marker::PhantomData,
         }
@@ -114,7 +152,8 @@ impl<I, O: 'static, P: ProcessFunction<I, O>> Process<I, O, P> {
 
     fn emit(&mut self) -> Result<(), JobError> {
         self.ctx.counters.add_out(self.out.len());
-        self.down.push(&mut self.out)
+        self.down.push(&mut self.out)?;
+        self.side.push_buffered()
     }
 }
 
@@ -125,7 +164,11 @@ impl<I: 'static, O: 'static, P: ProcessFunction<I, O>> Push<I> for Process<I, O,
         self.ctx.counters.add_in(batch.len());
         for (x, ts) in batch.drain() {
             self.f
-                .process_element(x, &self.ctx.runtime, &mut Collector::new(&mut self.out, ts))
+                .process_element(
+                    x,
+                    &self.ctx.runtime,
+                    &mut Collector::with_side_outputs(&mut self.out, ts, &mut self.side),
+                )
                 .map_err(|e| self.ctx.error(e))?;
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
                 self.emit()?;
@@ -135,14 +178,18 @@ impl<I: 'static, O: 'static, P: ProcessFunction<I, O>> Push<I> for Process<I, O,
         }
         self.emit()
     }
-    forward_flow_control!();
+    forward_flow_control_with_side!();
     fn finish(&mut self) -> Result<(), JobError> {
         self.ctx.enter();
         self.open()?;
         self.f
-            .finish(&self.ctx.runtime, &mut Collector::new(&mut self.out, None))
+            .finish(
+                &self.ctx.runtime,
+                &mut Collector::with_side_outputs(&mut self.out, None, &mut self.side),
+            )
             .map_err(|e| self.ctx.error(e))?;
         self.emit()?;
+        self.side.finish()?;
         self.down.finish()
     }
 }
