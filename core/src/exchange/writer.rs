@@ -321,19 +321,21 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
 }
 
 impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
-    #[inline]
+    /// Routes one record into a staging batch whose lanes may differ from its own.
     fn route(&mut self, x: T, ts: Option<i64>) {
         let (p, m) = (self.parallelism, self.max_parallelism);
         match self.partition.route(&x, p, m) {
             Route::One(to) => self.dests[to as usize].staged.push(x, ts),
-            Route::All => {
-                let (last, rest) = self.dests.split_last_mut().expect("parallelism >= 1");
-                for d in rest {
-                    d.staged.push(x.clone(), ts);
-                }
-                last.staged.push(x, ts);
-            }
+            Route::All => self.route_all(x, ts),
         }
+    }
+
+    fn route_all(&mut self, x: T, ts: Option<i64>) {
+        let (last, rest) = self.dests.split_last_mut().expect("parallelism >= 1");
+        for d in rest {
+            d.staged.push(x.clone(), ts);
+        }
+        last.staged.push(x, ts);
     }
 }
 
@@ -352,7 +354,31 @@ impl<T: Data, P: Partition<T>> Push<T> for ExchangeWriter<T, P> {
             d.flush_requested = true;
             self.ship(0, None)?;
             return Ok(());
-        } else if batch.is_timed() {
+        }
+        let timed = batch.is_timed();
+        if self.dests.iter().all(|d| d.staged.takes(timed)) {
+            // The common case: every staging batch has the lanes this batch has.
+            let (p, m) = (self.parallelism, self.max_parallelism);
+            if timed {
+                for (x, ts) in batch.records.drain(..).zip(batch.timestamps.drain(..)) {
+                    match self.partition.route(&x, p, m) {
+                        Route::One(to) => {
+                            let s = &mut self.dests[to as usize].staged;
+                            s.records.push(x);
+                            s.timestamps.push(ts);
+                        }
+                        Route::All => self.route_all(x, Some(ts)),
+                    }
+                }
+            } else {
+                for x in batch.records.drain(..) {
+                    match self.partition.route(&x, p, m) {
+                        Route::One(to) => self.dests[to as usize].staged.records.push(x),
+                        Route::All => self.route_all(x, None),
+                    }
+                }
+            }
+        } else if timed {
             let mut ts = batch.timestamps.drain(..);
             for x in batch.records.drain(..) {
                 self.route(x, ts.next());

@@ -172,19 +172,35 @@ impl<T> Batch<T> {
     /// Appends a record with the timestamp it has (None: the stream has none). A batch that
     /// mixes the two gives the untimed records `i64::MIN`, as Flink gives a record with no
     /// timestamp `Long.MIN_VALUE`.
-    #[inline]
+    #[inline(always)]
     pub fn push(&mut self, record: T, timestamp: Option<i64>) {
         match timestamp {
-            None if self.timestamps.is_empty() => {}
-            None => self.timestamps.push(i64::MIN),
-            Some(ts) => {
-                if self.timestamps.len() < self.records.len() {
-                    self.timestamps.resize(self.records.len(), i64::MIN);
-                }
+            None if self.timestamps.is_empty() => self.records.push(record),
+            Some(ts) if self.timestamps.len() == self.records.len() => {
+                self.records.push(record);
                 self.timestamps.push(ts);
             }
+            _ => self.push_mixed(record, timestamp),
         }
+    }
+
+    /// A record with a timestamp into a batch without, or the other way round.
+    #[cold]
+    fn push_mixed(&mut self, record: T, timestamp: Option<i64>) {
+        self.timestamps.resize(self.records.len(), i64::MIN);
+        self.timestamps.push(timestamp.unwrap_or(i64::MIN));
         self.records.push(record);
+    }
+
+    /// Whether records with timestamps (`timed`) or without can be appended with plain pushes
+    /// to both lanes (or to the records alone).
+    #[inline]
+    pub fn takes(&self, timed: bool) -> bool {
+        if timed {
+            self.timestamps.len() == self.records.len()
+        } else {
+            self.timestamps.is_empty()
+        }
     }
 
     /// Moves every record of `other` to the end of this batch, keeping both lanes aligned.

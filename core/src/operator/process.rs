@@ -47,7 +47,7 @@ impl<'a, U> Collector<'a, U> {
     }
 
     /// Emits one record.
-    #[inline]
+    #[inline(always)]
     pub fn collect(&mut self, value: U) {
         self.out.push(value, self.timestamp);
     }
