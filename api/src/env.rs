@@ -209,6 +209,23 @@ impl StreamExecutionEnvironment {
         self.stream(node)
     }
 
+    /// As [`read_text_file_with`](Self::read_text_file_with), each line with its file (an index
+    /// into [`list_input_files`](crate::source::text_file::list_input_files)'s order) and byte
+    /// offset: for jobs that report bad lines by file and line.
+    pub fn read_text_file_located(
+        &self,
+        path: impl Into<PathBuf>,
+        options: TextFileOptions,
+    ) -> DataStream<crate::source::text_file::Line> {
+        let path = path.into();
+        let node = self.inner.with_graph(|g| {
+            g.add_source::<crate::source::text_file::Line, _, _>("read_text_file", move |ctx| {
+                TextFileSource::open(&path, options.clone(), ctx)
+            })
+        });
+        self.stream(node)
+    }
+
     /// Lines read from a TCP server (`nc -lk 9999` for a try). Like Flink's, this source is not
     /// parallel: shard 0 connects and reads, and a `rebalance` or `key_by` spreads the records.
     pub fn socket_text_stream(&self, host: &str, port: u16) -> DataStream<String> {

@@ -6,6 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use shardflow::jobs::logs;
+use shardflow::jobs::telemetry::{self, TelemetrySettings, WindowStats};
 use shardflow::jobs::wordcount::{self, ShortString, WordCountInput};
 use shardflow::prelude::*;
 use shardflow_core::runtime::MetricsSnapshot;
@@ -30,6 +32,11 @@ enum Command {
     Run {
         #[command(subcommand)]
         job: Job,
+    },
+    /// Write sample input for the built-in jobs.
+    Generate {
+        #[command(subcommand)]
+        what: Generate,
     },
 }
 
@@ -84,6 +91,80 @@ enum Job {
         skip_malformed: bool,
         #[command(flatten)]
         common: Common,
+    },
+    /// Count ERROR lines per host in one-minute event-time windows, from log lines of the form
+    /// `<RFC 3339 timestamp> <host> <LEVEL> <message>`.
+    ///
+    /// Lines that do not parse are counted and listed with their file and line number; the job
+    /// goes on. Try it on `shardflow generate logs --output logs.txt`.
+    Logs {
+        /// A log file, or a directory of them.
+        #[arg(long)]
+        input: PathBuf,
+        /// A directory to write `window_start,window_end,host,errors` CSV files into.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Window length in seconds.
+        #[arg(long, default_value_t = 60)]
+        window_secs: u64,
+        /// How far out of order (in event time) lines may be and still count, in seconds.
+        #[arg(long, default_value_t = 5)]
+        out_of_orderness_secs: u64,
+        /// How long after its end a window still takes late lines (and is emitted again).
+        #[arg(long, default_value_t = 0)]
+        allowed_lateness_secs: u64,
+        /// Malformed lines to list (all are counted).
+        #[arg(long, default_value_t = 20)]
+        show_malformed: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Generated sensor readings, out of order, in per-sensor tumbling event-time windows of
+    /// count, sum and max.
+    Telemetry {
+        /// Readings per second (of event time; of real time too with --paced).
+        #[arg(long, default_value_t = 1_000_000)]
+        rate: u64,
+        /// Seconds of readings.
+        #[arg(long, default_value_t = 10)]
+        duration_secs: u64,
+        #[arg(long, default_value_t = 10_000)]
+        sensors: u32,
+        /// How far back a reading's time may be pulled (its disorder), in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        disorder_ms: u64,
+        /// The watermark's bound, in milliseconds: readings this much out of order still count.
+        #[arg(long, default_value_t = 100)]
+        out_of_orderness_ms: u64,
+        #[arg(long, default_value_t = 1_000)]
+        window_ms: u64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Emit readings in real time at --rate (a live feed) instead of as fast as possible.
+        #[arg(long)]
+        paced: bool,
+        /// A directory to write `sensor,window_start,window_end,count,sum,max` CSV files into.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum Generate {
+    /// Log lines for `shardflow run logs`: timestamps a few seconds out of order, a few hosts,
+    /// levels INFO/WARN/ERROR, and (with --malformed) some lines that do not parse.
+    Logs {
+        #[arg(long)]
+        output: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        lines: u64,
+        /// One line in this many is malformed (0: none).
+        #[arg(long, default_value_t = 0)]
+        malformed_every: u64,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
     },
 }
 
@@ -166,7 +247,182 @@ fn progress_reporter(job: &'static str) -> impl FnMut(&MetricsSnapshot, Duration
 
 fn run(cli: Cli) -> Result<(), JobError> {
     match cli.command {
+        Command::Generate {
+            what:
+                Generate::Logs {
+                    output,
+                    lines,
+                    malformed_every,
+                    seed,
+                },
+        } => {
+            let bytes = logs::write_sample(&output, lines, malformed_every, seed)
+                .map_err(|e| JobError::io(&output, "cannot write sample logs", e))?;
+            println!(
+                "{lines} lines ({bytes} bytes) written to {}",
+                output.display()
+            );
+            Ok(())
+        }
         Command::Run { job } => match job {
+            Job::Logs {
+                input,
+                output,
+                window_secs,
+                out_of_orderness_secs,
+                allowed_lateness_secs,
+                show_malformed,
+                common,
+            } => {
+                let mut env = StreamExecutionEnvironment::local();
+                configure(&mut env, &common);
+                env.on_progress(progress_reporter("logs"));
+                let settings = logs::LogsSettings {
+                    window: Duration::from_secs(window_secs.max(1)),
+                    out_of_orderness: Duration::from_secs(out_of_orderness_secs),
+                    allowed_lateness: Duration::from_secs(allowed_lateness_secs),
+                };
+                let lines = env.read_text_file_located(input.clone(), TextFileOptions::default());
+                let (counts, malformed) = logs::error_counts(&lines, &settings);
+                let malformed = malformed.collect();
+                let collected = match &output {
+                    Some(dir) => {
+                        counts
+                            .map(|h: logs::HostErrors| {
+                                (
+                                    logs::format_ms(h.window_start),
+                                    logs::format_ms(h.window_end),
+                                    h.host,
+                                    h.errors,
+                                )
+                            })
+                            .write_as_csv_with(dir.clone(), WriteMode::Overwrite);
+                        None
+                    }
+                    None => Some(counts.collect()),
+                };
+                let result = env.execute("logs")?;
+                eprintln!();
+                print!("{result}");
+                let late: u64 = result
+                    .metrics
+                    .operators
+                    .iter()
+                    .map(|o| o.records_late)
+                    .sum();
+                if let Some(c) = collected {
+                    let mut rows = c.take();
+                    rows.sort();
+                    println!("errors per host and window ({} rows):", rows.len());
+                    for r in &rows {
+                        println!(
+                            "  {} .. {}  {:<20} {:>8}",
+                            logs::format_ms(r.window_start),
+                            logs::format_ms(r.window_end),
+                            r.host,
+                            r.errors
+                        );
+                    }
+                } else if let Some(dir) = &output {
+                    println!("errors per host and window written to {}", dir.display());
+                }
+                if late > 0 {
+                    println!(
+                        "{late} ERROR lines came after their window had closed (more than \
+                         {out_of_orderness_secs} s out of order) and were not counted"
+                    );
+                }
+                report_malformed(&input, malformed.take(), show_malformed)?;
+                Ok(())
+            }
+            Job::Telemetry {
+                rate,
+                duration_secs,
+                sensors,
+                disorder_ms,
+                out_of_orderness_ms,
+                window_ms,
+                seed,
+                paced,
+                output,
+                common,
+            } => {
+                let mut env = StreamExecutionEnvironment::local();
+                configure(&mut env, &common);
+                env.on_progress(progress_reporter("telemetry"));
+                let settings = TelemetrySettings {
+                    readings: rate.saturating_mul(duration_secs),
+                    sensors: sensors.max(1),
+                    rate: rate.max(1),
+                    disorder_ms,
+                    out_of_orderness_ms,
+                    window_ms: window_ms.max(1),
+                    seed,
+                    paced,
+                };
+                let readings = telemetry::readings(&env, &settings);
+                let stats = telemetry::window_stats(&readings, &settings);
+                let collected = match &output {
+                    Some(dir) => {
+                        stats
+                            .map(|w: WindowStats| {
+                                (
+                                    w.sensor,
+                                    w.window_start,
+                                    w.window_end,
+                                    w.count,
+                                    w.sum,
+                                    w.max,
+                                )
+                            })
+                            .write_as_csv_with(dir.clone(), WriteMode::Overwrite);
+                        None
+                    }
+                    None => Some(stats.collect()),
+                };
+                let result = env.execute("telemetry")?;
+                eprintln!();
+                print!("{result}");
+                let late: u64 = result
+                    .metrics
+                    .operators
+                    .iter()
+                    .map(|o| o.records_late)
+                    .sum();
+                println!(
+                    "{} readings of {} sensors, {:.1} M readings/s; {late} late",
+                    settings.readings,
+                    settings.sensors,
+                    settings.readings as f64 / result.elapsed.as_secs_f64() / 1e6
+                );
+                match (collected, output) {
+                    (Some(c), _) => {
+                        let mut rows = c.take();
+                        let windows: std::collections::BTreeSet<i64> =
+                            rows.iter().map(|w| w.window_start).collect();
+                        println!(
+                            "{} windows ({} sensors x {} periods); the highest maxima:",
+                            rows.len(),
+                            settings.sensors,
+                            windows.len()
+                        );
+                        rows.sort_by(|a, b| b.max.cmp(&a.max).then(a.cmp(b)));
+                        for w in rows.iter().take(5) {
+                            println!(
+                                "  sensor {:>6}  {}  count {:>6}  sum {:>9}  max {:>4}",
+                                w.sensor,
+                                logs::format_ms(w.window_start),
+                                w.count,
+                                w.sum,
+                                w.max
+                            );
+                        }
+                    }
+                    (None, Some(dir)) => println!("windows written to {}", dir.display()),
+                    (None, None) => unreachable!(),
+                }
+                Ok(())
+            }
             Job::Wordcount {
                 input,
                 output,
@@ -244,4 +500,33 @@ fn run(cli: Cli) -> Result<(), JobError> {
             }
         },
     }
+}
+
+/// Lists malformed lines by file and line number (the first `show` of them, in file order) and
+/// says how many there were.
+fn report_malformed(
+    input: &std::path::Path,
+    mut malformed: Vec<logs::Malformed>,
+    show: usize,
+) -> Result<(), JobError> {
+    if malformed.is_empty() {
+        return Ok(());
+    }
+    malformed.sort_by_key(|m| (m.file, m.offset));
+    let files = shardflow::source::text_file::list_input_files(input)?;
+    println!("{} malformed lines (not counted):", malformed.len());
+    let shown = &malformed[..show.min(malformed.len())];
+    for group in shown.chunk_by(|a, b| a.file == b.file) {
+        let path = &files[group[0].file as usize].0;
+        let offsets: Vec<u64> = group.iter().map(|m| m.offset).collect();
+        let lines = shardflow::source::text_file::line_number_at(path, &offsets)
+            .map_err(|e| JobError::io(path, "cannot read input", e))?;
+        for (m, line) in group.iter().zip(lines) {
+            println!("  {}:{line}: {}", path.display(), m.reason);
+        }
+    }
+    if malformed.len() > shown.len() {
+        println!("  ... and {} more", malformed.len() - shown.len());
+    }
+    Ok(())
 }

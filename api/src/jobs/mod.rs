@@ -1,4 +1,5 @@
 //! The jobs the `shardflow` binary carries.
 
+pub mod logs;
 pub mod telemetry;
 pub mod wordcount;

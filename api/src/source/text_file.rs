@@ -69,9 +69,75 @@ pub fn list_input_files(path: &Path) -> Result<Vec<(PathBuf, u64)>, JobError> {
     Ok(files)
 }
 
+/// A line with where it lies: the index of its file in [`list_input_files`]'s order and the byte
+/// offset of its first byte. Read with `read_text_file_located`, for jobs that report bad lines
+/// by file and line (see [`line_number_at`]).
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Line {
+    pub file: u32,
+    pub offset: u64,
+    pub text: String,
+}
+
+/// What a text source makes of each line it reads.
+pub trait FromLine: Sized + 'static {
+    fn from_line(file: u32, offset: u64, text: &str) -> Self;
+}
+
+impl FromLine for String {
+    #[inline]
+    fn from_line(_file: u32, _offset: u64, text: &str) -> Self {
+        text.to_owned()
+    }
+}
+
+impl FromLine for Line {
+    #[inline]
+    fn from_line(file: u32, offset: u64, text: &str) -> Self {
+        Line {
+            file,
+            offset,
+            text: text.to_owned(),
+        }
+    }
+}
+
+/// The 1-based line numbers of the lines starting at `offsets` (sorted) of the file at `path`, by
+/// one pass over the file. For reports after a job, off the data path.
+pub fn line_number_at(path: &Path, offsets: &[u64]) -> std::io::Result<Vec<u64>> {
+    use std::io::Read;
+    debug_assert!(offsets.windows(2).all(|w| w[0] <= w[1]));
+    let mut file = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut pos, mut newlines, mut next) = (0u64, 0u64, 0usize);
+    let mut out = Vec::with_capacity(offsets.len());
+    while next < offsets.len() {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        let chunk = &buf[..n];
+        let mut from = 0usize;
+        while next < offsets.len() && offsets[next] < pos + n as u64 {
+            let upto = (offsets[next] - pos) as usize;
+            newlines += memchr::memchr_iter(b'\n', &chunk[from..upto]).count() as u64;
+            from = upto;
+            out.push(newlines + 1);
+            next += 1;
+        }
+        newlines += memchr::memchr_iter(b'\n', &chunk[from..]).count() as u64;
+        pos += n as u64;
+    }
+    // Offsets past the end (there should be none) get the last line.
+    out.resize(offsets.len(), newlines + 1);
+    Ok(out)
+}
+
 /// One file's part of a shard's byte range.
 struct Split {
     path: PathBuf,
+    /// The file's index among the input files.
+    index: u32,
     start: u64,
     end: u64,
 }
@@ -79,6 +145,7 @@ struct Split {
 struct OpenSplit {
     file: BufferedFile,
     path: PathBuf,
+    index: u32,
     /// Bytes before this offset have been read.
     read_offset: u64,
     /// Lines that start at or after this offset belong to the next shard.
@@ -93,15 +160,16 @@ struct OpenSplit {
     skip_first: bool,
 }
 
-pub struct TextFileSource {
+pub struct TextFileSource<R = String> {
     splits: std::vec::IntoIter<Split>,
     current: Option<OpenSplit>,
     carry: Vec<u8>,
     options: TextFileOptions,
     ctx: OperatorContext,
+    _r: std::marker::PhantomData<fn() -> R>,
 }
 
-impl TextFileSource {
+impl<R: FromLine> TextFileSource<R> {
     pub fn open(
         path: &Path,
         options: TextFileOptions,
@@ -112,11 +180,12 @@ impl TextFileSource {
         let mine = split_range(0, total, ctx.runtime.shard, ctx.runtime.parallelism);
         let mut splits = Vec::new();
         let mut base = 0u64;
-        for (p, len) in files {
+        for (index, (p, len)) in files.into_iter().enumerate() {
             let (a, b) = (mine.start.max(base), mine.end.min(base + len));
             if a < b {
                 splits.push(Split {
                     path: p,
+                    index: index as u32,
                     start: a - base,
                     end: b - base,
                 });
@@ -129,6 +198,7 @@ impl TextFileSource {
             carry: Vec::new(),
             options,
             ctx: ctx.clone(),
+            _r: std::marker::PhantomData,
         })
     }
 
@@ -144,6 +214,7 @@ impl TextFileSource {
         self.current = Some(OpenSplit {
             file,
             path: split.path,
+            index: split.index,
             read_offset: read_from,
             end: split.end,
             chunk: None,
@@ -206,10 +277,10 @@ async fn line_number(file: &BufferedFile, path: &Path, offset: u64) -> Result<u6
     Ok(newlines + 1)
 }
 
-impl Source<String> for TextFileSource {
+impl<R: FromLine> Source<R> for TextFileSource<R> {
     async fn next_batch(
         &mut self,
-        out: &mut Vec<String>,
+        out: &mut Vec<R>,
         max_records: usize,
     ) -> Result<SourceStatus, JobError> {
         while out.len() < max_records {
@@ -227,7 +298,7 @@ impl Source<String> for TextFileSource {
                     let own = !split.skip_first && line_start < split.end && !self.carry.is_empty();
                     if own {
                         match line_text(&self.carry) {
-                            Some(text) => out.push(text.to_owned()),
+                            Some(text) => out.push(R::from_line(split.index, line_start, text)),
                             None => self.malformed(line_start).await?,
                         }
                     }
@@ -265,7 +336,7 @@ impl Source<String> for TextFileSource {
                             &self.carry
                         };
                         match line_text(bytes) {
-                            Some(text) => out.push(text.to_owned()),
+                            Some(text) => out.push(R::from_line(split.index, line_start, text)),
                             None => self.malformed(line_start).await?,
                         }
                     }
