@@ -126,6 +126,8 @@ impl AggregateFunction<LogEvent> for Count {
     }
 }
 
+// The key is the window function's `&K`, and the key is a `String`.
+#[allow(clippy::ptr_arg)]
 fn host_errors(
     host: &String,
     ctx: &WindowContext<TimeWindow>,
@@ -188,26 +190,6 @@ pub fn error_counts(
     (counts, malformed)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lines_parse_or_say_why_not() {
-        let e = parse_line("2026-11-25T10:00:01.250Z web-1 ERROR disk full on /var").unwrap();
-        assert_eq!(e.host, "web-1");
-        assert_eq!(e.level, "ERROR");
-        assert_eq!(e.ts, 1_795_600_801_250);
-        assert_eq!(format_ms(e.ts), "2026-11-25T10:00:01.25Z");
-        let e = parse_line("2026-11-25T11:00:00+01:00 db INFO").unwrap();
-        assert_eq!(e.ts, 1_795_600_800_000);
-        assert!(parse_line("").is_err());
-        assert!(parse_line("2026-11-25T10:00:00Z web-1").is_err());
-        let err = parse_line("yesterday web-1 ERROR x").unwrap_err();
-        assert!(err.contains("yesterday"), "{err}");
-    }
-}
-
 /// Writes `lines` sample log lines to `path`: a few hosts, levels INFO/WARN/ERROR, timestamps
 /// advancing about 100 ms a line and pulled back by up to 2 s, and one line in
 /// `malformed_every` malformed (0: none). Returns the bytes written.
@@ -238,4 +220,24 @@ pub fn write_sample(
     }
     out.flush()?;
     Ok(std::fs::metadata(path)?.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_parse_or_say_why_not() {
+        let e = parse_line("2026-11-25T10:00:01.250Z web-1 ERROR disk full on /var").unwrap();
+        assert_eq!(e.host, "web-1");
+        assert_eq!(e.level, "ERROR");
+        assert_eq!(e.ts, 1_795_600_801_250);
+        assert_eq!(format_ms(e.ts), "2026-11-25T10:00:01.25Z");
+        let e = parse_line("2026-11-25T11:00:00+01:00 db INFO").unwrap();
+        assert_eq!(e.ts, 1_795_600_800_000);
+        assert!(parse_line("").is_err());
+        assert!(parse_line("2026-11-25T10:00:00Z web-1").is_err());
+        let err = parse_line("yesterday web-1 ERROR x").unwrap_err();
+        assert!(err.contains("yesterday"), "{err}");
+    }
 }
