@@ -44,6 +44,9 @@ pub enum FrameKind {
     /// The event timestamps of the records of the DATA frame that follows: payload is one i64
     /// (little-endian) per record.
     Timestamps = 6,
+    /// The sender's watermark status: payload is one byte, 1 idle (its watermark no longer holds
+    /// event time back), 0 active again.
+    Status = 7,
 }
 
 impl FrameKind {
@@ -55,6 +58,7 @@ impl FrameKind {
             4 => Self::End,
             5 => Self::Credit,
             6 => Self::Timestamps,
+            7 => Self::Status,
             _ => return None,
         })
     }

@@ -95,6 +95,9 @@ impl Push<u64> for Record {
     fn watermark(&mut self, _watermark: i64) -> Result<(), JobError> {
         Ok(())
     }
+    fn watermark_status(&mut self, _idle: bool) -> Result<(), JobError> {
+        Ok(())
+    }
     fn finish(&mut self) -> Result<(), JobError> {
         *self.1.borrow_mut() = true;
         Ok(())

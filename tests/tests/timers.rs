@@ -265,3 +265,164 @@ fn processing_time_timers_fire_when_the_test_clock_passes_them() {
         assert_eq!(fired[k], set.iter().copied().collect::<Vec<_>>(), "key {k}");
     }
 }
+
+struct WindowsToChannel(std::sync::mpsc::Sender<(u32, i64, u64)>);
+
+impl SinkFunction<(u32, i64, u64)> for WindowsToChannel {
+    fn write(&mut self, batch: &mut Vec<(u32, i64, u64)>) -> Result<(), JobError> {
+        for x in batch.drain(..) {
+            let _ = self.0.send(x);
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), JobError> {
+        Ok(())
+    }
+}
+
+/// Shard 0 reads `records` then waits for the gate; shard 1 reads nothing and waits too.
+struct OneSidedGated {
+    records: Vec<(u32, i64)>,
+    gate: Arc<AtomicBool>,
+    emitted: Arc<AtomicBool>,
+}
+
+impl Source<(u32, i64)> for OneSidedGated {
+    async fn next_batch(
+        &mut self,
+        out: &mut Vec<(u32, i64)>,
+        _max: usize,
+    ) -> Result<SourceStatus, JobError> {
+        if !self.records.is_empty() {
+            out.append(&mut self.records);
+            return Ok(SourceStatus::More);
+        }
+        self.emitted.store(true, Ordering::Release);
+        if self.gate.load(Ordering::Acquire) {
+            return Ok(SourceStatus::End);
+        }
+        glommio::timer::sleep(Duration::from_millis(1)).await;
+        Ok(SourceStatus::More)
+    }
+}
+
+/// Counts per key in 1 s windows of (key, timestamp) records, from a job whose shard 1 input is
+/// silent: returns (windows fired before the gate opened, all windows).
+/// (key, window start, records)
+type Fired = Vec<(u32, i64, u64)>;
+
+fn run_with_silent_shard(idleness: Option<Duration>) -> (Fired, Fired) {
+    // Keys and times; the last record pushes event time well past the earlier windows.
+    let records: Vec<(u32, i64)> = (0..3_000).map(|i| (i % 5, i as i64 * 10)).collect();
+    let clock = ManualClock::new(0);
+    let gate = Arc::new(AtomicBool::new(false));
+    let emitted = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = std::sync::mpsc::channel::<(u32, i64, u64)>();
+    let job = {
+        let (clock, gate, emitted, records) = (
+            clock.clone(),
+            gate.clone(),
+            emitted.clone(),
+            records.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut env = StreamExecutionEnvironment::local();
+            env.set_parallelism(2);
+            env.config_mut().clock = ProcessingClock::Manual(clock);
+            let tx = std::sync::Mutex::new(tx);
+            let mut strategy =
+                WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(0))
+                    .with_timestamp_assigner(|r: &(u32, i64)| r.1);
+            if let Some(t) = idleness {
+                strategy = strategy.with_idleness(t);
+            }
+            env.add_source("one-sided", move |ctx| {
+                Ok(OneSidedGated {
+                    records: if ctx.runtime.shard == 0 {
+                        records.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    gate: gate.clone(),
+                    emitted: emitted.clone(),
+                })
+            })
+            .assign_timestamps_and_watermarks(strategy)
+            .key_by(|r: &(u32, i64)| r.0)
+            .window(TumblingWindows::event_time(Duration::from_secs(1)))
+            .process(
+                |k: &u32,
+                 ctx: &WindowContext<TimeWindow>,
+                 rs: &[(u32, i64)],
+                 out: &mut Collector<(u32, i64, u64)>| {
+                    out.collect((*k, ctx.window.start, rs.len() as u64));
+                    Ok(())
+                },
+            )
+            .sink_to("channel", move |_| {
+                Ok(WindowsToChannel(tx.lock().unwrap().clone()))
+            });
+            env.execute("idleness")
+        })
+    };
+    while !emitted.load(Ordering::Acquire) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // Processing time passes well beyond the idleness timeout (if there is one).
+    for t in 1..=20 {
+        clock.set_ms(t * 100);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // The windows of seconds 0..29 are complete (the watermark passed them); the last one,
+    // [29 s, 30 s), holds the last record and closes only at the end of input.
+    let complete = 29 * 5;
+    let mut before = Vec::new();
+    if idleness.is_some() {
+        // Idle shard 1 no longer holds the watermark back: every complete window fires now.
+        while before.len() < complete {
+            before.push(
+                rx.recv_timeout(Duration::from_secs(60))
+                    .expect("windows fire"),
+            );
+        }
+    } else {
+        // Shard 1's watermark is still at the beginning of time: nothing may fire.
+        std::thread::sleep(Duration::from_millis(200));
+        while let Ok(w) = rx.try_recv() {
+            before.push(w);
+        }
+    }
+    gate.store(true, Ordering::Release);
+    job.join().unwrap().unwrap();
+    let mut all = before.clone();
+    while let Ok(w) = rx.try_recv() {
+        all.push(w);
+    }
+    before.sort();
+    all.sort();
+    (before, all)
+}
+
+#[test]
+fn an_idle_input_holds_windows_back_unless_the_strategy_has_an_idleness_timeout() {
+    let _cpus = shardflow_tests::shared_cpus();
+    // The reference: 3,000 records 10 ms apart, keys round robin: per key and second, 20.
+    let mut want: Vec<(u32, i64, u64)> = Vec::new();
+    for s in 0..30i64 {
+        for k in 0..5u32 {
+            want.push((k, s * 1000, 20));
+        }
+    }
+    want.sort();
+    let complete: Vec<(u32, i64, u64)> = want.iter().copied().filter(|w| w.1 < 29_000).collect();
+    let (before, all) = run_with_silent_shard(None);
+    assert!(
+        before.is_empty(),
+        "windows fired without idleness: {before:?}"
+    );
+    assert_eq!(all, want, "at the end of input every window fires");
+
+    let (before, all) = run_with_silent_shard(Some(Duration::from_millis(500)));
+    assert_eq!(before, complete, "idle shard 1 did not stall the windows");
+    assert_eq!(all, want);
+}

@@ -13,6 +13,8 @@ use crate::operator::Batch;
 pub enum LocalMessage<T> {
     Batch(Batch<T>),
     Watermark(i64),
+    /// The writer's input went idle (true) or active again (false).
+    Status(bool),
     End,
 }
 
@@ -90,6 +92,15 @@ impl<T> LocalChannel<T> {
             Some(LocalMessage::Watermark(w)) => *w = (*w).max(watermark),
             _ => inner.queue.push_back(LocalMessage::Watermark(watermark)),
         }
+        if let Some(w) = inner.rx_waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Sends a watermark status (it needs no slot).
+    pub fn send_status(&self, idle: bool) {
+        let mut inner = self.inner.borrow_mut();
+        inner.queue.push_back(LocalMessage::Status(idle));
         if let Some(w) = inner.rx_waker.take() {
             w.wake();
         }

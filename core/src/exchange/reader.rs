@@ -18,7 +18,7 @@ use super::local::{LocalChannel, LocalMessage};
 use crate::config::{FlushPolicy, SchedulingMode};
 use crate::data::{Data, unarchive_batch};
 use crate::error::JobError;
-use crate::operator::{Batch, BoxPush, WATERMARK_MAX, WATERMARK_MIN, flushed, ready, wait};
+use crate::operator::{Batch, BoxPush, ValveOutput, WatermarkValve, flushed, ready, wait};
 use crate::runtime::CancelToken;
 
 /// What the reader task needs besides its inputs and chain.
@@ -39,17 +39,18 @@ enum Link<T> {
 
 struct Input<T> {
     link: Link<T>,
-    /// The last watermark this input sent.
-    watermark: i64,
+    ended: bool,
 }
 
-/// The minimum watermark over the inputs still open (every input that ended is at +inf).
-fn min_watermark<T>(inputs: &[Input<T>]) -> i64 {
-    inputs
-        .iter()
-        .map(|i| i.watermark)
-        .min()
-        .unwrap_or(WATERMARK_MAX)
+/// Hands on what the valve says, in order with the data.
+fn apply<T>(chain: &mut BoxPush<T>, out: ValveOutput) -> Result<(), JobError> {
+    if let Some(w) = out.watermark {
+        chain.watermark(w)?;
+    }
+    if let Some(idle) = out.status {
+        chain.watermark_status(idle)?;
+    }
+    Ok(())
 }
 
 /// Runs until every input has sent end of input; then finishes the chain.
@@ -71,14 +72,15 @@ pub async fn run_reader<T: Data>(
                 },
                 None => Link::Local(local.take().expect("one local input")),
             },
-            watermark: WATERMARK_MIN,
+            ended: false,
         })
         .collect();
+    let mut open = inputs.len();
     let mut batch: Batch<T> = Batch::new();
     // Timestamps read from a TIMESTAMPS frame, for the DATA frame that follows it.
     let mut timestamps: Vec<i64> = Vec::new();
-    // The watermark handed to the chain: the minimum over the inputs, never going back.
-    let mut watermark = WATERMARK_MIN;
+    // The watermark handed to the chain: the minimum over the active inputs, never going back.
+    let mut valve = WatermarkValve::new(inputs.len());
     let mut cooperate = crate::operator::Cooperate::new();
     let shard = settings.shard;
     let name = &settings.name;
@@ -94,13 +96,16 @@ pub async fn run_reader<T: Data>(
         }
     };
 
-    while !inputs.is_empty() {
+    while open > 0 {
         ready(chain.as_mut(), settings.scheduling).await?;
         let mut progressed = false;
         let mut i = 0;
         while i < inputs.len() {
+            if inputs[i].ended {
+                i += 1;
+                continue;
+            }
             let mut ended = false;
-            let mut input_watermark = inputs[i].watermark;
             match &inputs[i].link {
                 Link::Remote { from, ring } => {
                     let from = *from;
@@ -167,7 +172,25 @@ pub async fn run_reader<T: Data>(
                                                 frame.payload.len()
                                             ),
                                         })?;
-                                    input_watermark = input_watermark.max(i64::from_le_bytes(w));
+                                    apply(&mut chain, valve.watermark(i, i64::from_le_bytes(w)))?;
+                                }
+                                FrameKind::Status => {
+                                    let idle = match frame.payload {
+                                        [0] => false,
+                                        [1] => true,
+                                        other => {
+                                            return Err(JobError::Decode {
+                                                channel: name.describe(from, shard),
+                                                offset: frame.payload.as_ptr() as usize
+                                                    - buf.as_ptr() as usize,
+                                                message: format!(
+                                                    "a status frame of {} bytes (not one 0 or 1)",
+                                                    other.len()
+                                                ),
+                                            });
+                                        }
+                                    };
+                                    apply(&mut chain, valve.status(i, idle))?;
                                 }
                                 FrameKind::End => ended = true,
                                 // Checkpoints arrive with their issue; until then no writer sends
@@ -187,29 +210,24 @@ pub async fn run_reader<T: Data>(
                                 ch.release(b);
                             }
                             LocalMessage::Watermark(w) => {
-                                input_watermark = input_watermark.max(w);
+                                apply(&mut chain, valve.watermark(i, w))?;
+                            }
+                            LocalMessage::Status(idle) => {
+                                apply(&mut chain, valve.status(i, idle))?;
                             }
                             LocalMessage::End => ended = true,
                         }
                     }
                 }
             }
-            let advanced = ended || input_watermark > inputs[i].watermark;
             if ended {
-                inputs.swap_remove(i);
-            } else {
-                inputs[i].watermark = input_watermark;
-                i += 1;
+                inputs[i].ended = true;
+                open -= 1;
+                apply(&mut chain, valve.remove(i))?;
             }
-            if advanced {
-                let min = min_watermark(&inputs);
-                if min > watermark {
-                    watermark = min;
-                    chain.watermark(watermark)?;
-                }
-            }
+            i += 1;
         }
-        if inputs.is_empty() {
+        if open == 0 {
             break;
         }
         if let Some(now) = settings.ticker.due() {
@@ -244,16 +262,19 @@ pub async fn run_reader<T: Data>(
             {
                 return Poll::Ready(Ok(()));
             }
-            for input in &inputs {
+            for input in inputs.iter().filter(|i| !i.ended) {
                 match &input.link {
                     Link::Remote { ring, .. } => ring.register(cx),
                     Link::Local(ch) => ch.register(cx),
                 }
             }
-            let any = inputs.iter().any(|input| match &input.link {
-                Link::Remote { ring, .. } => ring.is_ready(),
-                Link::Local(ch) => ch.is_ready(),
-            });
+            let any = inputs
+                .iter()
+                .filter(|i| !i.ended)
+                .any(|input| match &input.link {
+                    Link::Remote { ring, .. } => ring.is_ready(),
+                    Link::Local(ch) => ch.is_ready(),
+                });
             if any || cancel.is_cancelled() {
                 Poll::Ready(Ok(()))
             } else {

@@ -31,10 +31,10 @@ struct Destination<T> {
     to: u32,
     link: Link<T>,
     staged: Batch<T>,
-    /// Watermarks owed, each with the number of staged records that go before it. Records staged
-    /// after a watermark never overtake it, so what is late downstream is exactly what was late
-    /// here, whatever the credit.
-    marks: VecDeque<(usize, i64)>,
+    /// Watermarks and status changes owed, each with the number of staged records that go
+    /// before it. Records staged after a watermark never overtake it, so what is late downstream
+    /// is exactly what was late here, whatever the credit.
+    marks: VecDeque<(usize, Mark)>,
     /// Ship the partial batch too (set by flush and finish).
     flush_requested: bool,
     /// End of input is yet to be sent.
@@ -60,6 +60,13 @@ pub struct WriterSettings {
     pub batch_bytes: usize,
     pub checksum: Checksum,
     pub name: ExchangeName,
+}
+
+/// A control event owed to a destination after some staged records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Watermark(i64),
+    Status(bool),
 }
 
 /// What a destination owes next.
@@ -211,8 +218,10 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                         }
                     }
                     if owed.mark {
-                        let (_, w) = d.marks.pop_front().expect("a mark is due");
-                        ch.send_watermark(w);
+                        match d.marks.pop_front().expect("a mark is due").1 {
+                            Mark::Watermark(w) => ch.send_watermark(w),
+                            Mark::Status(idle) => ch.send_status(idle),
+                        }
                     }
                     if owed.end && d.marks.is_empty() {
                         ch.send_end();
@@ -269,15 +278,23 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                     }
                     let d = &mut self.dests[i];
                     if owed.mark {
-                        let (_, w) = d.marks.pop_front().expect("a mark is due");
-                        write_frame(
-                            &mut buf,
-                            FrameKind::Watermark,
-                            channel,
-                            &w.to_le_bytes(),
-                            self.checksum,
-                        )
-                        .map_err(|e| self.frame_error(to, e))?;
+                        let written = match d.marks.pop_front().expect("a mark is due").1 {
+                            Mark::Watermark(w) => write_frame(
+                                &mut buf,
+                                FrameKind::Watermark,
+                                channel,
+                                &w.to_le_bytes(),
+                                self.checksum,
+                            ),
+                            Mark::Status(idle) => write_frame(
+                                &mut buf,
+                                FrameKind::Status,
+                                channel,
+                                &[idle as u8],
+                                self.checksum,
+                            ),
+                        };
+                        written.map_err(|e| self.frame_error(to, e))?;
                     }
                     let d = &mut self.dests[i];
                     if owed.end && d.marks.is_empty() {
@@ -402,9 +419,19 @@ impl<T: Data, P: Partition<T>> Push<T> for ExchangeWriter<T, P> {
             let d = &mut self.dests[i];
             let at = d.staged.len();
             match d.marks.back_mut() {
-                Some(m) if m.0 == at => m.1 = m.1.max(watermark),
-                _ => d.marks.push_back((at, watermark)),
+                Some((pos, Mark::Watermark(w))) if *pos == at => *w = (*w).max(watermark),
+                _ => d.marks.push_back((at, Mark::Watermark(watermark))),
             }
+            self.ship(i, None)?;
+        }
+        Ok(())
+    }
+
+    fn watermark_status(&mut self, idle: bool) -> Result<(), JobError> {
+        for i in 0..self.dests.len() {
+            let d = &mut self.dests[i];
+            let at = d.staged.len();
+            d.marks.push_back((at, Mark::Status(idle)));
             self.ship(i, None)?;
         }
         Ok(())

@@ -329,6 +329,11 @@ where
         self.down.tick(now_ms)
     }
 
+    fn watermark_status(&mut self, idle: bool) -> Result<(), JobError> {
+        self.side.watermark_status(idle)?;
+        self.down.watermark_status(idle)
+    }
+
     fn poll_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,

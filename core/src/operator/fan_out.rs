@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::{Batch, BoxPush, Push, WATERMARK_MAX, WATERMARK_MIN};
+use super::{Batch, BoxPush, Push, ValveOutput, WatermarkValve};
 use crate::error::JobError;
 
 /// One stream consumed by several operators: every consumer gets every record (the first ones a
@@ -43,6 +43,11 @@ impl<T: Clone + 'static> Push<T> for FanOut<T> {
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         self.downs.iter_mut().try_for_each(|d| d.tick(now_ms))
     }
+    fn watermark_status(&mut self, idle: bool) -> Result<(), JobError> {
+        self.downs
+            .iter_mut()
+            .try_for_each(|d| d.watermark_status(idle))
+    }
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
         for d in &mut self.downs {
             match d.poll_ready(cx) {
@@ -72,25 +77,16 @@ impl<T: Clone + 'static> Push<T> for FanOut<T> {
 struct SharedInner<T> {
     down: BoxPush<T>,
     inputs_open: usize,
-    /// The watermark of each input.
-    watermarks: Vec<i64>,
-    /// The watermark handed down: the minimum over the inputs.
-    watermark: i64,
+    valve: WatermarkValve,
 }
 
 impl<T> SharedInner<T> {
-    fn set_watermark(&mut self, input: usize, watermark: i64) -> Result<(), JobError> {
-        let w = &mut self.watermarks[input];
-        *w = (*w).max(watermark);
-        let min = self
-            .watermarks
-            .iter()
-            .copied()
-            .min()
-            .unwrap_or(WATERMARK_MAX);
-        if min > self.watermark {
-            self.watermark = min;
-            self.down.watermark(min)?;
+    fn apply(&mut self, out: ValveOutput) -> Result<(), JobError> {
+        if let Some(w) = out.watermark {
+            self.down.watermark(w)?;
+        }
+        if let Some(idle) = out.status {
+            self.down.watermark_status(idle)?;
         }
         Ok(())
     }
@@ -112,8 +108,7 @@ impl<T: 'static> Shared<T> {
         let inner = Rc::new(RefCell::new(SharedInner {
             down,
             inputs_open: inputs,
-            watermarks: vec![WATERMARK_MIN; inputs],
-            watermark: WATERMARK_MIN,
+            valve: WatermarkValve::new(inputs),
         }));
         (0..inputs)
             .map(|input| {
@@ -132,7 +127,14 @@ impl<T: 'static> Push<T> for Shared<T> {
         self.inner.borrow_mut().down.push(batch)
     }
     fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {
-        self.inner.borrow_mut().set_watermark(self.input, watermark)
+        let mut inner = self.inner.borrow_mut();
+        let out = inner.valve.watermark(self.input, watermark);
+        inner.apply(out)
+    }
+    fn watermark_status(&mut self, idle: bool) -> Result<(), JobError> {
+        let mut inner = self.inner.borrow_mut();
+        let out = inner.valve.status(self.input, idle);
+        inner.apply(out)
     }
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         self.inner.borrow_mut().down.tick(now_ms)
@@ -151,7 +153,8 @@ impl<T: 'static> Push<T> for Shared<T> {
         self.finished = true;
         let mut inner = self.inner.borrow_mut();
         // An input that ended holds event time back no longer.
-        inner.set_watermark(self.input, WATERMARK_MAX)?;
+        let out = inner.valve.remove(self.input);
+        inner.apply(out)?;
         inner.inputs_open -= 1;
         if inner.inputs_open == 0 {
             inner.down.finish()
@@ -170,6 +173,9 @@ impl<T: 'static> Push<T> for Discard {
         Ok(())
     }
     fn watermark(&mut self, _watermark: i64) -> Result<(), JobError> {
+        Ok(())
+    }
+    fn watermark_status(&mut self, _idle: bool) -> Result<(), JobError> {
         Ok(())
     }
     fn finish(&mut self) -> Result<(), JobError> {

@@ -39,6 +39,9 @@ macro_rules! forward_flow_control {
         fn tick(&mut self, now_ms: i64) -> Result<(), crate::error::JobError> {
             self.down.tick(now_ms)
         }
+        fn watermark_status(&mut self, idle: bool) -> Result<(), crate::error::JobError> {
+            self.down.watermark_status(idle)
+        }
     };
 }
 
@@ -76,6 +79,10 @@ macro_rules! forward_flow_control_with_side {
         fn tick(&mut self, now_ms: i64) -> Result<(), crate::error::JobError> {
             self.side.tick(now_ms)?;
             self.down.tick(now_ms)
+        }
+        fn watermark_status(&mut self, idle: bool) -> Result<(), crate::error::JobError> {
+            self.side.watermark_status(idle)?;
+            self.down.watermark_status(idle)
         }
     };
 }
@@ -263,6 +270,11 @@ pub trait Push<T> {
     /// (one that does is late). Watermarks only go forward; `i64::MAX` is the end of event time
     /// and comes before `finish`.
     fn watermark(&mut self, watermark: i64) -> Result<(), JobError>;
+
+    /// The input went idle (`true`: its watermark no longer holds event time back, as Flink's
+    /// `WatermarkStatus.IDLE`) or became active again (`false`). Operators pass it on; unions and
+    /// exchange readers leave idle inputs out of their minimum.
+    fn watermark_status(&mut self, idle: bool) -> Result<(), JobError>;
 
     /// Processing time has reached `now_ms` (the job's clock): fire due processing-time timers.
     /// Called by the driving task at most once per timer resolution, only in jobs that have an
@@ -452,4 +464,162 @@ pub async fn ready<T>(chain: &mut dyn Push<T>, mode: SchedulingMode) -> Result<(
 /// Waits until everything `chain` was given has been shipped.
 pub async fn flushed<T>(chain: &mut dyn Push<T>, mode: SchedulingMode) -> Result<(), JobError> {
     wait(mode, |cx| chain.poll_flush(cx)).await
+}
+
+/// What a [`WatermarkValve`] hands downstream after an input's watermark or status changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ValveOutput {
+    /// A new, higher watermark.
+    pub watermark: Option<i64>,
+    /// A new status: every input idle (`true`), or one active again after all were (`false`).
+    pub status: Option<bool>,
+}
+
+/// The watermark of an operator with several inputs (a union, an exchange reader): the minimum
+/// over its active inputs, never going back, as Flink's `StatusWatermarkValve`.
+///
+/// An idle input is left out of the minimum. When every input is idle the operator is idle too,
+/// and its watermark moves to the highest of its inputs'.
+/// An input active again whose watermark is behind the operator's joins the minimum only once it
+/// has caught up, so the operator's watermark never goes back.
+#[derive(Debug, Clone)]
+pub struct WatermarkValve {
+    watermarks: Vec<i64>,
+    idle: Vec<bool>,
+    /// The watermark handed down.
+    current: i64,
+    all_idle: bool,
+}
+
+impl WatermarkValve {
+    pub fn new(inputs: usize) -> Self {
+        Self {
+            watermarks: vec![WATERMARK_MIN; inputs],
+            idle: vec![false; inputs],
+            current: WATERMARK_MIN,
+            all_idle: false,
+        }
+    }
+
+    /// The watermark handed down so far.
+    pub fn current(&self) -> i64 {
+        self.current
+    }
+
+    /// Input `i`'s watermark moved to `watermark`; a watermark also makes an idle input active.
+    pub fn watermark(&mut self, i: usize, watermark: i64) -> ValveOutput {
+        let mut out = ValveOutput::default();
+        if self.idle[i] {
+            out = self.status(i, false);
+        }
+        self.watermarks[i] = self.watermarks[i].max(watermark);
+        out.watermark = self.advance();
+        out
+    }
+
+    /// Input `i` went idle or became active.
+    pub fn status(&mut self, i: usize, idle: bool) -> ValveOutput {
+        let mut out = ValveOutput::default();
+        if self.idle[i] == idle {
+            return out;
+        }
+        self.idle[i] = idle;
+        let all_idle = self.idle.iter().all(|&x| x);
+        if all_idle != self.all_idle {
+            self.all_idle = all_idle;
+            out.status = Some(all_idle);
+        }
+        if all_idle {
+            // Everything went quiet: event time is as far as the furthest input got (as
+            // Flink's valve does), else the last input to go idle would take its progress with
+            // it when the others went idle first.
+            let max = self
+                .watermarks
+                .iter()
+                .copied()
+                .max()
+                .unwrap_or(WATERMARK_MIN);
+            if max > self.current {
+                self.current = max;
+                out.watermark = Some(max);
+            }
+        } else if idle {
+            out.watermark = self.advance();
+        }
+        out
+    }
+
+    /// Input `i` is gone (end of input): it holds nothing back any more.
+    pub fn remove(&mut self, i: usize) -> ValveOutput {
+        self.watermark(i, WATERMARK_MAX)
+    }
+
+    fn advance(&mut self) -> Option<i64> {
+        // Active inputs behind the current watermark (just active again) wait to catch up.
+        let min = self
+            .watermarks
+            .iter()
+            .zip(&self.idle)
+            .filter(|(_, idle)| !**idle)
+            .map(|(&w, _)| w.max(self.current))
+            .min()?;
+        (min > self.current).then(|| {
+            self.current = min;
+            min
+        })
+    }
+}
+
+#[cfg(test)]
+mod valve_tests {
+    use super::*;
+
+    #[test]
+    fn the_valve_takes_the_minimum_of_active_inputs_and_never_goes_back() {
+        let mut v = WatermarkValve::new(3);
+        assert_eq!(v.watermark(0, 10).watermark, None);
+        assert_eq!(v.watermark(1, 20).watermark, None);
+        assert_eq!(v.watermark(2, 5).watermark, Some(5));
+        // Input 2 goes idle: the minimum of the others.
+        assert_eq!(
+            v.status(2, true),
+            ValveOutput {
+                watermark: Some(10),
+                status: None
+            }
+        );
+        // Back, behind: it does not pull the watermark back, and holds it until it catches up.
+        let out = v.watermark(2, 7);
+        assert_eq!(
+            out,
+            ValveOutput {
+                watermark: None,
+                status: None
+            }
+        );
+        assert_eq!(v.watermark(0, 30).watermark, None);
+        assert_eq!(v.watermark(2, 25).watermark, Some(20));
+        // All idle: the operator is idle, at the highest input's watermark; one back: active.
+        assert_eq!(v.status(0, true).status, None);
+        assert_eq!(v.status(1, true).status, None);
+        assert_eq!(
+            v.status(2, true),
+            ValveOutput {
+                watermark: Some(30),
+                status: Some(true)
+            }
+        );
+        assert_eq!(v.status(1, false).status, Some(false));
+        assert_eq!(v.current(), 30);
+        // An end counts as +inf: with the other inputs idle, event time is over (as in Flink, an
+        // idle input that comes back now is all late).
+        assert_eq!(v.remove(1).watermark, Some(WATERMARK_MAX));
+        assert_eq!(v.status(0, false), ValveOutput::default());
+        assert_eq!(v.remove(0), ValveOutput::default());
+        // With every input active, the minimum waits for the last one.
+        let mut v = WatermarkValve::new(2);
+        assert_eq!(v.remove(0).watermark, None);
+        assert_eq!(v.watermark(1, 3).watermark, Some(3));
+        assert_eq!(v.remove(1).watermark, Some(WATERMARK_MAX));
+    }
 }

@@ -65,6 +65,7 @@ pub trait SideOut {
     fn buffer(&mut self) -> &mut dyn Any;
     fn push_buffered(&mut self) -> Result<(), JobError>;
     fn watermark(&mut self, watermark: i64) -> Result<(), JobError>;
+    fn watermark_status(&mut self, idle: bool) -> Result<(), JobError>;
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError>;
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>>;
     fn flush(&mut self) -> Result<(), JobError>;
@@ -103,6 +104,10 @@ impl<X: 'static> SideOut for SidePort<X> {
     }
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         self.down.tick(now_ms)
+    }
+    fn watermark_status(&mut self, idle: bool) -> Result<(), JobError> {
+        self.push_buffered()?;
+        self.down.watermark_status(idle)
     }
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
         self.down.poll_ready(cx)
@@ -154,6 +159,11 @@ impl SideOutputSet {
         self.ports
             .iter_mut()
             .try_for_each(|(_, p)| p.watermark(watermark))
+    }
+    pub fn watermark_status(&mut self, idle: bool) -> Result<(), JobError> {
+        self.ports
+            .iter_mut()
+            .try_for_each(|(_, p)| p.watermark_status(idle))
     }
     pub fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         self.ports.iter_mut().try_for_each(|(_, p)| p.tick(now_ms))

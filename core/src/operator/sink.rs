@@ -33,6 +33,9 @@ impl<T: 'static, S: SinkFunction<T>> Push<T> for Sink<S> {
     fn watermark(&mut self, _watermark: i64) -> Result<(), JobError> {
         Ok(())
     }
+    fn watermark_status(&mut self, _idle: bool) -> Result<(), JobError> {
+        Ok(())
+    }
     fn finish(&mut self) -> Result<(), JobError> {
         self.ctx.enter();
         self.sink.finish()

@@ -21,6 +21,11 @@ pub struct AssignTimestamps<T, G, A> {
     output: WatermarkOutput,
     /// The last watermark sent on.
     watermark: i64,
+    /// An input silent this long (processing time) goes idle.
+    idle_timeout_ms: Option<i64>,
+    /// When the last record came (processing time).
+    last_record_ms: i64,
+    idle: bool,
     out: Batch<T>,
     down: BoxPush<T>,
     ctx: OperatorContext,
@@ -33,7 +38,11 @@ where
     A: TimestampAssigner<T>,
 {
     pub fn new(strategy: WatermarkStrategy<G, A>, down: BoxPush<T>, ctx: OperatorContext) -> Self {
+        let now = ctx.config.clock.now_ms();
         Self {
+            idle_timeout_ms: strategy.idleness.map(|d| d.as_millis() as i64),
+            last_record_ms: now,
+            idle: false,
             generator: strategy.generator,
             assigner: strategy.assigner,
             clock: ctx.config.clock.clone(),
@@ -114,9 +123,21 @@ where
         batch.timestamps.clear();
         self.ship()?;
         let now = self.clock.now_ms();
+        if self.idle_timeout_ms.is_some() {
+            self.last_record_ms = now;
+            if self.idle {
+                self.idle = false;
+                self.down.watermark_status(false)?;
+            }
+        }
         if now >= self.next_emit_ms {
             self.periodic(now)?;
         }
+        Ok(())
+    }
+
+    fn watermark_status(&mut self, _idle: bool) -> Result<(), JobError> {
+        // Idleness is this operator's to decide, from its own input's silence.
         Ok(())
     }
 
@@ -132,6 +153,14 @@ where
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         if now_ms >= self.next_emit_ms {
             self.periodic(now_ms)?;
+        }
+        if let Some(timeout) = self.idle_timeout_ms
+            && !self.idle
+            && now_ms.saturating_sub(self.last_record_ms) >= timeout
+        {
+            // Silent for the timeout: stop holding event time back downstream.
+            self.idle = true;
+            self.down.watermark_status(true)?;
         }
         self.down.tick(now_ms)
     }

@@ -526,6 +526,14 @@ where
         Ok(())
     }
 
+    fn watermark_status(&mut self, idle: bool) -> Result<(), JobError> {
+        self.emit()?;
+        if let Some((late, _)) = &mut self.late {
+            late.watermark_status(idle)?;
+        }
+        self.down.watermark_status(idle)
+    }
+
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         self.fire(Domain::Processing, now_ms, now_ms)?;
         self.down.tick(now_ms)?;
