@@ -37,6 +37,7 @@
 //!   `Clone`): see [`Data`].
 //! - The engine underneath is `shardflow-core`; its crate docs tell the path of a record.
 
+pub mod connected;
 pub mod datagen;
 pub mod env;
 pub mod jobs;
@@ -55,13 +56,17 @@ pub use stream::{DataStream, KeyedStream};
 
 /// Everything a job program usually needs.
 pub mod prelude {
+    pub use crate::connected::Either;
     pub use crate::sink::collect::CollectHandle;
     pub use crate::sink::text::WriteMode;
     pub use crate::source::text_file::TextFileOptions;
     pub use crate::window::OutputTag;
     pub use crate::{DataStream, KeyedStream, StreamExecutionEnvironment};
     pub use rkyv::{Archive, Deserialize, Serialize};
-    pub use shardflow_core::keyed::{KeyedContext, KeyedProcessFunction, TimeDomain};
+    pub use shardflow_core::keyed::interval_join::{JoinContext, ProcessJoinFunction};
+    pub use shardflow_core::keyed::{
+        KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, TimeDomain,
+    };
     pub use shardflow_core::operator::process::UserError;
     pub use shardflow_core::operator::{Collector, ProcessFunction, RuntimeContext};
     pub use shardflow_core::time::{ManualClock, ProcessingClock, WatermarkStrategy};

@@ -25,6 +25,7 @@ use shardflow_core::window::{
     CountEvictor, CountTrigger, GlobalWindows, PurgingTrigger, WindowAssigner,
 };
 
+use crate::connected::{ConnectedStreams, IntervalJoinBuilder, JoinedStreams};
 use crate::env::{EnvInner, forward};
 use crate::sink::collect::{CollectHandle, CollectSink};
 use crate::sink::csv::{CsvSink, ToCsv};
@@ -124,6 +125,13 @@ impl<T: Data> DataStream<T> {
                 )))
             },
         )
+    }
+
+    /// Joins this stream with `other` in windows: `.where_key(..).equal_to(..).window(..)
+    /// .apply(|a, b| ..)` pairs every record of a key with every record of `other` of the same
+    /// key in the same window.
+    pub fn join<T2: Data>(&self, other: &DataStream<T2>) -> JoinedStreams<T, T2> {
+        JoinedStreams::new(self.clone(), other.clone())
     }
 
     /// The records the operator producing this stream sent to the side output `tag`.
@@ -659,6 +667,29 @@ impl<T: Data, KS: KeySelector<T>> KeyedStream<T, KS> {
             )
         });
         DataStream::new(env, vec![node])
+    }
+
+    /// Connects this keyed stream with another of the same key type: a keyed co-process
+    /// function then sees both, with each key's state and timers shared.
+    pub fn connect<T2, KS2>(&self, other: &KeyedStream<T2, KS2>) -> ConnectedStreams<T, KS, T2, KS2>
+    where
+        T2: Data,
+        KS2: KeySelector<T2, Key = KS::Key>,
+    {
+        ConnectedStreams::new(self.clone(), other.clone())
+    }
+
+    /// Joins each record of this stream with the records of `other` of its key whose
+    /// timestamps fall in an interval around its own: `.between(lower_ms, upper_ms)`.
+    pub fn interval_join<T2, KS2>(
+        &self,
+        other: &KeyedStream<T2, KS2>,
+    ) -> IntervalJoinBuilder<T, KS, T2, KS2>
+    where
+        T2: Data,
+        KS2: KeySelector<T2, Key = KS::Key>,
+    {
+        IntervalJoinBuilder::new(self.connect(other))
     }
 
     /// Cuts each key's records into windows: `window(TumblingWindows::event_time(1 s))`.

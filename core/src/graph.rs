@@ -56,8 +56,12 @@ pub enum InputRef {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Target {
-    /// Input `input` of node `node`.
-    Node { node: NodeId, input: usize },
+    /// Stream `head` of input `input` of node `node` (an input is several streams for a union).
+    Node {
+        node: NodeId,
+        input: usize,
+        head: usize,
+    },
     /// Producer `producer` of exchange `exchange`.
     Exchange {
         exchange: ExchangeId,
@@ -67,14 +71,18 @@ enum Target {
 
 type MakeSource =
     Arc<dyn Fn(&OperatorContext, AnyPush, CancelToken) -> Result<Task, JobError> + Send + Sync>;
+/// Builds an operator on a shard: given its output chain and side outputs, its input ports (one
+/// per input: two for a two-input operator).
 type MakeOperator = Arc<
-    dyn Fn(&OperatorContext, AnyPush, &mut SideOutputs) -> Result<AnyPush, JobError> + Send + Sync,
+    dyn Fn(&OperatorContext, AnyPush, &mut SideOutputs) -> Result<Vec<AnyPush>, JobError>
+        + Send
+        + Sync,
 >;
 
 enum NodeKind {
     Source(MakeSource),
     Operator {
-        input: InputRef,
+        inputs: Vec<InputRef>,
         make: MakeOperator,
     },
     /// The side output `tag` of operator `parent`: a stream of its own, fed by the parent.
@@ -123,7 +131,8 @@ struct Node {
     consumers: Vec<Target>,
     fan_out: fn(Vec<AnyPush>) -> AnyPush,
     discard: fn() -> AnyPush,
-    split_input: fn(AnyPush, usize) -> Vec<AnyPush>,
+    /// Per input: splits its port among the streams of a union.
+    split_inputs: Vec<fn(AnyPush, usize) -> Vec<AnyPush>>,
 }
 
 /// Everything an exchange needs on one shard.
@@ -283,22 +292,71 @@ impl JobGraph {
             + Sync
             + 'static,
     {
-        let make: MakeOperator =
-            Arc::new(move |ctx, down, side| Ok(erase::<I>(make(ctx, unbox::<O>(down), side)?)));
+        let make: MakeOperator = Arc::new(move |ctx, down, side| {
+            Ok(vec![erase::<I>(make(ctx, unbox::<O>(down), side)?)])
+        });
         let id = self.push_node::<I, O>(
             name,
             NodeKind::Operator {
-                input: input.clone(),
+                inputs: vec![input.clone()],
                 make,
             },
         );
-        match input {
+        self.connect_input(id, 0, input);
+        id
+    }
+
+    /// Adds an operator with two inputs (records `I1` and `I2`) emitting records `O`: `make`
+    /// builds it on a shard and returns its two input ports (see
+    /// [`crate::operator::two_input`]).
+    pub fn add_two_input_operator<I1, I2, O, F>(
+        &mut self,
+        name: &str,
+        input1: InputRef,
+        input2: InputRef,
+        make: F,
+    ) -> NodeId
+    where
+        I1: Data,
+        I2: Data,
+        O: Data,
+        F: Fn(
+                &OperatorContext,
+                BoxPush<O>,
+                &mut SideOutputs,
+            ) -> Result<(BoxPush<I1>, BoxPush<I2>), JobError>
+            + Send
+            + Sync
+            + 'static,
+    {
+        let make: MakeOperator = Arc::new(move |ctx, down, side| {
+            let (a, b) = make(ctx, unbox::<O>(down), side)?;
+            Ok(vec![erase::<I1>(a), erase::<I2>(b)])
+        });
+        let id = self.push_node::<I1, O>(
+            name,
+            NodeKind::Operator {
+                inputs: vec![input1.clone(), input2.clone()],
+                make,
+            },
+        );
+        self.nodes[id.0].split_inputs = vec![split::<I1>, split::<I2>];
+        self.connect_input(id, 0, input1);
+        self.connect_input(id, 1, input2);
+        id
+    }
+
+    /// Records that input `input` of node `id` reads `from`.
+    fn connect_input(&mut self, id: NodeId, input: usize, from: InputRef) {
+        match from {
             InputRef::Forward(heads) => {
                 assert!(!heads.is_empty(), "an operator needs an input");
-                for (i, h) in heads.iter().enumerate() {
-                    self.nodes[h.0]
-                        .consumers
-                        .push(Target::Node { node: id, input: i });
+                for (head, h) in heads.iter().enumerate() {
+                    self.nodes[h.0].consumers.push(Target::Node {
+                        node: id,
+                        input,
+                        head,
+                    });
                 }
             }
             InputRef::Exchange(e) => {
@@ -307,7 +365,6 @@ impl JobGraph {
                 ex.consumer = Some(id);
             }
         }
-        id
     }
 
     /// Adds the side output `tag` (records `X`) of operator `parent`: a node whose consumers get
@@ -396,7 +453,7 @@ impl JobGraph {
             consumers: Vec::new(),
             fan_out: fan_out::<O>,
             discard: discard::<O>,
-            split_input: split::<I>,
+            split_inputs: vec![split::<I>],
         });
         id
     }
@@ -472,7 +529,7 @@ impl JobGraph {
                 NodeKind::SideOutput { parent, tag, port } => {
                     side_ports.insert((parent.0, *tag), (down, *port));
                 }
-                NodeKind::Operator { input, make } => {
+                NodeKind::Operator { inputs, make } => {
                     let mut side = SideOutputs::default();
                     let mine: Vec<(usize, u32)> = side_ports
                         .keys()
@@ -483,44 +540,49 @@ impl JobGraph {
                         let port = side_ports.remove(&k).expect("listed");
                         side.ports.insert(k.1, port);
                     }
-                    let port = make(&ctx, down, &mut side)?;
+                    let made = make(&ctx, down, &mut side)?;
                     if let Some(tag) = side.ports.keys().next() {
                         return Err(JobError::Graph(format!(
                             "operator '{}' has no side output {tag}, yet a stream reads it",
                             node.name
                         )));
                     }
-                    match input {
-                        InputRef::Forward(heads) => {
-                            for (i, p) in (node.split_input)(port, heads.len())
-                                .into_iter()
-                                .enumerate()
-                            {
-                                ports.insert(
-                                    Target::Node {
-                                        node: NodeId(idx),
-                                        input: i,
-                                    },
-                                    p,
-                                );
+                    debug_assert_eq!(made.len(), inputs.len(), "a port per input");
+                    for (j, (input, port)) in inputs.iter().zip(made).enumerate() {
+                        match input {
+                            InputRef::Forward(heads) => {
+                                for (head, p) in (node.split_inputs[j])(port, heads.len())
+                                    .into_iter()
+                                    .enumerate()
+                                {
+                                    ports.insert(
+                                        Target::Node {
+                                            node: NodeId(idx),
+                                            input: j,
+                                            head,
+                                        },
+                                        p,
+                                    );
+                                }
                             }
-                        }
-                        InputRef::Exchange(e) => {
-                            let ex = &self.exchanges[e.0];
-                            let ends = exchanges[e.0].take().expect("each exchange is built once");
-                            let (writer, reader) = (ex.make)(shard, ends, port)?;
-                            tasks.push((ex.name.clone(), reader));
-                            for (i, w) in (ex.split_writer)(writer, ex.producers.len())
-                                .into_iter()
-                                .enumerate()
-                            {
-                                ports.insert(
-                                    Target::Exchange {
-                                        exchange: *e,
-                                        producer: i,
-                                    },
-                                    w,
-                                );
+                            InputRef::Exchange(e) => {
+                                let ex = &self.exchanges[e.0];
+                                let ends =
+                                    exchanges[e.0].take().expect("each exchange is built once");
+                                let (writer, reader) = (ex.make)(shard, ends, port)?;
+                                tasks.push((ex.name.clone(), reader));
+                                for (i, w) in (ex.split_writer)(writer, ex.producers.len())
+                                    .into_iter()
+                                    .enumerate()
+                                {
+                                    ports.insert(
+                                        Target::Exchange {
+                                            exchange: *e,
+                                            producer: i,
+                                        },
+                                        w,
+                                    );
+                                }
                             }
                         }
                     }

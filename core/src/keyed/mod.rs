@@ -5,6 +5,8 @@
 //! state store (DESIGN.md, "State") can back both without touching the operators. Today the table
 //! lives in memory: a hash table on the key's stable hash, on the shard that owns the key.
 
+pub mod co_process;
+pub mod interval_join;
 pub mod process;
 pub mod timers;
 
@@ -14,6 +16,8 @@ use hashbrown::HashTable;
 
 use crate::key::key_hash;
 
+pub use co_process::{KeyedCoProcess, KeyedCoProcessFunction};
+pub use interval_join::{IntervalJoin, ProcessJoinFunction};
 pub use process::{KeyedContext, KeyedProcess, KeyedProcessFunction, TimeDomain};
 pub use timers::{TimerQueue, TimerService};
 

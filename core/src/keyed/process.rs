@@ -26,14 +26,14 @@ pub enum TimeDomain {
 
 /// What a keyed function sees of its key, its state, time and timers.
 pub struct KeyedContext<'a, K, S> {
-    key: &'a K,
-    timestamp: Option<i64>,
-    watermark: i64,
-    clock: &'a ProcessingClock,
-    state: &'a mut KeyedTable<K, VoidNamespace, S>,
-    timers: &'a mut TimerService<K, VoidNamespace>,
-    runtime: &'a RuntimeContext,
-    domain: Option<TimeDomain>,
+    pub(crate) key: &'a K,
+    pub(crate) timestamp: Option<i64>,
+    pub(crate) watermark: i64,
+    pub(crate) clock: &'a ProcessingClock,
+    pub(crate) state: &'a mut KeyedTable<K, VoidNamespace, S>,
+    pub(crate) timers: &'a mut TimerService<K, VoidNamespace>,
+    pub(crate) runtime: &'a RuntimeContext,
+    pub(crate) domain: Option<TimeDomain>,
 }
 
 impl<'a, K: std::hash::Hash + Eq + Clone, S> KeyedContext<'a, K, S> {

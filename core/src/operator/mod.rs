@@ -95,6 +95,7 @@ pub mod process;
 pub mod reduce;
 pub mod side;
 pub mod sink;
+pub mod two_input;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -62,6 +62,18 @@ impl<'a, U> Collector<'a, U> {
     pub fn timestamp(&self) -> Option<i64> {
         self.timestamp
     }
+
+    /// Runs `f` with this collector giving its records the timestamp `timestamp`.
+    pub fn collect_with_timestamp_of<R>(
+        &mut self,
+        timestamp: i64,
+        f: impl FnOnce(&mut Self) -> R,
+    ) -> R {
+        let saved = self.timestamp.replace(timestamp);
+        let r = f(self);
+        self.timestamp = saved;
+        r
+    }
 }
 
 impl<U> Extend<U> for Collector<'_, U> {
