@@ -624,6 +624,7 @@ async fn drive_source<T: Data, S: Source<T>>(
     let mut batch: crate::operator::Batch<T> = crate::operator::Batch::with_capacity(max_records);
     let mut cooperate = crate::operator::Cooperate::new();
     let mut ticker = crate::time::Ticker::new(ctx.config.clock.clone(), ctx.tick_resolution);
+    let mut source_watermark = crate::operator::WATERMARK_MIN;
     loop {
         if cancel.is_cancelled() {
             return Err(JobError::Cancelled);
@@ -631,7 +632,7 @@ async fn drive_source<T: Data, S: Source<T>>(
         crate::operator::ready(chain.as_mut(), mode).await?;
         ctx.enter();
         let status = {
-            let mut next = std::pin::pin!(source.next_batch(&mut batch.records, max_records));
+            let mut next = std::pin::pin!(source.next_timed_batch(&mut batch, max_records));
             let mut flushed_once = false;
             let mut flush_done = false;
             let mut timer: Option<Pin<Box<glommio::timer::Timer>>> = None;
@@ -678,8 +679,21 @@ async fn drive_source<T: Data, S: Source<T>>(
             .await?
         };
         ctx.counters.add_out(batch.len());
+        if batch.is_timed() && batch.timestamps.len() != batch.records.len() {
+            return Err(ctx.error(format!(
+                "the source gave {} timestamps for {} records",
+                batch.timestamps.len(),
+                batch.records.len()
+            )));
+        }
         if !batch.is_empty() {
             chain.push(&mut batch)?;
+        }
+        if let Some(w) = source.current_watermark()
+            && w > source_watermark
+        {
+            source_watermark = w;
+            chain.watermark(w)?;
         }
         if let Some(now) = ticker.due() {
             chain.tick(now)?;

@@ -1,6 +1,7 @@
 //! Sources: where a job's records come from.
 
 use crate::error::JobError;
+use crate::operator::Batch;
 
 /// One shard's share of a source. `next_batch` appends up to `max_records` records to `out`
 /// and says whether more may follow.
@@ -14,6 +15,24 @@ pub trait Source<T>: 'static {
         out: &mut Vec<T>,
         max_records: usize,
     ) -> impl std::future::Future<Output = Result<SourceStatus, JobError>>;
+
+    /// As `next_batch`, for a source whose records carry event timestamps: it fills `out`'s
+    /// timestamp lane too (one per record). The default reads `next_batch`: no timestamps.
+    fn next_timed_batch(
+        &mut self,
+        out: &mut Batch<T>,
+        max_records: usize,
+    ) -> impl std::future::Future<Output = Result<SourceStatus, JobError>> {
+        self.next_batch(&mut out.records, max_records)
+    }
+
+    /// A source that knows event time (a partitioned log, a file of sorted events) says how far
+    /// it got: after each batch, a watermark higher than the last one goes downstream. None
+    /// (the default): the source emits no watermarks (an `assign_timestamps_and_watermarks`
+    /// downstream makes them).
+    fn current_watermark(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// What a source says after a batch.

@@ -441,3 +441,204 @@ fn count_windows_and_window_all_match_a_loop() {
     assert_eq!(got, want);
     assert_eq!(TimeWindow::new(0, 100).max_timestamp(), 99);
 }
+
+/// Emits its share of `records` (with their timestamps) in order, with a watermark of its own:
+/// the last timestamp emitted minus one.
+struct TimedSource {
+    records: std::vec::IntoIter<Ev>,
+    last: Option<i64>,
+}
+
+impl shardflow_core::source::Source<Ev> for TimedSource {
+    async fn next_batch(
+        &mut self,
+        _out: &mut Vec<Ev>,
+        _max: usize,
+    ) -> Result<shardflow_core::source::SourceStatus, JobError> {
+        unreachable!("this source fills timed batches")
+    }
+
+    async fn next_timed_batch(
+        &mut self,
+        out: &mut shardflow_core::operator::Batch<Ev>,
+        max: usize,
+    ) -> Result<shardflow_core::source::SourceStatus, JobError> {
+        for e in self.records.by_ref().take(max.min(100)) {
+            self.last = Some(e.1);
+            out.push(e, Some(e.1));
+        }
+        Ok(if self.records.len() == 0 {
+            shardflow_core::source::SourceStatus::End
+        } else {
+            shardflow_core::source::SourceStatus::More
+        })
+    }
+
+    fn current_watermark(&self) -> Option<i64> {
+        self.last.map(|t| t - 1)
+    }
+}
+
+#[test]
+fn a_source_may_set_timestamps_and_watermarks_itself() {
+    let _cpus = shardflow_tests::shared_cpus();
+    // In order per shard (the source's watermark trusts it).
+    let mut evs = events(shardflow_tests::seed(0x5005), 6_000, 9, 0);
+    evs.sort_by_key(|e| e.1);
+    let want = tumbling_reference(&evs, 50);
+    for p in [1, 2] {
+        let mut env = StreamExecutionEnvironment::local();
+        env.set_parallelism(p);
+        let all = std::sync::Arc::new(evs.clone());
+        let late = OutputTag::<Ev>::new("late");
+        let windows = env
+            .add_source("timed", move |ctx| {
+                let r = shardflow::source::split_range(
+                    0,
+                    all.len() as u64,
+                    ctx.runtime.shard,
+                    ctx.runtime.parallelism,
+                );
+                Ok(TimedSource {
+                    records: Vec::from(&all[r.start as usize..r.end as usize]).into_iter(),
+                    last: None,
+                })
+            })
+            .key_by(|e: &Ev| e.0)
+            .window(TumblingWindows::event_time(Duration::from_millis(50)))
+            .side_output_late_data(&late)
+            .aggregate_with(CountSumMax, with_window);
+        let late = windows.get_side_output(&late).collect();
+        let got = windows.collect();
+        env.execute("timed source").unwrap();
+        let mut got = got.take();
+        got.sort();
+        assert_eq!(got, want, "P={p}");
+        assert!(late.take().is_empty());
+    }
+}
+
+#[test]
+fn session_gaps_may_depend_on_the_record_and_evictors_trim_windows() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let evs = events(shardflow_tests::seed(0x6a9), 3_000, 6, 20);
+    // The gap of a record: 5 ms for even values, 15 ms for odd ones. The reference merges
+    // [ts, ts + gap) windows that overlap or touch, per key.
+    let gap = |e: &Ev| if e.2 % 2 == 0 { 5 } else { 15 };
+    let mut by_key: HashMap<u32, Vec<(i64, i64, i64)>> = HashMap::new();
+    for e in &evs {
+        by_key
+            .entry(e.0)
+            .or_default()
+            .push((e.1, e.1 + gap(e), e.2));
+    }
+    let mut want = Vec::new();
+    for (k, mut ws) in by_key {
+        ws.sort();
+        let mut cur: Option<(i64, i64, u64)> = None;
+        for (s, e, _) in ws {
+            cur = match cur {
+                Some((cs, ce, n)) if s <= ce => Some((cs, ce.max(e), n + 1)),
+                Some(done) => {
+                    want.push((k, done.0, done.1, done.2));
+                    Some((s, e, 1))
+                }
+                None => Some((s, e, 1)),
+            };
+        }
+        if let Some(done) = cur {
+            want.push((k, done.0, done.1, done.2));
+        }
+    }
+    want.sort();
+    let mut env = StreamExecutionEnvironment::local();
+    env.set_parallelism(2);
+    let timed = env.from_iter(evs.clone()).assign_timestamps_and_watermarks(
+        WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(20))
+            .with_timestamp_assigner(|e: &Ev| e.1),
+    );
+    let sessions = timed
+        .key_by(|e: &Ev| e.0)
+        .window(SessionWindows::event_time_dynamic(move |e: &Ev| {
+            Duration::from_millis(gap(e) as u64)
+        }))
+        .process(
+            |k: &u32,
+             ctx: &WindowContext<TimeWindow>,
+             es: &[Ev],
+             out: &mut Collector<(u32, i64, i64, u64)>| {
+                out.collect((*k, ctx.window.start, ctx.window.end, es.len() as u64));
+                Ok(())
+            },
+        )
+        .collect();
+    // A time evictor keeps, of each 100 ms window, the records within 10 ms of its newest.
+    let trimmed = timed
+        .key_by(|e: &Ev| e.0)
+        .window(TumblingWindows::event_time(Duration::from_millis(100)))
+        .evictor(TimeEvictor::of(Duration::from_millis(10)))
+        .process(
+            |k: &u32,
+             ctx: &WindowContext<TimeWindow>,
+             es: &[Ev],
+             out: &mut Collector<(u32, i64, u64)>| {
+                out.collect((*k, ctx.window.start, es.len() as u64));
+                Ok(())
+            },
+        )
+        .collect();
+    env.execute("sessions and evictors").unwrap();
+    let mut got = sessions.take();
+    got.sort();
+    assert_eq!(got, want);
+    let mut windows: HashMap<(u32, i64), Vec<i64>> = HashMap::new();
+    for e in &evs {
+        windows
+            .entry((e.0, e.1 - e.1.rem_euclid(100)))
+            .or_default()
+            .push(e.1);
+    }
+    let mut want_trimmed: Vec<(u32, i64, u64)> = windows
+        .into_iter()
+        .map(|((k, s), ts)| {
+            let newest = *ts.iter().max().unwrap();
+            (k, s, ts.iter().filter(|&&t| t > newest - 10).count() as u64)
+        })
+        .collect();
+    want_trimmed.sort();
+    let mut got = trimmed.take();
+    got.sort();
+    assert_eq!(got, want_trimmed);
+}
+
+#[test]
+fn a_continuous_trigger_fires_each_interval_and_at_the_end_of_the_window() {
+    let _cpus = shardflow_tests::shared_cpus();
+    // One key, one 1 s window, records every 10 ms in order; a firing every 250 ms of event
+    // time emits the count so far. At P = 1 with a watermark after every record (punctuated,
+    // the record's time - 1), the timer at T fires once the record at T + 10 has raised the
+    // watermark to T + 9: that record is already in the window.
+    let evs: Vec<Ev> = (0..100).map(|i| (7, i * 10, 1)).collect();
+    let mut env = StreamExecutionEnvironment::local();
+    env.set_parallelism(1);
+    let counts = env
+        .from_iter(evs)
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_generator(EveryRecord {
+                bound: 0,
+                max: i64::MIN,
+            })
+            .with_timestamp_assigner(|e: &Ev| e.1),
+        )
+        .key_by(|e: &Ev| e.0)
+        .window(TumblingWindows::event_time(Duration::from_secs(1)))
+        .trigger(ContinuousEventTimeTrigger::of(Duration::from_millis(250)))
+        .reduce(|acc: &mut Ev, e| acc.2 += e.2)
+        .map(|e| e.2)
+        .collect();
+    env.execute("continuous").unwrap();
+    // Fired at 250 (records 0..=260 ms: 27), 500 (52), 750 (77), and at the window's end (100).
+    let mut got = counts.take();
+    got.sort();
+    assert_eq!(got, [27, 52, 77, 100]);
+}
