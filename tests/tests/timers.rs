@@ -426,3 +426,83 @@ fn an_idle_input_holds_windows_back_unless_the_strategy_has_an_idleness_timeout(
     assert_eq!(before, complete, "idle shard 1 did not stall the windows");
     assert_eq!(all, want);
 }
+
+#[test]
+fn processing_time_windows_fire_when_the_test_clock_passes_their_end() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let records: Vec<(u32, i64)> = (0..2_000).map(|i| (i % 7, i as i64)).collect();
+    let clock = ManualClock::new(1_000);
+    let gate = Arc::new(AtomicBool::new(false));
+    let windowed = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (tx, rx) = std::sync::mpsc::channel::<(u32, i64, u64)>();
+    let job = {
+        let (clock, gate, records, windowed) = (
+            clock.clone(),
+            gate.clone(),
+            records.clone(),
+            windowed.clone(),
+        );
+        std::thread::spawn(move || {
+            let mut env = StreamExecutionEnvironment::local();
+            env.set_parallelism(2);
+            env.config_mut().clock = ProcessingClock::Manual(clock);
+            env.config_mut().progress_interval = Duration::from_millis(5);
+            env.on_progress(move |m, _| {
+                let n = m
+                    .operators
+                    .iter()
+                    .filter(|o| o.name.starts_with("window"))
+                    .map(|o| o.records_in)
+                    .sum();
+                windowed.store(n, Ordering::Release);
+            });
+            let tx = std::sync::Mutex::new(tx);
+            env.add_source("gated", move |ctx| {
+                Ok(Gated {
+                    records: if ctx.runtime.shard == 0 {
+                        records.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    gate: gate.clone(),
+                })
+            })
+            .key_by(|r: &(u32, i64)| r.0)
+            .window(TumblingWindows::processing_time(Duration::from_secs(1)))
+            .process(
+                |k: &u32,
+                 ctx: &WindowContext<TimeWindow>,
+                 rs: &[(u32, i64)],
+                 out: &mut Collector<(u32, i64, u64)>| {
+                    out.collect((*k, ctx.window.start, rs.len() as u64));
+                    Ok(())
+                },
+            )
+            .sink_to("channel", move |_| {
+                Ok(WindowsToChannel(tx.lock().unwrap().clone()))
+            });
+            env.execute("processing-time windows")
+        })
+    };
+    // Every record reaches its window while the clock stands at 1000 ms: window [1 s, 2 s).
+    while windowed.load(Ordering::Acquire) < records.len() as u64 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(rx.try_recv().is_err(), "a window fired before its end");
+    clock.set_ms(2_000);
+    let mut got: Vec<(u32, i64, u64)> = (0..7)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(60))
+                .expect("the windows fire")
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(u32, i64, u64)> = (0..7u32)
+        .map(|k| (k, 1_000, (0..2_000).filter(|i| i % 7 == k).count() as u64))
+        .collect();
+    assert_eq!(got, want);
+    gate.store(true, Ordering::Release);
+    job.join().unwrap().unwrap();
+    assert!(rx.try_recv().is_err(), "a window fired twice");
+}
