@@ -169,18 +169,161 @@ pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
     }
 }
 
-pub struct KeyedProcess<I, O, KS: KeySelector<I>, F: KeyedProcessFunction<KS::Key, I, O>> {
-    key: KS,
-    f: F,
-    opened: bool,
-    state: KeyedTable<KS::Key, VoidNamespace, F::State>,
-    timers: TimerService<KS::Key, VoidNamespace>,
+/// What keyed functions' operators (one input or two) share: the key's state and timers, event
+/// and processing time, and the outputs.
+pub(crate) struct KeyedCore<K, S, O> {
+    state: KeyedTable<K, VoidNamespace, S>,
+    timers: TimerService<K, VoidNamespace>,
     watermark: i64,
     clock: ProcessingClock,
     out: Batch<O>,
     down: BoxPush<O>,
     side: SideOutputSet,
-    ctx: OperatorContext,
+    pub(crate) ctx: OperatorContext,
+}
+
+impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
+    pub(crate) fn new(down: BoxPush<O>, side: SideOutputSet, ctx: OperatorContext) -> Self {
+        Self {
+            state: KeyedTable::new(),
+            timers: TimerService::default(),
+            watermark: WATERMARK_MIN,
+            clock: ctx.config.clock.clone(),
+            out: Batch::new(),
+            down,
+            side,
+            ctx,
+        }
+    }
+
+    /// Calls `f` with the context of `key` and a collector stamping `timestamp`; pushes the
+    /// output on when a batch of it is full.
+    #[inline]
+    pub(crate) fn with_key(
+        &mut self,
+        key: &K,
+        timestamp: Option<i64>,
+        domain: Option<TimeDomain>,
+        f: impl FnOnce(&mut KeyedContext<'_, K, S>, &mut Collector<O>) -> Result<(), UserError>,
+    ) -> Result<(), JobError> {
+        let mut kctx = KeyedContext {
+            key,
+            timestamp,
+            watermark: self.watermark,
+            clock: &self.clock,
+            state: &mut self.state,
+            timers: &mut self.timers,
+            runtime: &self.ctx.runtime,
+            domain,
+        };
+        f(
+            &mut kctx,
+            &mut Collector::with_side_outputs(&mut self.out, timestamp, &mut self.side),
+        )
+        .map_err(|e| self.ctx.error(e))?;
+        if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
+            self.emit()?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn emit(&mut self) -> Result<(), JobError> {
+        if !self.out.is_empty() {
+            self.ctx.counters.add_out(self.out.len());
+            self.down.push(&mut self.out)?;
+        }
+        self.side.push_buffered()?;
+        self.ctx.enter();
+        Ok(())
+    }
+
+    /// Fires the timers of `domain` due at `time`, each through `on_timer`.
+    pub(crate) fn fire(
+        &mut self,
+        domain: TimeDomain,
+        time: i64,
+        mut on_timer: impl FnMut(
+            i64,
+            &mut KeyedContext<'_, K, S>,
+            &mut Collector<O>,
+        ) -> Result<(), UserError>,
+    ) -> Result<(), JobError> {
+        self.ctx.enter();
+        loop {
+            let queue = match domain {
+                TimeDomain::EventTime => &mut self.timers.event,
+                TimeDomain::ProcessingTime => &mut self.timers.processing,
+            };
+            let Some((at, key, ())) = queue.pop_due(time) else {
+                break;
+            };
+            let ts = (domain == TimeDomain::EventTime).then_some(at);
+            self.with_key(&key, ts, Some(domain), |kctx, out| on_timer(at, kctx, out))?;
+        }
+        self.emit()
+    }
+
+    /// Whether `watermark` moves event time forward (then it is the core's).
+    pub(crate) fn advance(&mut self, watermark: i64) -> bool {
+        if watermark <= self.watermark {
+            return false;
+        }
+        self.watermark = watermark;
+        true
+    }
+
+    /// Hands the watermark on, after the timers it fired.
+    pub(crate) fn forward_watermark(&mut self, watermark: i64) -> Result<(), JobError> {
+        self.side.watermark(watermark)?;
+        self.down.watermark(watermark)
+    }
+
+    pub(crate) fn watermark_status(&mut self, idle: bool) -> Result<(), JobError> {
+        self.side.watermark_status(idle)?;
+        self.down.watermark_status(idle)
+    }
+
+    pub(crate) fn forward_tick(&mut self, now_ms: i64) -> Result<(), JobError> {
+        self.side.tick(now_ms)?;
+        self.down.tick(now_ms)
+    }
+
+    pub(crate) fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), JobError>> {
+        match self.side.poll_ready(cx) {
+            std::task::Poll::Ready(Ok(())) => self.down.poll_ready(cx),
+            other => other,
+        }
+    }
+
+    pub(crate) fn flush(&mut self) -> Result<(), JobError> {
+        self.side.flush()?;
+        self.down.flush()
+    }
+
+    pub(crate) fn poll_flush(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), JobError>> {
+        match self.side.poll_flush(cx) {
+            std::task::Poll::Ready(Ok(())) => self.down.poll_flush(cx),
+            other => other,
+        }
+    }
+
+    pub(crate) fn finish(&mut self) -> Result<(), JobError> {
+        self.side.finish()?;
+        self.down.finish()
+    }
+}
+
+pub struct KeyedProcess<I, O, KS: KeySelector<I>, F: KeyedProcessFunction<KS::Key, I, O>> {
+    key: KS,
+    f: F,
+    opened: bool,
+    core: KeyedCore<KS::Key, F::State, O>,
     _in: std::marker::PhantomData<fn(I)>,
 }
 
@@ -203,17 +346,10 @@ where
         ctx: OperatorContext,
     ) -> Self {
         Self {
-            side,
             key,
             f,
             opened: false,
-            state: KeyedTable::new(),
-            timers: TimerService::default(),
-            watermark: WATERMARK_MIN,
-            clock: ctx.config.clock.clone(),
-            out: Batch::new(),
-            down,
-            ctx,
+            core: KeyedCore::new(down, side, ctx),
             _in: std::marker::PhantomData,
         }
     }
@@ -221,58 +357,17 @@ where
     fn open(&mut self) -> Result<(), JobError> {
         if !self.opened {
             self.opened = true;
-            self.f
-                .open(&self.ctx.runtime)
-                .map_err(|e| self.ctx.error(e))?;
+            let ctx = &self.core.ctx;
+            self.f.open(&ctx.runtime).map_err(|e| ctx.error(e))?;
         }
         Ok(())
     }
 
-    fn emit(&mut self) -> Result<(), JobError> {
-        if !self.out.is_empty() {
-            self.ctx.counters.add_out(self.out.len());
-            self.down.push(&mut self.out)?;
-        }
-        self.side.push_buffered()?;
-        self.ctx.enter();
-        Ok(())
-    }
-
-    /// Fires the timers of `domain` due at `time`.
     fn fire(&mut self, domain: TimeDomain, time: i64) -> Result<(), JobError> {
         self.open()?;
-        self.ctx.enter();
-        loop {
-            let queue = match domain {
-                TimeDomain::EventTime => &mut self.timers.event,
-                TimeDomain::ProcessingTime => &mut self.timers.processing,
-            };
-            let Some((at, key, ())) = queue.pop_due(time) else {
-                break;
-            };
-            let mut kctx = KeyedContext {
-                key: &key,
-                timestamp: (domain == TimeDomain::EventTime).then_some(at),
-                watermark: self.watermark,
-                clock: &self.clock,
-                state: &mut self.state,
-                timers: &mut self.timers,
-                runtime: &self.ctx.runtime,
-                domain: Some(domain),
-            };
-            let ts = kctx.timestamp;
-            self.f
-                .on_timer(
-                    at,
-                    &mut kctx,
-                    &mut Collector::with_side_outputs(&mut self.out, ts, &mut self.side),
-                )
-                .map_err(|e| self.ctx.error(e))?;
-            if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
-                self.emit()?;
-            }
-        }
-        self.emit()
+        let f = &mut self.f;
+        self.core
+            .fire(domain, time, |at, kctx, out| f.on_timer(at, kctx, out))
     }
 }
 
@@ -285,81 +380,54 @@ where
 {
     fn push(&mut self, batch: &mut Batch<I>) -> Result<(), JobError> {
         self.open()?;
-        self.ctx.enter();
-        self.ctx.counters.add_in(batch.len());
+        self.core.ctx.enter();
+        self.core.ctx.counters.add_in(batch.len());
         for (x, ts) in batch.drain() {
             let key = self.key.with_key(&x, Clone::clone);
-            let mut kctx = KeyedContext {
-                key: &key,
-                timestamp: ts,
-                watermark: self.watermark,
-                clock: &self.clock,
-                state: &mut self.state,
-                timers: &mut self.timers,
-                runtime: &self.ctx.runtime,
-                domain: None,
-            };
-            self.f
-                .process_element(
-                    x,
-                    &mut kctx,
-                    &mut Collector::with_side_outputs(&mut self.out, ts, &mut self.side),
-                )
-                .map_err(|e| self.ctx.error(e))?;
-            if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
-                self.emit()?;
-            }
+            let f = &mut self.f;
+            self.core
+                .with_key(&key, ts, None, |kctx, out| f.process_element(x, kctx, out))?;
         }
-        self.emit()
+        self.core.emit()
     }
 
     fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {
-        if watermark <= self.watermark {
+        if !self.core.advance(watermark) {
             return Ok(());
         }
-        self.watermark = watermark;
         self.fire(TimeDomain::EventTime, watermark)?;
-        self.side.watermark(watermark)?;
-        self.down.watermark(watermark)
+        self.core.forward_watermark(watermark)
     }
 
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         self.fire(TimeDomain::ProcessingTime, now_ms)?;
-        self.side.tick(now_ms)?;
-        self.down.tick(now_ms)
+        self.core.forward_tick(now_ms)
     }
 
     fn watermark_status(&mut self, idle: bool) -> Result<(), JobError> {
-        self.side.watermark_status(idle)?;
-        self.down.watermark_status(idle)
+        self.core.watermark_status(idle)
     }
 
     fn poll_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), JobError>> {
-        match self.side.poll_ready(cx) {
-            std::task::Poll::Ready(Ok(())) => self.down.poll_ready(cx),
-            other => other,
-        }
+        self.core.poll_ready(cx)
     }
+
     fn flush(&mut self) -> Result<(), JobError> {
-        self.side.flush()?;
-        self.down.flush()
+        self.core.flush()
     }
+
     fn poll_flush(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), JobError>> {
-        match self.side.poll_flush(cx) {
-            std::task::Poll::Ready(Ok(())) => self.down.poll_flush(cx),
-            other => other,
-        }
+        self.core.poll_flush(cx)
     }
 
     fn finish(&mut self) -> Result<(), JobError> {
         self.open()?;
-        self.side.finish()?;
-        self.down.finish()
+        self.core.finish()
     }
 }

@@ -30,6 +30,13 @@ fn ms(d: Duration) -> i64 {
     d.as_millis() as i64
 }
 
+/// The time a record is windowed by: its timestamp in event time (None if it has none), the
+/// processing time otherwise.
+#[inline]
+fn time_of(event_time: bool, timestamp: Option<i64>, now: i64) -> Option<i64> {
+    if event_time { timestamp } else { Some(now) }
+}
+
 /// The start of the window of `size` (shifted by `offset`) holding `ts`.
 #[inline]
 pub fn window_start(ts: i64, offset: i64, size: i64) -> i64 {
@@ -82,13 +89,8 @@ impl<T> WindowAssigner<T> for TumblingWindows {
 
     #[inline]
     fn assign(&self, _record: &T, timestamp: Option<i64>, now: i64, out: &mut Vec<TimeWindow>) {
-        let t = if self.event_time {
-            match timestamp {
-                Some(t) => t,
-                None => return,
-            }
-        } else {
-            now
+        let Some(t) = time_of(self.event_time, timestamp, now) else {
+            return;
         };
         let start = window_start(t, self.offset, self.size);
         out.push(TimeWindow::new(start, start + self.size));
@@ -146,13 +148,8 @@ impl<T> WindowAssigner<T> for SlidingWindows {
     }
 
     fn assign(&self, _record: &T, timestamp: Option<i64>, now: i64, out: &mut Vec<TimeWindow>) {
-        let t = if self.event_time {
-            match timestamp {
-                Some(t) => t,
-                None => return,
-            }
-        } else {
-            now
+        let Some(t) = time_of(self.event_time, timestamp, now) else {
+            return;
         };
         let mut start = window_start(t, self.offset, self.slide);
         while start > t - self.size {
@@ -245,13 +242,8 @@ impl<T, G: SessionGap<T>> WindowAssigner<T> for SessionWindows<G> {
     }
 
     fn assign(&self, record: &T, timestamp: Option<i64>, now: i64, out: &mut Vec<TimeWindow>) {
-        let t = if self.event_time {
-            match timestamp {
-                Some(t) => t,
-                None => return,
-            }
-        } else {
-            now
+        let Some(t) = time_of(self.event_time, timestamp, now) else {
+            return;
         };
         let gap = self.gap.gap_ms(record).max(1);
         out.push(TimeWindow::new(t, t.saturating_add(gap)));

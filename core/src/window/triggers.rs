@@ -87,19 +87,25 @@ pub trait Trigger<T, W: Window>: Clone + Send + Sync + 'static {
         ctx: &mut TriggerContext<'_, K, W, Self::State>,
     ) -> TriggerResult;
 
+    /// An event-time timer of the window fired. (Default: nothing to do.)
     fn on_event_time<K: Hash + Eq + Clone>(
         &mut self,
-        time: i64,
-        window: &W,
-        ctx: &mut TriggerContext<'_, K, W, Self::State>,
-    ) -> TriggerResult;
+        _time: i64,
+        _window: &W,
+        _ctx: &mut TriggerContext<'_, K, W, Self::State>,
+    ) -> TriggerResult {
+        TriggerResult::Continue
+    }
 
+    /// A processing-time timer of the window fired. (Default: nothing to do.)
     fn on_processing_time<K: Hash + Eq + Clone>(
         &mut self,
-        time: i64,
-        window: &W,
-        ctx: &mut TriggerContext<'_, K, W, Self::State>,
-    ) -> TriggerResult;
+        _time: i64,
+        _window: &W,
+        _ctx: &mut TriggerContext<'_, K, W, Self::State>,
+    ) -> TriggerResult {
+        TriggerResult::Continue
+    }
 
     /// Windows merged into `window` (sessions): `ctx.state()` already holds the merged state.
     fn on_merge<K: Hash + Eq + Clone>(
@@ -112,12 +118,14 @@ pub trait Trigger<T, W: Window>: Clone + Send + Sync + 'static {
     /// Folds the state of a window merged away into the state of the window it merged into.
     fn merge_state(&self, _into: &mut Self::State, _from: &Self::State) {}
 
-    /// The window is gone: delete the timers this trigger registered for it.
+    /// The window is gone: delete the timers this trigger registered for it. (Default: it
+    /// registered none.)
     fn clear<K: Hash + Eq + Clone>(
         &mut self,
-        window: &W,
-        ctx: &mut TriggerContext<'_, K, W, Self::State>,
-    );
+        _window: &W,
+        _ctx: &mut TriggerContext<'_, K, W, Self::State>,
+    ) {
+    }
 }
 
 /// Fires once the watermark passes the window's end, and again for every late record within the
@@ -161,15 +169,6 @@ impl<T, W: Window> Trigger<T, W> for EventTimeTrigger {
         }
     }
 
-    fn on_processing_time<K: Hash + Eq + Clone>(
-        &mut self,
-        _time: i64,
-        _window: &W,
-        _ctx: &mut TriggerContext<'_, K, W, ()>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
-
     fn on_merge<K: Hash + Eq + Clone>(
         &mut self,
         window: &W,
@@ -203,15 +202,6 @@ impl<T, W: Window> Trigger<T, W> for ProcessingTimeTrigger {
         if ctx.new_window {
             ctx.register_processing_time_timer(window.max_timestamp());
         }
-        TriggerResult::Continue
-    }
-
-    fn on_event_time<K: Hash + Eq + Clone>(
-        &mut self,
-        _time: i64,
-        _window: &W,
-        _ctx: &mut TriggerContext<'_, K, W, ()>,
-    ) -> TriggerResult {
         TriggerResult::Continue
     }
 
@@ -274,24 +264,6 @@ impl<T, W: Window> Trigger<T, W> for CountTrigger {
         }
     }
 
-    fn on_event_time<K: Hash + Eq + Clone>(
-        &mut self,
-        _time: i64,
-        _window: &W,
-        _ctx: &mut TriggerContext<'_, K, W, u64>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
-
-    fn on_processing_time<K: Hash + Eq + Clone>(
-        &mut self,
-        _time: i64,
-        _window: &W,
-        _ctx: &mut TriggerContext<'_, K, W, u64>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
-
     fn merge_state(&self, into: &mut u64, from: &u64) {
         *into += *from;
     }
@@ -315,24 +287,6 @@ impl<T, W: Window> Trigger<T, W> for NeverTrigger {
         &mut self,
         _record: &T,
         _timestamp: Option<i64>,
-        _window: &W,
-        _ctx: &mut TriggerContext<'_, K, W, ()>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
-
-    fn on_event_time<K: Hash + Eq + Clone>(
-        &mut self,
-        _time: i64,
-        _window: &W,
-        _ctx: &mut TriggerContext<'_, K, W, ()>,
-    ) -> TriggerResult {
-        TriggerResult::Continue
-    }
-
-    fn on_processing_time<K: Hash + Eq + Clone>(
-        &mut self,
-        _time: i64,
         _window: &W,
         _ctx: &mut TriggerContext<'_, K, W, ()>,
     ) -> TriggerResult {
