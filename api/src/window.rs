@@ -125,10 +125,7 @@ where
         O: Data,
         P: ProcessWindowFunction<KS::Key, T, O, WA::W>,
     {
-        self.build(
-            "window reduce",
-            ThenProcess(ReduceFn(reduce), f, PhantomData),
-        )
+        self.build("window reduce", ThenProcess::new(ReduceFn(reduce), f))
     }
 
     /// Aggregates each window incrementally, then calls `f` with the result and the window.
@@ -140,7 +137,7 @@ where
     {
         self.build(
             "window aggregate",
-            ThenProcess(AggregateFn(aggregate), f, PhantomData),
+            ThenProcess::new(AggregateFn(aggregate), f),
         )
     }
 

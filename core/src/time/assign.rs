@@ -27,6 +27,11 @@ pub struct AssignTimestamps<T, G, A> {
     last_record_ms: i64,
     idle: bool,
     out: Batch<T>,
+    /// The timestamp lane being filled (kept for its capacity).
+    lane: Vec<i64>,
+    /// Where a punctuated watermark cuts the batch being assigned: after how many records,
+    /// and the watermark.
+    cuts: Vec<(usize, i64)>,
     down: BoxPush<T>,
     ctx: OperatorContext,
 }
@@ -51,6 +56,8 @@ where
             output: WatermarkOutput::default(),
             watermark: WATERMARK_MIN,
             out: Batch::new(),
+            lane: Vec::new(),
+            cuts: Vec::new(),
             down,
             ctx,
         }
@@ -95,33 +102,55 @@ where
     fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
         self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
+        // The timestamps go into a lane of their own and the records stay where they are: the
+        // batch is handed on whole unless a punctuated watermark cuts it.
+        let mut lane = std::mem::take(&mut self.lane);
+        lane.clear();
+        lane.reserve(batch.len());
+        self.cuts.clear();
         let timed = batch.is_timed();
-        self.out.records.reserve(batch.len());
-        self.out.timestamps.reserve(batch.len());
-        let mut records = std::mem::take(&mut batch.records);
-        for (i, x) in records.drain(..).enumerate() {
+        for (i, x) in batch.records.iter().enumerate() {
             let previous = if timed {
                 Some(batch.timestamps[i])
             } else {
                 None
             };
-            let Some(ts) = self.assigner.extract(&x, previous) else {
+            let Some(ts) = self.assigner.extract(x, previous) else {
                 batch.clear();
+                self.lane = lane;
                 return Err(self.ctx.error(
                     "a record has no timestamp: give the watermark strategy a timestamp \
                      assigner, or read from a source that sets timestamps",
                 ));
             };
-            self.generator.on_event(&x, ts, &mut self.output);
-            self.out.records.push(x);
-            self.out.timestamps.push(ts);
-            if self.output.watermark.is_some() {
-                self.emit()?;
+            lane.push(ts);
+            self.generator.on_event(x, ts, &mut self.output);
+            if let Some(w) = self.output.watermark.take() {
+                // After record i, event time may move to w.
+                self.cuts.push((i + 1, w));
             }
         }
-        batch.records = records;
-        batch.timestamps.clear();
-        self.ship()?;
+        std::mem::swap(&mut batch.timestamps, &mut lane);
+        self.lane = lane;
+        if self.cuts.is_empty() {
+            self.ctx.counters.add_out(batch.len());
+            self.down.push(batch)?;
+            self.ctx.enter();
+        } else {
+            let mut done = 0;
+            for k in 0..self.cuts.len() {
+                let (at, w) = self.cuts[k];
+                self.out.records.extend(batch.records.drain(..at - done));
+                self.out
+                    .timestamps
+                    .extend(batch.timestamps.drain(..at - done));
+                done = at;
+                self.output.watermark = Some(w);
+                self.emit()?;
+            }
+            self.out.append(batch);
+            self.ship()?;
+        }
         let now = self.clock.now_ms();
         if self.idle_timeout_ms.is_some() {
             self.last_record_ms = now;

@@ -17,6 +17,18 @@ pub trait WindowAssigner<T>: Clone + Send + Sync + 'static {
     /// arriving at processing time `now`. Appends to `out`.
     fn assign(&self, record: &T, timestamp: Option<i64>, now: i64, out: &mut Vec<Self::W>);
 
+    /// For an assigner that puts a record in at most one window (tumbling, global): that window
+    /// (`Some(None)`: none). `None`: the assigner may give several; call `assign`.
+    #[inline]
+    fn assign_single(
+        &self,
+        _record: &T,
+        _timestamp: Option<i64>,
+        _now: i64,
+    ) -> Option<Option<Self::W>> {
+        None
+    }
+
     /// Whether the windows are in event time (else processing time).
     fn is_event_time(&self) -> bool;
 
@@ -94,6 +106,19 @@ impl<T> WindowAssigner<T> for TumblingWindows {
         };
         let start = window_start(t, self.offset, self.size);
         out.push(TimeWindow::new(start, start + self.size));
+    }
+
+    #[inline]
+    fn assign_single(
+        &self,
+        _record: &T,
+        timestamp: Option<i64>,
+        now: i64,
+    ) -> Option<Option<TimeWindow>> {
+        Some(time_of(self.event_time, timestamp, now).map(|t| {
+            let start = window_start(t, self.offset, self.size);
+            TimeWindow::new(start, start + self.size)
+        }))
     }
 
     fn is_event_time(&self) -> bool {
@@ -273,6 +298,16 @@ impl<T> WindowAssigner<T> for GlobalWindows {
 
     fn assign(&self, _record: &T, _timestamp: Option<i64>, _now: i64, out: &mut Vec<GlobalWindow>) {
         out.push(GlobalWindow);
+    }
+
+    #[inline]
+    fn assign_single(
+        &self,
+        _record: &T,
+        _timestamp: Option<i64>,
+        _now: i64,
+    ) -> Option<Option<GlobalWindow>> {
+        Some(Some(GlobalWindow))
     }
 
     fn is_event_time(&self) -> bool {

@@ -41,7 +41,7 @@ pub trait WindowFunction<K, T, W: Window>: Clone + Send + Sync + 'static {
 /// An incremental aggregation: an accumulator per window, records added one at a time.
 pub trait AggregateFunction<T>: Clone + Send + Sync + 'static {
     type Acc: 'static;
-    type Out: 'static;
+    type Out: Send + 'static;
     fn create_accumulator(&self) -> Self::Acc;
     fn add(&self, acc: &mut Self::Acc, record: T);
     fn result(&self, acc: &Self::Acc) -> Self::Out;
@@ -195,19 +195,38 @@ where
 
 /// A pre-aggregating function followed by a process function that sees its one result (and the
 /// window): `reduce` or `aggregate` with a [`ProcessWindowFunction`].
-pub struct ThenProcess<F, P, O>(pub F, pub P, pub std::marker::PhantomData<fn() -> O>);
+pub struct ThenProcess<F, P, O, R = ()>(
+    pub F,
+    pub P,
+    pub std::marker::PhantomData<fn() -> O>,
+    /// The pre-aggregated result of the firing window, kept for its capacity (a mutex only to
+    /// make the function shareable: it is reached through `&mut self`, never locked).
+    pub std::sync::Mutex<crate::operator::Batch<R>>,
+);
 
-impl<F: Clone, P: Clone, O> Clone for ThenProcess<F, P, O> {
-    fn clone(&self) -> Self {
-        Self(self.0.clone(), self.1.clone(), std::marker::PhantomData)
+impl<F, P, O, R> ThenProcess<F, P, O, R> {
+    pub fn new(f: F, p: P) -> Self {
+        Self(
+            f,
+            p,
+            std::marker::PhantomData,
+            std::sync::Mutex::new(crate::operator::Batch::new()),
+        )
     }
 }
 
-impl<K, T, O, W, F, P> WindowFunction<K, T, W> for ThenProcess<F, P, O>
+impl<F: Clone, P: Clone, O, R> Clone for ThenProcess<F, P, O, R> {
+    fn clone(&self) -> Self {
+        Self::new(self.0.clone(), self.1.clone())
+    }
+}
+
+impl<K, T, O, W, F, P> WindowFunction<K, T, W> for ThenProcess<F, P, O, F::Out>
 where
     O: 'static,
     W: Window,
     F: WindowFunction<K, T, W>,
+    F::Out: Send,
     P: ProcessWindowFunction<K, F::Out, O, W>,
 {
     type Acc = F::Acc;
@@ -230,9 +249,9 @@ where
         acc: &mut F::Acc,
         out: &mut Collector<O>,
     ) -> Result<(), UserError> {
-        let mut pre = crate::operator::Batch::new();
-        self.0
-            .emit(key, ctx, acc, &mut Collector::new(&mut pre, None))?;
+        let pre = self.3.get_mut().unwrap_or_else(|e| e.into_inner());
+        pre.clear();
+        self.0.emit(key, ctx, acc, &mut Collector::new(pre, None))?;
         self.1.process(key, ctx, &pre.records, out)
     }
 }

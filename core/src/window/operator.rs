@@ -224,6 +224,17 @@ where
 
     fn process_record(&mut self, x: T, ts: Option<i64>, now: i64) -> Result<(), JobError> {
         let key = self.key.with_key(&x, Clone::clone);
+        if let Some(single) = self.assigner.assign_single(&x, ts, now) {
+            // One window at most (tumbling, global): no list of windows to build.
+            return match single {
+                Some(w) if !self.is_late(&w) => self.add_to_window(&key, &w, x, ts, now, false),
+                Some(_) => {
+                    self.late_record(x, ts);
+                    Ok(())
+                }
+                None => Ok(()),
+            };
+        }
         let mut windows = std::mem::take(&mut self.windows);
         windows.clear();
         self.assigner.assign(&x, ts, now, &mut windows);
