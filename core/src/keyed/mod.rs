@@ -177,7 +177,7 @@ impl<K, N, V> Default for PairTable<K, N, V> {
 /// The hash a (key, namespace) pair is filed under.
 #[inline]
 pub fn entry_hash<K: Hash, N: Hash>(key: &K, namespace: &N) -> u64 {
-    key_hash(&(key, namespace))
+    crate::key::state_hash(key_hash(&(key, namespace)))
 }
 
 impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> PairTable<K, N, V> {

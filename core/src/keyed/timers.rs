@@ -57,7 +57,7 @@ impl<K, N> Default for TimerQueue<K, N> {
 
 #[inline]
 fn timer_hash<K: Hash, N: Hash>(at: i64, key: &K, namespace: &N) -> u64 {
-    key_hash(&(at, key, namespace))
+    crate::key::state_hash(key_hash(&(at, key, namespace)))
 }
 
 impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {

@@ -11,7 +11,7 @@ use hashbrown::HashTable;
 
 use super::{Batch, BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push};
 use crate::error::JobError;
-use crate::key::{KeySelector, key_group_of_hash, key_hash};
+use crate::key::{KeySelector, key_group_of_hash, key_hash, state_hash};
 
 /// When the accumulators are emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +104,7 @@ where
                 let hash = key_hash(k);
                 (
                     hash,
-                    state.find_mut(hash, |acc| key.with_key(acc, |ak| ak == k)),
+                    state.find_mut(state_hash(hash), |acc| key.with_key(acc, |ak| ak == k)),
                 )
             });
             if cfg!(debug_assertions) && self.check_ownership {
@@ -127,8 +127,9 @@ where
                     if every_update {
                         self.out.push(x.clone(), ts);
                     }
-                    self.state
-                        .insert_unique(hash, x, |acc| key.with_key(acc, key_hash));
+                    self.state.insert_unique(state_hash(hash), x, |acc| {
+                        key.with_key(acc, |k| state_hash(key_hash(k)))
+                    });
                 }
             }
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
