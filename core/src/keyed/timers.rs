@@ -3,52 +3,35 @@
 //! A timer is (timestamp, key, namespace); registering one that exists does nothing (so a window
 //! can register its end on every element), deleting one that does not exist does nothing. Due
 //! timers come out in timestamp order, and in registration order among equal timestamps.
-//! Deletion is lazy: the heap keeps the entry and skips it when it surfaces.
+//!
+//! Timers are kept by timestamp: a sorted map from each distinct time to its timers in
+//! registration order, beside a hash set of the live ones. Windows make many timers at few
+//! times (every key's window ends at the same instant), so registering is a hash insert and a
+//! push, and firing takes them in runs without a heap's cache misses (measured: a binary heap of
+//! single timers was 10% of the windows benchmark). Deletion is lazy: the run keeps the entry
+//! and skips it when it comes out.
 
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hash;
 
 use hashbrown::HashTable;
 
 use crate::key::key_hash;
 
-struct Queued<K, N> {
-    at: i64,
-    seq: u64,
-    key: K,
-    namespace: N,
-}
-
-impl<K, N> PartialEq for Queued<K, N> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl<K, N> Eq for Queued<K, N> {}
-impl<K, N> PartialOrd for Queued<K, N> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl<K, N> Ord for Queued<K, N> {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 /// One time domain's timers.
 pub struct TimerQueue<K, N> {
-    heap: BinaryHeap<Reverse<Queued<K, N>>>,
-    /// The live timers (the heap may also hold deleted ones).
-    live: HashTable<(i64, K, N)>,
+    /// Per time, its timers with their registration numbers, in registration order.
+    by_time: BTreeMap<i64, VecDeque<(K, N, u64)>>,
+    /// The live timers and their registration numbers (a run entry whose number differs was
+    /// deleted, and perhaps registered again later).
+    live: HashTable<(i64, K, N, u64)>,
     seq: u64,
 }
 
 impl<K, N> Default for TimerQueue<K, N> {
     fn default() -> Self {
         Self {
-            heap: BinaryHeap::new(),
+            by_time: BTreeMap::new(),
             live: HashTable::new(),
             seq: 0,
         }
@@ -80,14 +63,13 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
         ) {
             hashbrown::hash_table::Entry::Occupied(_) => false,
             hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert((at, key.clone(), namespace.clone()));
                 self.seq += 1;
-                self.heap.push(Reverse(Queued {
-                    at,
-                    seq: self.seq,
-                    key: key.clone(),
-                    namespace: namespace.clone(),
-                }));
+                v.insert((at, key.clone(), namespace.clone(), self.seq));
+                self.by_time.entry(at).or_default().push_back((
+                    key.clone(),
+                    namespace.clone(),
+                    self.seq,
+                ));
                 true
             }
         }
@@ -108,33 +90,54 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
 
     /// Takes the earliest live timer at or before `time`.
     pub fn pop_due(&mut self, time: i64) -> Option<(i64, K, N)> {
-        while let Some(Reverse(top)) = self.heap.peek() {
-            if top.at > time {
+        loop {
+            let mut run = self.by_time.first_entry()?;
+            let at = *run.key();
+            if at > time {
                 return None;
             }
-            let Reverse(t) = self.heap.pop().expect("peeked");
-            if self.delete(t.at, &t.key, &t.namespace) {
-                return Some((t.at, t.key, t.namespace));
+            let Some((key, namespace, seq)) = run.get_mut().pop_front() else {
+                run.remove();
+                continue;
+            };
+            if run.get().is_empty() {
+                run.remove();
+            }
+            // Fired only if this is the registration that is live.
+            if let Ok(o) = self.live.find_entry(timer_hash(at, &key, &namespace), |t| {
+                t.0 == at && t.1 == key && t.2 == namespace && t.3 == seq
+            }) {
+                o.remove();
+                return Some((at, key, namespace));
             }
         }
-        None
     }
 
     /// The earliest live timer's time.
     pub fn next_time(&mut self) -> Option<i64> {
-        while let Some(Reverse(top)) = self.heap.peek() {
-            let live = self
-                .live
-                .find(timer_hash(top.at, &top.key, &top.namespace), |t| {
-                    t.0 == top.at && t.1 == top.key && t.2 == top.namespace
-                })
-                .is_some();
-            if live {
-                return Some(top.at);
+        loop {
+            let mut run = self.by_time.first_entry()?;
+            let at = *run.key();
+            let front_live = match run.get().front() {
+                Some((k, n, seq)) => self
+                    .live
+                    .find(timer_hash(at, k, n), |t| {
+                        t.0 == at && t.1 == *k && t.2 == *n && t.3 == *seq
+                    })
+                    .is_some(),
+                None => {
+                    run.remove();
+                    continue;
+                }
+            };
+            if front_live {
+                return Some(at);
             }
-            self.heap.pop();
+            run.get_mut().pop_front();
+            if run.get().is_empty() {
+                run.remove();
+            }
         }
-        None
     }
 }
 
