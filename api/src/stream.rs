@@ -36,7 +36,7 @@ use crate::window::{EvictingWindowedStream, OutputTag, WindowedStream};
 /// A stream of records `T`: the output of a source or an operator (or the union of several).
 pub struct DataStream<T> {
     pub(crate) env: Rc<EnvInner>,
-    heads: Vec<NodeId>,
+    pub(crate) heads: Vec<NodeId>,
     _t: PhantomData<fn() -> T>,
 }
 
@@ -65,7 +65,7 @@ impl<T> DataStream<T> {
 pub const COMBINER_KEYS_MAX: usize = 1 << 16;
 
 impl<T: Data> DataStream<T> {
-    fn op<U: Data>(
+    pub(crate) fn op<U: Data>(
         &self,
         name: &str,
         input: InputRef,

@@ -5,10 +5,12 @@ use std::marker::PhantomData;
 use std::time::Duration;
 
 use shardflow_core::Data;
-use shardflow_core::key::KeySelector;
+use shardflow_core::key::{KeyByRef, KeySelector};
 use shardflow_core::window::functions::{
     AggregateFn, Evicting, ProcessAll, ReduceFn, ThenProcess, WindowFunction,
 };
+use shardflow_core::window::triggers::TimeTrigger;
+use shardflow_core::window::two_phase::{MergePartials, Partial, PartialWindows, WindowCombiner};
 use shardflow_core::window::{
     AggregateFunction, Evictor, ProcessWindowFunction, Trigger, WindowAssigner, WindowOperator,
     WindowSettings,
@@ -206,6 +208,78 @@ where
         self.windowed.build(
             "window process",
             Evicting(self.evictor, ProcessAll(f, PhantomData)),
+        )
+    }
+}
+
+/// The partial of a two-phase aggregation, keyed by its key.
+fn partial_key<K, W, A>(p: &(K, W, A)) -> &K {
+    &p.0
+}
+
+impl<T, KS, WA> WindowedStream<T, KS, WA, TimeTrigger>
+where
+    T: Data,
+    KS: KeySelector<T>,
+    KS::Key: Data,
+    WA: WindowAssigner<T, DefaultTrigger = TimeTrigger>,
+    WA::W: Data,
+{
+    /// As [`aggregate_with`](Self::aggregate_with), in two phases (Flink SQL's local-global
+    /// aggregation): each shard pre-aggregates its records per key and window before the
+    /// exchange, so only one partial accumulator per key, window and shard crosses it. The
+    /// results are those of `aggregate_with`. For event-time, non-merging windows with their
+    /// default trigger and no late output (late records are still dropped and counted); the
+    /// accumulator must be a record type, since it crosses shards.
+    pub fn aggregate_two_phase_with<A, O, P>(self, aggregate: A, f: P) -> DataStream<O>
+    where
+        A: AggregateFunction<T>,
+        A::Acc: Data,
+        O: Data,
+        P: ProcessWindowFunction<KS::Key, A::Out, O, WA::W>,
+    {
+        assert!(
+            self.assigner.is_event_time() && !self.assigner.is_merging(),
+            "two-phase window aggregation needs event-time, non-merging windows"
+        );
+        assert!(
+            self.late_tag.is_none(),
+            "two-phase window aggregation has no late output (its partials are not records)"
+        );
+        assert!(
+            self.trigger.event_time,
+            "two-phase window aggregation needs the event-time trigger"
+        );
+        let Self {
+            keyed,
+            assigner,
+            settings,
+            ..
+        } = self;
+        let key = keyed.key.clone();
+        let agg = aggregate.clone();
+        let partials: DataStream<Partial<KS::Key, WA::W, A::Acc>> = keyed.stream.op(
+            "window aggregate (local)",
+            crate::env::forward(&keyed.stream.heads),
+            move |ctx, down| {
+                Ok(Box::new(WindowCombiner::new(
+                    key.clone(),
+                    assigner.clone(),
+                    agg.clone(),
+                    down,
+                    ctx.clone(),
+                )))
+            },
+        );
+        let by_key = KeyedStream {
+            stream: partials,
+            key: KeyByRef::new(partial_key::<KS::Key, WA::W, A::Acc> as fn(&_) -> &_),
+        };
+        let mut global = WindowedStream::new(by_key, PartialWindows);
+        global.settings = settings;
+        global.build(
+            "window aggregate (global)",
+            ThenProcess::new(MergePartials::new(aggregate), f),
         )
     }
 }

@@ -53,6 +53,9 @@ enum Bench {
         /// Only the hand-written loop (for profiling).
         #[arg(long)]
         loop_only: bool,
+        /// Every reading crosses the exchange (no pre-aggregation per shard).
+        #[arg(long)]
+        one_phase: bool,
     },
     /// Records/s through the exchange between two pinned shards, beside a bare rkyv hand-off.
     Exchange {
@@ -136,16 +139,25 @@ fn main() -> anyhow::Result<()> {
             runs,
             engine_only,
             loop_only,
+            one_phase,
         } => {
             let settings = shardflow::jobs::telemetry::TelemetrySettings {
                 readings: events,
                 sensors: keys,
+                two_phase: !one_phase,
                 ..Default::default()
             };
             println!(
                 "windows: {events} events, {keys} keys, disorder {} ms, out-of-orderness {} ms, \
-                 tumbling {} ms windows, {runs} runs each (interleaved)",
-                settings.disorder_ms, settings.out_of_orderness_ms, settings.window_ms
+                 tumbling {} ms windows, {} aggregation, {runs} runs each (interleaved)",
+                settings.disorder_ms,
+                settings.out_of_orderness_ms,
+                settings.window_ms,
+                if settings.two_phase {
+                    "two-phase"
+                } else {
+                    "one-phase"
+                }
             );
             if loop_only {
                 for _ in 0..runs {

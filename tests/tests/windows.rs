@@ -642,3 +642,96 @@ fn a_continuous_trigger_fires_each_interval_and_at_the_end_of_the_window() {
     got.sort();
     assert_eq!(got, [27, 52, 77, 100]);
 }
+
+#[test]
+fn two_phase_aggregation_gives_the_windows_of_one_phase() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let seed = shardflow_tests::seed(0x2f2);
+    let mut rng = SplitMix64::new(seed);
+    for round in 0..4 {
+        let disorder = 1 + rng.below(100) as i64;
+        let evs = events(rng.next_u64(), 5_000, 1 + rng.below(30), disorder);
+        let d = disorder_of(&evs);
+        let (kind, expected) = if round % 2 == 0 {
+            let size = 10 + rng.below(300) as i64;
+            (Kind::Tumbling(size), tumbling_reference(&evs, size))
+        } else {
+            let slide = 5 + rng.below(50) as i64;
+            let size = slide * (1 + rng.below(3) as i64);
+            (
+                Kind::Sliding(size, slide),
+                sliding_reference(&evs, size, slide),
+            )
+        };
+        for p in [1, 2, 4] {
+            let mut env = StreamExecutionEnvironment::local();
+            env.set_parallelism(p);
+            let keyed = env
+                .from_iter(evs.clone())
+                .assign_timestamps_and_watermarks(
+                    WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(
+                        d as u64,
+                    ))
+                    .with_timestamp_assigner(|e: &Ev| e.1),
+                )
+                .key_by(|e: &Ev| e.0);
+            let ms = |x: i64| Duration::from_millis(x as u64);
+            let out = match kind {
+                Kind::Tumbling(size) => keyed
+                    .window(TumblingWindows::event_time(ms(size)))
+                    .aggregate_two_phase_with(CountSumMax, with_window),
+                Kind::Sliding(size, slide) => keyed
+                    .window(SlidingWindows::event_time(ms(size), ms(slide)))
+                    .aggregate_two_phase_with(CountSumMax, with_window),
+                Kind::Session(_) => unreachable!(),
+            }
+            .collect();
+            let result = env.execute("two-phase").unwrap();
+            let mut got = out.take();
+            got.sort();
+            assert_eq!(got, expected, "round {round} {kind:?} P={p}");
+            // Fewer partials than records crossed the exchange.
+            let partials = result
+                .operator("window aggregate (local)")
+                .map_or(0, |o| o.records_out);
+            assert!(partials < evs.len() as u64, "{partials} partials");
+        }
+    }
+    // With allowed lateness, late records re-fire their windows as in one phase.
+    for round in 0..4 {
+        let evs = events(rng.next_u64(), 3_000, 1 + rng.below(10), 300);
+        let size = 20 + rng.below(200) as i64;
+        let bound = rng.below(100) as i64;
+        let lateness = [0, 10, 50, 150][round % 4];
+        let (expected, expected_late) = lateness_reference(&evs, size, bound, lateness);
+        let mut env = StreamExecutionEnvironment::local();
+        env.set_parallelism(1);
+        let fired = env
+            .from_iter(evs.clone())
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy::for_generator(EveryRecord {
+                    bound,
+                    max: i64::MIN,
+                })
+                .with_timestamp_assigner(|e: &Ev| e.1),
+            )
+            .key_by(|e: &Ev| e.0)
+            .window(TumblingWindows::event_time(Duration::from_millis(
+                size as u64,
+            )))
+            .allowed_lateness(Duration::from_millis(lateness as u64))
+            .aggregate_two_phase_with(CountSumMax, with_window)
+            .collect();
+        let result = env.execute("two-phase lateness").unwrap();
+        let mut fired = fired.take();
+        fired.sort();
+        assert_eq!(fired, expected, "round {round}: fired windows");
+        let late: u64 = result
+            .metrics
+            .operators
+            .iter()
+            .map(|o| o.records_late)
+            .sum();
+        assert_eq!(late, expected_late.len() as u64, "late records are counted");
+    }
+}

@@ -143,6 +143,10 @@ enum Job {
         /// Emit readings in real time at --rate (a live feed) instead of as fast as possible.
         #[arg(long)]
         paced: bool,
+        /// Send every reading to the shard of its sensor instead of pre-aggregating per shard
+        /// first (two-phase aggregation, the default).
+        #[arg(long)]
+        one_phase: bool,
         /// A directory to write `sensor,window_start,window_end,count,sum,max` CSV files into.
         #[arg(long)]
         output: Option<PathBuf>,
@@ -344,6 +348,7 @@ fn run(cli: Cli) -> Result<(), JobError> {
                 window_ms,
                 seed,
                 paced,
+                one_phase,
                 output,
                 common,
             } => {
@@ -359,6 +364,7 @@ fn run(cli: Cli) -> Result<(), JobError> {
                     window_ms: window_ms.max(1),
                     seed,
                     paced,
+                    two_phase: !one_phase,
                 };
                 let readings = telemetry::readings(&env, &settings);
                 let stats = telemetry::window_stats(&readings, &settings);

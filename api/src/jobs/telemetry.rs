@@ -70,6 +70,9 @@ pub struct TelemetrySettings {
     pub seed: u64,
     /// Pace the readings in real time at `rate` (a live feed) instead of as fast as possible.
     pub paced: bool,
+    /// Pre-aggregate per shard before the exchange (two-phase aggregation); else every reading
+    /// crosses to the shard that owns its sensor.
+    pub two_phase: bool,
 }
 
 impl Default for TelemetrySettings {
@@ -83,6 +86,7 @@ impl Default for TelemetrySettings {
             window_ms: 1_000,
             seed: 42,
             paced: false,
+            two_phase: true,
         }
     }
 }
@@ -213,7 +217,7 @@ pub fn window_stats(
     readings: &DataStream<Reading>,
     settings: &TelemetrySettings,
 ) -> DataStream<WindowStats> {
-    readings
+    let windows = readings
         .assign_timestamps_and_watermarks(
             WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(
                 settings.out_of_orderness_ms,
@@ -223,9 +227,13 @@ pub fn window_stats(
         .key_by(|r: &Reading| r.sensor)
         .window(TumblingWindows::event_time(Duration::from_millis(
             settings.window_ms,
-        )))
-        .aggregate_with(CountSumMax, stats)
-        .name("window count/sum/max")
+        )));
+    if settings.two_phase {
+        windows.aggregate_two_phase_with(CountSumMax, stats)
+    } else {
+        windows.aggregate_with(CountSumMax, stats)
+    }
+    .name("window count/sum/max")
 }
 
 /// The same windows by a plain single-threaded loop over the same readings: the reference of

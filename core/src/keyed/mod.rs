@@ -149,6 +149,41 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
         }
     }
 
+    /// The namespaces that have entries (in no particular order).
+    pub fn namespaces(&self) -> Vec<N> {
+        match &self.layout {
+            Layout::Pairs(t) => {
+                let mut ns: Vec<N> = Vec::new();
+                for e in t.entries.iter() {
+                    if !ns.contains(&e.1) {
+                        ns.push(e.1.clone());
+                    }
+                }
+                ns
+            }
+            Layout::ByNamespace(v) => v.iter().map(|(n, _)| n.clone()).collect(),
+        }
+    }
+
+    /// Removes every entry of `namespace`, handing each (key, value) to `f`.
+    pub fn drain_namespace(&mut self, namespace: &N, mut f: impl FnMut(K, V)) {
+        match &mut self.layout {
+            Layout::Pairs(t) => {
+                for (k, _, v) in t.entries.extract_if(|e| e.1 == *namespace) {
+                    f(k, v);
+                }
+            }
+            Layout::ByNamespace(v) => {
+                if let Some(i) = v.iter().position(|(n, _)| n == namespace) {
+                    let (_, table) = v.swap_remove(i);
+                    for (k, (), value) in table.entries {
+                        f(k, value);
+                    }
+                }
+            }
+        }
+    }
+
     /// Every entry, in no particular order.
     pub fn iter(&self) -> Box<dyn Iterator<Item = (&K, &N, &V)> + '_> {
         match &self.layout {

@@ -11,6 +11,7 @@ pub mod evictors;
 pub mod functions;
 pub mod operator;
 pub mod triggers;
+pub mod two_phase;
 
 use std::fmt::Debug;
 use std::hash::Hash;
