@@ -161,7 +161,6 @@ where
         let node = env.with_graph(|g| {
             g.use_processing_time();
             g.add_operator_with_side_outputs::<T, F::Out, _>(name, input, move |ctx, down, side| {
-                let late = late_tag.and_then(|t| side.take::<T>(t));
                 Ok(Box::new(WindowOperator::new(
                     key.clone(),
                     assigner.clone(),
@@ -169,7 +168,8 @@ where
                     f.clone(),
                     settings,
                     down,
-                    late,
+                    side.take_all(),
+                    late_tag,
                     ctx.clone(),
                 )))
             })

@@ -132,3 +132,63 @@ fn a_keyed_process_function_keeps_state_per_key_and_raises_side_alarms() {
     assert_eq!(got_alarms, want_alarms);
     assert_eq!(want_alarms.len(), 13);
 }
+
+#[test]
+fn a_window_function_emits_to_side_outputs_beside_the_late_output() {
+    use std::time::Duration;
+    let _cpus = shardflow_tests::shared_cpus();
+    // (key, ts): key k has k + 1 records in every 100 ms window.
+    let mut input: Vec<(u32, i64)> = Vec::new();
+    for w in 0..20i64 {
+        for k in 0..6u32 {
+            for j in 0..=k as i64 {
+                input.push((k, w * 100 + j));
+            }
+        }
+    }
+    input.sort_by_key(|r| r.1);
+    let big = OutputTag::<(u32, i64)>::new("big windows");
+    let late = OutputTag::<(u32, i64)>::new("late");
+    let mut env = StreamExecutionEnvironment::local();
+    env.set_parallelism(2);
+    let b = big.clone();
+    let counts = env
+        .from_iter(input)
+        .assign_timestamps_and_watermarks(
+            WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(10))
+                .with_timestamp_assigner(|r: &(u32, i64)| r.1),
+        )
+        .key_by(|r: &(u32, i64)| r.0)
+        .window(TumblingWindows::event_time(Duration::from_millis(100)))
+        .side_output_late_data(&late)
+        .process(
+            move |k: &u32,
+                  ctx: &WindowContext<TimeWindow>,
+                  rs: &[(u32, i64)],
+                  out: &mut Collector<(u32, u64)>| {
+                out.collect((*k, rs.len() as u64));
+                if rs.len() > 4 {
+                    out.output(&b, (*k, ctx.window.start));
+                }
+                Ok(())
+            },
+        );
+    let bigs = counts.get_side_output(&big).collect();
+    let lates = counts.get_side_output(&late).collect();
+    let counts = counts.collect();
+    env.execute("window side outputs").unwrap();
+    let mut counts = counts.take();
+    counts.sort();
+    let mut want: Vec<(u32, u64)> = (0..6u32)
+        .flat_map(|k| (0..20).map(move |_| (k, k as u64 + 1)))
+        .collect();
+    want.sort();
+    assert_eq!(counts, want);
+    let mut bigs = bigs.take();
+    bigs.sort();
+    let want_big: Vec<(u32, i64)> = (4..6u32)
+        .flat_map(|k| (0..20i64).map(move |w| (k, w * 100)))
+        .collect();
+    assert_eq!(bigs, want_big);
+    assert!(lates.take().is_empty());
+}

@@ -143,7 +143,13 @@ impl SideOutputSet {
     /// Buffers a record for side output `tag`. A tag nobody reads drops it (as Flink does).
     #[inline]
     pub fn output<X: 'static>(&mut self, tag: &OutputTag<X>, value: X, timestamp: Option<i64>) {
-        if let Some((_, port)) = self.ports.iter_mut().find(|(id, _)| *id == tag.id)
+        self.output_by_id(tag.id, value, timestamp);
+    }
+
+    /// As [`output`](Self::output), by the tag's number (for operators that keep the tag erased).
+    #[inline]
+    pub fn output_by_id<X: 'static>(&mut self, tag: u32, value: X, timestamp: Option<i64>) {
+        if let Some((_, port)) = self.ports.iter_mut().find(|(id, _)| *id == tag)
             && let Some(batch) = port.buffer().downcast_mut::<Batch<X>>()
         {
             batch.push(value, timestamp);

@@ -20,7 +20,8 @@ use crate::error::JobError;
 use crate::key::KeySelector;
 use crate::keyed::{KeyedTable, TimerService};
 use crate::operator::{
-    Batch, BoxPush, Collector, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push, WATERMARK_MIN,
+    Batch, BoxPush, Collector, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push, SideOutputSet,
+    WATERMARK_MIN,
 };
 use crate::time::ProcessingClock;
 
@@ -66,7 +67,10 @@ where
     windows: Vec<WA::W>,
     out: Batch<F::Out>,
     down: BoxPush<F::Out>,
-    late: Option<(BoxPush<T>, Batch<T>)>,
+    /// Side outputs: the late output (if any) and those the window function emits to.
+    side: SideOutputSet,
+    /// The side output late records go to.
+    late_tag: Option<u32>,
     ctx: OperatorContext,
 }
 
@@ -86,7 +90,8 @@ where
         f: F,
         settings: WindowSettings,
         down: BoxPush<F::Out>,
-        late: Option<BoxPush<T>>,
+        side: SideOutputSet,
+        late_tag: Option<u32>,
         ctx: OperatorContext,
     ) -> Self {
         let merging = assigner.is_merging();
@@ -111,7 +116,8 @@ where
             windows: Vec::new(),
             out: Batch::new(),
             down,
-            late: late.map(|l| (l, Batch::new())),
+            side,
+            late_tag,
             ctx,
         }
     }
@@ -161,19 +167,15 @@ where
             self.down.push(&mut self.out)?;
             self.ctx.enter();
         }
-        if let Some((late, batch)) = &mut self.late
-            && !batch.is_empty()
-        {
-            late.push(batch)?;
-            self.ctx.enter();
-        }
+        self.side.push_buffered()?;
+        self.ctx.enter();
         Ok(())
     }
 
     fn late_record(&mut self, x: T, ts: Option<i64>) {
         self.ctx.counters.add_late(1);
-        if let Some((_, batch)) = &mut self.late {
-            batch.push(x, ts);
+        if let Some(tag) = self.late_tag {
+            self.side.output_by_id(tag, x, ts);
         }
     }
 
@@ -194,6 +196,7 @@ where
             trigger,
             f,
             out,
+            side,
             ctx,
             watermark,
             ..
@@ -214,7 +217,18 @@ where
         let result = trigger.on_element(&value, ts, w, &mut tctx);
         f.add(&mut slot.acc, value, ts);
         if result != TriggerResult::Continue {
-            act(result, f, key, w, &mut slot.acc, *watermark, now, out, ctx)?;
+            act(
+                result,
+                f,
+                key,
+                w,
+                &mut slot.acc,
+                *watermark,
+                now,
+                out,
+                side,
+                ctx,
+            )?;
         }
         if created {
             self.register_cleanup(key, w);
@@ -410,6 +424,7 @@ where
                 trigger,
                 f,
                 out,
+                side,
                 ctx,
                 watermark,
                 ..
@@ -438,6 +453,7 @@ where
                         *watermark,
                         now,
                         out,
+                        side,
                         ctx,
                     )?;
                 }
@@ -470,6 +486,7 @@ fn act<K, T, W: Window, F: WindowFunction<K, T, W>>(
     watermark: i64,
     now: i64,
     out: &mut Batch<F::Out>,
+    side: &mut SideOutputSet,
     ctx: &OperatorContext,
 ) -> Result<(), JobError> {
     if result.is_fire() {
@@ -482,7 +499,7 @@ fn act<K, T, W: Window, F: WindowFunction<K, T, W>>(
             key,
             &wctx,
             acc,
-            &mut Collector::new(out, Some(w.max_timestamp())),
+            &mut Collector::with_side_outputs(out, Some(w.max_timestamp()), side),
         )
         .map_err(|e| ctx.error(e))?;
     }
@@ -530,47 +547,35 @@ where
         self.watermark = watermark;
         let now = self.clock.now_ms();
         self.fire(Domain::Event, watermark, now)?;
-        self.down.watermark(watermark)?;
-        if let Some((late, _)) = &mut self.late {
-            late.watermark(watermark)?;
-        }
-        Ok(())
+        self.side.watermark(watermark)?;
+        self.down.watermark(watermark)
     }
 
     fn watermark_status(&mut self, idle: bool) -> Result<(), JobError> {
         self.emit()?;
-        if let Some((late, _)) = &mut self.late {
-            late.watermark_status(idle)?;
-        }
+        self.side.watermark_status(idle)?;
         self.down.watermark_status(idle)
     }
 
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         self.fire(Domain::Processing, now_ms, now_ms)?;
-        self.down.tick(now_ms)?;
-        if let Some((late, _)) = &mut self.late {
-            late.tick(now_ms)?;
-        }
-        Ok(())
+        self.side.tick(now_ms)?;
+        self.down.tick(now_ms)
     }
 
     fn poll_ready(
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), JobError>> {
-        if let Some((late, _)) = &mut self.late {
-            match late.poll_ready(cx) {
-                std::task::Poll::Ready(Ok(())) => {}
-                other => return other,
-            }
+        match self.side.poll_ready(cx) {
+            std::task::Poll::Ready(Ok(())) => self.down.poll_ready(cx),
+            other => other,
         }
-        self.down.poll_ready(cx)
     }
 
     fn flush(&mut self) -> Result<(), JobError> {
-        if let Some((late, _)) = &mut self.late {
-            late.flush()?;
-        }
+        self.emit()?;
+        self.side.flush()?;
         self.down.flush()
     }
 
@@ -578,20 +583,15 @@ where
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), JobError>> {
-        if let Some((late, _)) = &mut self.late {
-            match late.poll_flush(cx) {
-                std::task::Poll::Ready(Ok(())) => {}
-                other => return other,
-            }
+        match self.side.poll_flush(cx) {
+            std::task::Poll::Ready(Ok(())) => self.down.poll_flush(cx),
+            other => other,
         }
-        self.down.poll_flush(cx)
     }
 
     fn finish(&mut self) -> Result<(), JobError> {
         self.emit()?;
-        if let Some((late, _)) = &mut self.late {
-            late.finish()?;
-        }
+        self.side.finish()?;
         self.down.finish()
     }
 }
