@@ -5,7 +5,8 @@
 //! count, a list, a map) and may register event-time and processing-time timers; `on_timer` is
 //! called with the key's state when a timer fires. Timers fire once each, in timestamp order:
 //! event-time timers when the watermark passes them (all of them at end of input),
-//! processing-time timers when the job's clock does.
+//! processing-time timers when the job's clock does (those still pending when a bounded input
+//! ends do not fire: the job ends with its input, as in Flink).
 
 use super::{KeyedTable, TimerService, VoidNamespace};
 use crate::error::JobError;
