@@ -109,6 +109,26 @@ impl Push<u64> for Record {
 fn read_one_buffer(
     corrupt: impl FnOnce(&mut shardflow_shuffle::Buffer),
 ) -> (Result<(), JobError>, Vec<u64>, bool) {
+    read_buffer(|buf, channel| {
+        data_frame(buf, channel, &[1, 2, 3]);
+        write_frame(buf, FrameKind::End, channel, &[], Checksum::Compute).unwrap();
+        corrupt(buf);
+    })
+}
+
+/// Appends a DATA frame of `records` to `buf`.
+fn data_frame(buf: &mut shardflow_shuffle::Buffer, channel: u32, records: &[u64]) {
+    let start = begin_frame(buf);
+    let taken = std::mem::take(buf);
+    *buf = archive_batch(records, taken).unwrap();
+    end_frame(buf, start, FrameKind::Data, channel, Checksum::Compute).unwrap();
+}
+
+/// Runs a reader on shard 0 of 2 whose ring from shard 1 carries the buffer `build` writes;
+/// returns its result and the records that reached the chain.
+fn read_buffer(
+    build: impl FnOnce(&mut shardflow_shuffle::Buffer, u32),
+) -> (Result<(), JobError>, Vec<u64>, bool) {
     let name = ExchangeName {
         name: "key_by → test".into(),
         index: 3,
@@ -117,11 +137,7 @@ fn read_one_buffer(
     let channel = name.channel_id(1, 0);
     let (tx, rx) = ring(channel, RingConfig::default());
     let mut buf = tx.try_take_buffer().unwrap().unwrap();
-    let start = begin_frame(&mut buf);
-    buf = archive_batch(&[1u64, 2, 3], buf).unwrap();
-    end_frame(&mut buf, start, FrameKind::Data, channel, Checksum::Compute).unwrap();
-    write_frame(&mut buf, FrameKind::End, channel, &[], Checksum::Compute).unwrap();
-    corrupt(&mut buf);
+    build(&mut buf, channel);
     tx.send(buf);
     let result = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .spawn(move || async move {
@@ -154,6 +170,70 @@ fn read_one_buffer(
     drop(tx);
     let (r, got, fin) = result;
     (r.map_err(JobError::Graph), got, fin)
+}
+
+#[test]
+fn bad_timestamp_watermark_and_status_frames_are_errors_naming_the_channel() {
+    let _cpus = shardflow_tests::shared_cpus();
+    type Build = Box<dyn FnOnce(&mut shardflow_shuffle::Buffer, u32)>;
+    let ts = |n: usize| -> Vec<u8> { (0..n as i64).flat_map(|t| t.to_le_bytes()).collect() };
+    let cases: Vec<(&str, Build)> = vec![
+        (
+            "2 timestamps for a batch of 3 records",
+            Box::new(move |b, ch| {
+                write_frame(b, FrameKind::Timestamps, ch, &ts(2), Checksum::Compute).unwrap();
+                data_frame(b, ch, &[1, 2, 3]);
+            }),
+        ),
+        (
+            "not whole i64s",
+            Box::new(|b, ch| {
+                write_frame(b, FrameKind::Timestamps, ch, &[0; 7], Checksum::Compute).unwrap();
+                data_frame(b, ch, &[1]);
+            }),
+        ),
+        (
+            "a watermark frame of 4 bytes",
+            Box::new(|b, ch| {
+                write_frame(b, FrameKind::Watermark, ch, &[0; 4], Checksum::Compute).unwrap();
+            }),
+        ),
+        (
+            "a status frame of 1 bytes",
+            Box::new(|b, ch| {
+                write_frame(b, FrameKind::Status, ch, &[2], Checksum::Compute).unwrap();
+            }),
+        ),
+    ];
+    for (what, build) in cases {
+        let (r, got, finished) = read_buffer(build);
+        let msg = r.unwrap_err().to_string();
+        assert!(msg.contains(what), "{what}: {msg}");
+        assert!(
+            msg.contains("shard 1 → shard 0"),
+            "the channel is named: {msg}"
+        );
+        assert!(got.is_empty(), "{what}: records reached the chain: {got:?}");
+        assert!(!finished);
+    }
+    // The same frames, sound: delivered.
+    let (r, got, finished) = read_buffer(|b, ch| {
+        write_frame(b, FrameKind::Timestamps, ch, &ts(3), Checksum::Compute).unwrap();
+        data_frame(b, ch, &[4, 5, 6]);
+        write_frame(
+            b,
+            FrameKind::Watermark,
+            ch,
+            &7i64.to_le_bytes(),
+            Checksum::Compute,
+        )
+        .unwrap();
+        write_frame(b, FrameKind::Status, ch, &[1], Checksum::Compute).unwrap();
+        write_frame(b, FrameKind::End, ch, &[], Checksum::Compute).unwrap();
+    });
+    r.unwrap();
+    assert_eq!(got, vec![4, 5, 6]);
+    assert!(finished);
 }
 
 #[test]
