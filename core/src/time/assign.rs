@@ -125,8 +125,9 @@ where
             };
             lane.push(ts);
             self.generator.on_event(x, ts, &mut self.output);
-            if let Some(w) = self.output.watermark.take() {
-                // After record i, event time may move to w.
+            if self.output.watermark.is_some() {
+                // After record i, event time may move to the emitted watermark.
+                let w = self.output.watermark.take().expect("checked");
                 self.cuts.push((i + 1, w));
             }
         }
