@@ -120,7 +120,7 @@ where
         let (lower, upper) = (self.lower, self.upper);
         let buffers = ctx.state_or_insert_with(JoinBuffers::default);
         for (rts, r) in &buffers.right {
-            if ts + lower <= *rts && *rts <= ts + upper {
+            if ts.saturating_add(lower) <= *rts && *rts <= ts.saturating_add(upper) {
                 let jc = JoinContext {
                     left_timestamp: ts,
                     right_timestamp: *rts,
@@ -151,7 +151,7 @@ where
         let (lower, upper) = (self.lower, self.upper);
         let buffers = ctx.state_or_insert_with(JoinBuffers::default);
         for (lts, l) in &buffers.left {
-            if *lts + lower <= ts && ts <= *lts + upper {
+            if lts.saturating_add(lower) <= ts && ts <= lts.saturating_add(upper) {
                 let jc = JoinContext {
                     left_timestamp: *lts,
                     right_timestamp: ts,

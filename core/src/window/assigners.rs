@@ -52,7 +52,13 @@ fn time_of(event_time: bool, timestamp: Option<i64>, now: i64) -> Option<i64> {
 /// The start of the window of `size` (shifted by `offset`) holding `ts`.
 #[inline]
 pub fn window_start(ts: i64, offset: i64, size: i64) -> i64 {
-    ts - (ts - offset).rem_euclid(size)
+    // Timestamps at the ends of the range (a record without one is at i64::MIN) must not
+    // overflow: the window is clamped into the range instead.
+    match ts.checked_sub(offset) {
+        Some(d) => ts.saturating_sub(d.rem_euclid(size)),
+        None => ((ts as i128) - (ts as i128 - offset as i128).rem_euclid(size as i128))
+            .clamp(i64::MIN as i128, i64::MAX as i128) as i64,
+    }
 }
 
 /// Windows of a fixed size that do not overlap.
@@ -105,7 +111,7 @@ impl<T> WindowAssigner<T> for TumblingWindows {
             return;
         };
         let start = window_start(t, self.offset, self.size);
-        out.push(TimeWindow::new(start, start + self.size));
+        out.push(TimeWindow::new(start, start.saturating_add(self.size)));
     }
 
     #[inline]
@@ -117,7 +123,7 @@ impl<T> WindowAssigner<T> for TumblingWindows {
     ) -> Option<Option<TimeWindow>> {
         Some(time_of(self.event_time, timestamp, now).map(|t| {
             let start = window_start(t, self.offset, self.size);
-            TimeWindow::new(start, start + self.size)
+            TimeWindow::new(start, start.saturating_add(self.size))
         }))
     }
 
@@ -177,9 +183,13 @@ impl<T> WindowAssigner<T> for SlidingWindows {
             return;
         };
         let mut start = window_start(t, self.offset, self.slide);
-        while start > t - self.size {
-            out.push(TimeWindow::new(start, start + self.size));
-            start -= self.slide;
+        let first = t.saturating_sub(self.size);
+        while start > first {
+            out.push(TimeWindow::new(start, start.saturating_add(self.size)));
+            match start.checked_sub(self.slide) {
+                Some(s) => start = s,
+                None => break,
+            }
         }
     }
 
@@ -313,5 +323,37 @@ impl<T> WindowAssigner<T> for GlobalWindows {
     fn is_event_time(&self) -> bool {
         // As Flink's: global windows need no timestamps, and never close.
         false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_at_the_ends_of_the_range_get_windows_without_overflow() {
+        for ts in [i64::MIN, i64::MIN + 1, -1, 0, 1, i64::MAX - 1, i64::MAX] {
+            for (size, offset) in [(1_000, 0), (7, 3), (1, 0), (i64::MAX, 0)] {
+                let start = window_start(ts, offset, size);
+                assert!(start <= ts, "ts {ts} size {size}: start {start}");
+            }
+            let mut out = Vec::new();
+            let tumbling = TumblingWindows::event_time(Duration::from_millis(1_000));
+            WindowAssigner::<()>::assign(&tumbling, &(), Some(ts), 0, &mut out);
+            let sliding = SlidingWindows::event_time(
+                Duration::from_millis(1_000),
+                Duration::from_millis(300),
+            );
+            WindowAssigner::<()>::assign(&sliding, &(), Some(ts), 0, &mut out);
+            let sessions = SessionWindows::event_time(Duration::from_millis(50));
+            WindowAssigner::<()>::assign(&sessions, &(), Some(ts), 0, &mut out);
+            assert!(!out.is_empty());
+            for w in out {
+                assert!(w.start <= ts && ts <= w.end, "{ts} in {w:?}");
+            }
+        }
+        assert_eq!(window_start(1_999, 0, 1_000), 1_000);
+        assert_eq!(window_start(-1, 0, 1_000), -1_000);
+        assert_eq!(window_start(5, 3, 7), 3);
     }
 }

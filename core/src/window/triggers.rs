@@ -403,7 +403,7 @@ impl<T, W: Window> Trigger<T, W> for ContinuousEventTimeTrigger {
         ctx.register_event_time_timer(window.max_timestamp());
         if ctx.state.is_none() {
             let ts = timestamp.unwrap_or(ctx.watermark);
-            let next = ts - ts.rem_euclid(self.interval) + self.interval;
+            let next = (ts - ts.rem_euclid(self.interval)).saturating_add(self.interval);
             *ctx.state = Some(next);
             ctx.register_event_time_timer(next);
         }
@@ -420,7 +420,7 @@ impl<T, W: Window> Trigger<T, W> for ContinuousEventTimeTrigger {
             return TriggerResult::Fire;
         }
         if *ctx.state == Some(time) {
-            let next = time + self.interval;
+            let next = time.saturating_add(self.interval);
             *ctx.state = Some(next);
             ctx.register_event_time_timer(next);
             return TriggerResult::Fire;
@@ -496,7 +496,7 @@ impl<T, W: Window> Trigger<T, W> for ContinuousProcessingTimeTrigger {
     ) -> TriggerResult {
         if ctx.state.is_none() {
             let now = ctx.now;
-            let next = now - now.rem_euclid(self.interval) + self.interval;
+            let next = (now - now.rem_euclid(self.interval)).saturating_add(self.interval);
             *ctx.state = Some(next);
             ctx.register_processing_time_timer(next);
         }
@@ -519,7 +519,7 @@ impl<T, W: Window> Trigger<T, W> for ContinuousProcessingTimeTrigger {
         ctx: &mut TriggerContext<'_, K, W, Option<i64>>,
     ) -> TriggerResult {
         if *ctx.state == Some(time) {
-            let next = time + self.interval;
+            let next = time.saturating_add(self.interval);
             *ctx.state = Some(next);
             ctx.register_processing_time_timer(next);
             return TriggerResult::Fire;
