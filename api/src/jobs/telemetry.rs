@@ -247,9 +247,17 @@ pub fn window_stats_loop(settings: &TelemetrySettings, mut emit: impl FnMut(Wind
     type Accs = HashMap<u32, (u64, i64, i64), shardflow_core::key::KeyedMapHasher>;
     let mut open: std::collections::VecDeque<(i64, Accs)> = std::collections::VecDeque::new();
     let mut max_ts = i64::MIN;
+    // The window of the last reading: the next one is usually in it too (found without a
+    // division, as the engine finds it).
+    let mut last_start = i64::MIN;
     for i in 0..settings.readings {
         let r = reading(settings, i);
-        let start = r.ts - r.ts.rem_euclid(size);
+        let start = if last_start <= r.ts && r.ts < last_start.saturating_add(size) {
+            last_start
+        } else {
+            last_start = r.ts - r.ts.rem_euclid(size);
+            last_start
+        };
         let slot = match open.iter().position(|w| w.0 == start) {
             Some(p) => p,
             None => {

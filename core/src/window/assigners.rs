@@ -29,6 +29,13 @@ pub trait WindowAssigner<T>: Clone + Send + Sync + 'static {
         None
     }
 
+    /// For an assigner with `assign_single`: the times `[from, to)` whose records all go to
+    /// window `w` and no other (None: do not reuse it).
+    #[inline]
+    fn span(&self, _w: &Self::W) -> Option<(i64, i64)> {
+        None
+    }
+
     /// Whether the windows are in event time (else processing time).
     fn is_event_time(&self) -> bool;
 
@@ -125,6 +132,12 @@ impl<T> WindowAssigner<T> for TumblingWindows {
             let start = window_start(t, self.offset, self.size);
             TimeWindow::new(start, start.saturating_add(self.size))
         }))
+    }
+
+    #[inline]
+    fn span(&self, w: &TimeWindow) -> Option<(i64, i64)> {
+        // Only event-time windows are found by a record's own time.
+        self.event_time.then_some((w.start, w.end))
     }
 
     fn is_event_time(&self) -> bool {

@@ -65,6 +65,8 @@ where
     watermark: i64,
     clock: ProcessingClock,
     windows: Vec<WA::W>,
+    /// The window of the last record and its span (see `WindowAssigner::span`).
+    last: Option<(i64, i64, WA::W)>,
     out: Batch<F::Out>,
     down: BoxPush<F::Out>,
     /// Side outputs: the late output (if any) and those the window function emits to.
@@ -114,6 +116,7 @@ where
             watermark: WATERMARK_MIN,
             clock: ctx.config.clock.clone(),
             windows: Vec::new(),
+            last: None,
             out: Batch::new(),
             down,
             side,
@@ -238,7 +241,24 @@ where
 
     fn process_record(&mut self, x: T, ts: Option<i64>, now: i64) -> Result<(), JobError> {
         let key = self.key.with_key(&x, Clone::clone);
+        if let (Some(t), Some((from, to, w))) = (ts, &self.last)
+            && *from <= t
+            && t < *to
+        {
+            // The same window as the record before (found without a division).
+            let w = w.clone();
+            if self.is_late(&w) {
+                self.late_record(x, ts);
+                return Ok(());
+            }
+            return self.add_to_window(&key, &w, x, ts, now, false);
+        }
         if let Some(single) = self.assigner.assign_single(&x, ts, now) {
+            if let Some(w) = &single
+                && let Some(span) = self.assigner.span(w)
+            {
+                self.last = Some((span.0, span.1, w.clone()));
+            }
             // One window at most (tumbling, global): no list of windows to build.
             return match single {
                 Some(w) if !self.is_late(&w) => self.add_to_window(&key, &w, x, ts, now, false),

@@ -37,6 +37,9 @@ pub struct WindowCombiner<T, KS: KeySelector<T>, WA: WindowAssigner<T>, A: Aggre
     table: KeyedTable<KS::Key, WA::W, A::Acc>,
     watermark: i64,
     windows: Vec<WA::W>,
+    /// The window of the last record, with its time span: the next record of the same span
+    /// (most of them: event time moves slowly) needs no division to find its window.
+    last: Option<(i64, i64, WA::W)>,
     out: Batch<Partial<KS::Key, WA::W, A::Acc>>,
     down: BoxPush<Partial<KS::Key, WA::W, A::Acc>>,
     ctx: OperatorContext,
@@ -63,6 +66,7 @@ where
             table: KeyedTable::by_namespace(),
             watermark: WATERMARK_MIN,
             windows: Vec::new(),
+            last: None,
             out: Batch::new(),
             down,
             ctx,
@@ -115,8 +119,17 @@ where
         }
         for (x, ts) in batch.drain() {
             let key = self.key.with_key(&x, Clone::clone);
-            if let Some(single) = self.assigner.assign_single(&x, ts, 0) {
+            if let (Some(t), Some((from, to, w))) = (ts, &self.last)
+                && *from <= t
+                && t < *to
+            {
+                let w = w.clone();
+                self.add(&key, &w, x);
+            } else if let Some(single) = self.assigner.assign_single(&x, ts, 0) {
                 if let Some(w) = single {
+                    if let Some(span) = self.assigner.span(&w) {
+                        self.last = Some((span.0, span.1, w.clone()));
+                    }
                     self.add(&key, &w, x);
                 }
             } else {
