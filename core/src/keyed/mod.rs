@@ -41,6 +41,10 @@ pub type VoidNamespace = ();
 /// alternate between a key's two windows and the one out of line cost a cache miss.
 pub struct KeyedTable<K, N, V> {
     layout: Layout<K, N, V>,
+    /// By namespace: the size the last dropped namespace's table had. A new namespace's table
+    /// starts at it (the next window has about as many keys as the last), instead of growing
+    /// to it by rehashing.
+    size_hint: usize,
 }
 
 enum Layout<K, N, V> {
@@ -52,6 +56,7 @@ impl<K, N, V> Default for KeyedTable<K, N, V> {
     fn default() -> Self {
         Self {
             layout: Layout::Pairs(PairTable::default()),
+            size_hint: 0,
         }
     }
 }
@@ -66,6 +71,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
     pub fn by_namespace() -> Self {
         Self {
             layout: Layout::ByNamespace(Vec::new()),
+            size_hint: 0,
         }
     }
 
@@ -117,7 +123,10 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
                 let i = match v.iter().position(|(n, _)| n == namespace) {
                     Some(i) => i,
                     None => {
-                        v.push((namespace.clone(), PairTable::default()));
+                        let table = PairTable {
+                            entries: HashTable::with_capacity(self.size_hint),
+                        };
+                        v.push((namespace.clone(), table));
                         v.len() - 1
                     }
                 };
@@ -142,7 +151,8 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
                 let i = v.iter().position(|(n, _)| n == namespace)?;
                 let removed = v[i].1.remove(key, &());
                 if v[i].1.entries.is_empty() {
-                    v.swap_remove(i);
+                    let (_, table) = v.swap_remove(i);
+                    self.size_hint = table.entries.capacity();
                 }
                 removed
             }
@@ -176,6 +186,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
             Layout::ByNamespace(v) => {
                 if let Some(i) = v.iter().position(|(n, _)| n == namespace) {
                     let (_, table) = v.swap_remove(i);
+                    self.size_hint = table.entries.len();
                     for (k, (), value) in table.entries {
                         f(k, value);
                     }
