@@ -1,5 +1,16 @@
 //! # shardflow-state: the log-structured key-value store
 //!
-//! A placeholder until the state issue: the store of segments, index, compaction and incremental
-//! checkpoints described in DESIGN.md lives here. Until then keyed state is kept in memory by
-//! core, behind the keyed-state views that this store will back.
+//! One store per shard, on bytes (DESIGN.md, "State"): keyed state, windows and timers of a
+//! shard are entries `(key group, namespace, key) → value` in append-only segment files.
+//!
+//! - [`entry`]: the framed, checksummed entry every segment is made of.
+//! - [`store`]: the store — an active segment taking appends, sealed segments (sorted by key
+//!   group, with a footer of key-group offsets) read through memmap2, an in-memory index of the
+//!   newest entry of every key, compaction, and recovery that cuts a torn tail and refuses a
+//!   corrupt sealed segment, naming the file and the offset.
+
+pub mod entry;
+pub mod store;
+
+pub use entry::Op;
+pub use store::{Store, StoreError, StoreOptions};

@@ -1,0 +1,752 @@
+//! The store: segments, index, sealing, compaction, recovery.
+//!
+//! Files in the store's directory:
+//! - `seg-<id>.log`: the active segment, entries in the order they were written. At most one.
+//! - `seg-<id>.sst`: a sealed segment: the live entries of the segment(s) it was made from,
+//!   sorted by (key group, namespace, key), then a footer (below). Immutable; read through a map.
+//!
+//! A sealed segment's footer, at its end:
+//! ```text
+//! (u16 key_group, u64 offset)* | u64 order | (u32 replaced_id)* | u32 groups | u32 replaced | u32 crc | b"SFSEG001"
+//! ```
+//! `order` places the segment among the others when the index is rebuilt (a compaction's output
+//! takes the order of the newest segment it merged); `replaced` lists the segments it replaces,
+//! which a reopen deletes if a crash left them behind.
+//!
+//! The index (a sorted map, so scans come out in key order) holds, per key, where its newest
+//! entry is. Deletes append tombstones; a tombstone outlives compaction as long as an older
+//! segment might still hold a value it shadows.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+
+use crate::entry::{self, DecodeError, EntryRef, Op};
+
+const MAGIC: &[u8; 8] = b"SFSEG001";
+
+/// Errors of the store: each names the file, and the offset where the bytes are wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {what}: {source}")]
+    Io {
+        path: PathBuf,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{path} at offset {offset}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        reason: String,
+    },
+}
+
+fn io(path: &Path, what: &'static str) -> impl FnOnce(std::io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { path, what, source }
+}
+
+/// How a store treats its segments.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The active segment is sealed once it holds this many bytes.
+    pub segment_bytes: usize,
+    /// `compact` rewrites sealed segments whose live bytes fell below this share of their size.
+    pub compact_live_ratio: f64,
+    /// Flush the active segment to its file every time it grew by this many bytes.
+    pub flush_bytes: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 64 << 20,
+            compact_live_ratio: 0.5,
+            flush_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Where the newest entry of a key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Loc {
+    segment: u32,
+    offset: u64,
+    len: u32,
+}
+
+struct Active {
+    id: u32,
+    path: PathBuf,
+    file: File,
+    bytes: Vec<u8>,
+    /// Bytes written to the file so far.
+    flushed: usize,
+    /// Keys whose newest word is a tombstone in this segment (sealing keeps those).
+    tombstones: BTreeSet<Vec<u8>>,
+}
+
+struct Sealed {
+    path: PathBuf,
+    map: Mmap,
+    /// Where the entries end (the footer starts).
+    entries_end: usize,
+    order: u64,
+    /// Bytes of entries the index points to.
+    live: u64,
+}
+
+/// A log-structured store of `(key group, namespace, key) → value` in one directory.
+pub struct Store {
+    dir: PathBuf,
+    options: StoreOptions,
+    next_id: u32,
+    next_order: u64,
+    active: Active,
+    sealed: BTreeMap<u32, Sealed>,
+    index: BTreeMap<Vec<u8>, Loc>,
+    /// Live bytes of the active segment.
+    active_live: u64,
+}
+
+/// The index key of (key group, namespace, key): sorts by key group, then namespace, then key.
+pub fn index_key(key_group: u16, namespace: &[u8], key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(6 + namespace.len() + key.len());
+    k.extend_from_slice(&key_group.to_be_bytes());
+    k.extend_from_slice(&(namespace.len() as u32).to_be_bytes());
+    k.extend_from_slice(namespace);
+    k.extend_from_slice(key);
+    k
+}
+
+fn segment_path(dir: &Path, id: u32, sealed: bool) -> PathBuf {
+    dir.join(format!(
+        "seg-{id:010}.{}",
+        if sealed { "sst" } else { "log" }
+    ))
+}
+
+fn parse_segment_name(name: &str) -> Option<(u32, bool)> {
+    let rest = name.strip_prefix("seg-")?;
+    let (id, ext) = rest.split_once('.')?;
+    let id = id.parse().ok()?;
+    match ext {
+        "log" => Some((id, false)),
+        "sst" => Some((id, true)),
+        _ => None,
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`, rebuilding its index from the segments: sealed
+    /// ones in order (a corrupt one is an error naming it and the offset), then the active one,
+    /// whose torn tail (a crash mid-write) is cut off at the last whole entry.
+    pub fn open(dir: impl Into<PathBuf>, options: StoreOptions) -> Result<Store, StoreError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(io(&dir, "cannot create the store directory"))?;
+        let mut logs = Vec::new();
+        let mut sealed = BTreeMap::new();
+        let mut max_id = 0u32;
+        for e in std::fs::read_dir(&dir).map_err(io(&dir, "cannot list the store directory"))? {
+            let e = e.map_err(io(&dir, "cannot list the store directory"))?;
+            let name = e.file_name();
+            let Some((id, is_sealed)) = parse_segment_name(&name.to_string_lossy()) else {
+                continue;
+            };
+            max_id = max_id.max(id);
+            if is_sealed {
+                sealed.insert(id, open_sealed(&e.path())?);
+            } else {
+                logs.push((id, e.path()));
+            }
+        }
+        // Segments a compaction replaced, left behind by a crash before their deletion.
+        let replaced: BTreeSet<u32> = sealed
+            .values()
+            .flat_map(|s: &(Sealed, Vec<u32>)| s.1.iter().copied())
+            .collect();
+        let mut segments: BTreeMap<u32, Sealed> = BTreeMap::new();
+        for (id, (s, _)) in sealed {
+            if replaced.contains(&id) {
+                std::fs::remove_file(&s.path)
+                    .map_err(io(&s.path, "cannot remove a replaced segment"))?;
+            } else {
+                segments.insert(id, s);
+            }
+        }
+        // A log whose sealed segment exists was sealed: the crash came before its removal.
+        let mut kept_logs = Vec::new();
+        for (id, path) in logs {
+            if segments.contains_key(&id) {
+                std::fs::remove_file(&path).map_err(io(&path, "cannot remove a sealed log"))?;
+            } else {
+                kept_logs.push((id, path));
+            }
+        }
+        let mut logs = kept_logs;
+        logs.sort();
+        let mut next_order = segments.values().map(|s| s.order + 1).max().unwrap_or(0);
+        let mut store_index = BTreeMap::new();
+        let mut order: Vec<(u64, u32)> = segments.iter().map(|(id, s)| (s.order, *id)).collect();
+        order.sort();
+        for &(_, id) in &order {
+            let s = &segments[&id];
+            let mut offset = 0usize;
+            while offset < s.entries_end {
+                let (e, n) = entry::decode(&s.map[offset..s.entries_end])
+                    .map_err(|err| corrupt(&s.path, offset, err))?;
+                apply(
+                    &mut store_index,
+                    e,
+                    Loc {
+                        segment: id,
+                        offset: offset as u64,
+                        len: n as u32,
+                    },
+                    None,
+                );
+                offset += n;
+            }
+        }
+        // More than one log: the older ones were being sealed when the process died; their
+        // entries are older than the newest log's. Replay them all, in order, into the last.
+        let active_id = logs.last().map_or(max_id + 1, |l| l.0);
+        let active_path = segment_path(&dir, active_id, false);
+        let mut bytes = Vec::new();
+        for (id, path) in &logs {
+            let mut data = Vec::new();
+            File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut data))
+                .map_err(io(path, "cannot read a segment"))?;
+            // The log is trusted up to its last whole entry.
+            let mut offset = 0;
+            while offset < data.len() {
+                match entry::decode(&data[offset..]) {
+                    Ok((_, n)) => offset += n,
+                    Err(_) => break,
+                }
+            }
+            data.truncate(offset);
+            if *id != active_id {
+                bytes.extend_from_slice(&data);
+                std::fs::remove_file(path).map_err(io(path, "cannot remove an old log"))?;
+            } else {
+                bytes.extend_from_slice(&data);
+            }
+        }
+        // Rewrite the active log as recovered: whole entries only.
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&active_path)
+            .map_err(io(&active_path, "cannot open the active segment"))?;
+        file.write_all(&bytes)
+            .and_then(|_| file.sync_data())
+            .map_err(io(&active_path, "cannot write the active segment"))?;
+        let mut tombstones = BTreeSet::new();
+        let mut offset = 0usize;
+        while offset < bytes.len() {
+            let (e, n) = entry::decode(&bytes[offset..]).expect("recovered entries are whole");
+            apply(
+                &mut store_index,
+                e,
+                Loc {
+                    segment: active_id,
+                    offset: offset as u64,
+                    len: n as u32,
+                },
+                Some(&mut tombstones),
+            );
+            offset += n;
+        }
+        next_order = next_order.max(1);
+        let flushed = bytes.len();
+        let mut store = Store {
+            dir,
+            options,
+            // Past every id in use: a compaction's output may be newer than the active log.
+            next_id: max_id.max(active_id) + 1,
+            next_order,
+            active: Active {
+                id: active_id,
+                path: active_path,
+                file,
+                bytes,
+                flushed,
+                tombstones,
+            },
+            sealed: segments,
+            index: store_index,
+            active_live: 0,
+        };
+        store.recount_live();
+        Ok(store)
+    }
+
+    fn recount_live(&mut self) {
+        for s in self.sealed.values_mut() {
+            s.live = 0;
+        }
+        self.active_live = 0;
+        for loc in self.index.values() {
+            if loc.segment == self.active.id {
+                self.active_live += loc.len as u64;
+            } else if let Some(s) = self.sealed.get_mut(&loc.segment) {
+                s.live += loc.len as u64;
+            }
+        }
+    }
+
+    /// The value of a key, if it has one.
+    pub fn get(&self, key_group: u16, namespace: &[u8], key: &[u8]) -> Option<&[u8]> {
+        let loc = self.index.get(&index_key(key_group, namespace, key))?;
+        Some(self.entry_at(*loc).value)
+    }
+
+    fn entry_at(&self, loc: Loc) -> EntryRef<'_> {
+        let bytes: &[u8] = if loc.segment == self.active.id {
+            &self.active.bytes
+        } else {
+            &self.sealed[&loc.segment].map
+        };
+        let at = loc.offset as usize;
+        // The index points only at entries checked when written or opened.
+        entry::decode(&bytes[at..at + loc.len as usize])
+            .expect("indexed entries were checked")
+            .0
+    }
+
+    fn forget(&mut self, loc: Loc) {
+        if loc.segment == self.active.id {
+            self.active_live -= loc.len as u64;
+        } else if let Some(s) = self.sealed.get_mut(&loc.segment) {
+            s.live -= loc.len as u64;
+        }
+    }
+
+    /// Sets the value of a key.
+    pub fn put(
+        &mut self,
+        key_group: u16,
+        namespace: &[u8],
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.append(key_group, Op::Put, namespace, key, value)
+    }
+
+    /// Removes a key (a tombstone is appended).
+    pub fn delete(
+        &mut self,
+        key_group: u16,
+        namespace: &[u8],
+        key: &[u8],
+    ) -> Result<(), StoreError> {
+        if !self
+            .index
+            .contains_key(&index_key(key_group, namespace, key))
+        {
+            return Ok(());
+        }
+        self.append(key_group, Op::Delete, namespace, key, &[])
+    }
+
+    fn append(
+        &mut self,
+        key_group: u16,
+        op: Op,
+        namespace: &[u8],
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        let offset = self.active.bytes.len();
+        entry::encode(&mut self.active.bytes, key_group, op, namespace, key, value);
+        let len = (self.active.bytes.len() - offset) as u32;
+        let k = index_key(key_group, namespace, key);
+        match op {
+            Op::Put => {
+                self.active.tombstones.remove(&k);
+                let loc = Loc {
+                    segment: self.active.id,
+                    offset: offset as u64,
+                    len,
+                };
+                self.active_live += len as u64;
+                if let Some(old) = self.index.insert(k, loc) {
+                    self.forget(old);
+                }
+            }
+            Op::Delete => {
+                if let Some(old) = self.index.remove(&k) {
+                    self.forget(old);
+                }
+                self.active.tombstones.insert(k);
+            }
+        }
+        if self.active.bytes.len() - self.active.flushed >= self.options.flush_bytes {
+            self.flush()?;
+        }
+        if self.active.bytes.len() >= self.options.segment_bytes {
+            self.seal()?;
+        }
+        Ok(())
+    }
+
+    /// Writes what the active segment took since the last flush to its file.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        let a = &mut self.active;
+        if a.flushed < a.bytes.len() {
+            a.file
+                .write_all(&a.bytes[a.flushed..])
+                .map_err(io(&a.path, "cannot append to the active segment"))?;
+            a.flushed = a.bytes.len();
+        }
+        Ok(())
+    }
+
+    /// Makes the flushed bytes durable.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        self.active
+            .file
+            .sync_data()
+            .map_err(io(&self.active.path, "cannot sync the active segment"))
+    }
+
+    /// Entries of key groups `groups` whose namespace is `namespace`, in key order: calls `f`
+    /// with (key group, key, value) of each.
+    pub fn scan(
+        &self,
+        groups: std::ops::Range<u16>,
+        namespace: Option<&[u8]>,
+        mut f: impl FnMut(u16, &[u8], &[u8]),
+    ) {
+        let start = index_key(groups.start, namespace.unwrap_or(&[]), &[]);
+        for (k, loc) in self.index.range(start..) {
+            let kg = u16::from_be_bytes([k[0], k[1]]);
+            if kg >= groups.end {
+                break;
+            }
+            let e = self.entry_at(*loc);
+            if namespace.is_some_and(|ns| e.namespace != ns) {
+                continue;
+            }
+            f(kg, e.key, e.value);
+        }
+    }
+
+    /// The number of keys with a value.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Seals the active segment: its live entries and needed tombstones, sorted by key, go to
+    /// a sealed segment with a footer of key-group offsets; a new active segment begins.
+    pub fn seal(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        let id = self.active.id;
+        // The active segment's live puts, and its tombstones (they shadow older segments).
+        let mut entries: Vec<(Vec<u8>, Option<Loc>)> = self
+            .index
+            .iter()
+            .filter(|(_, l)| l.segment == id)
+            .map(|(k, l)| (k.clone(), Some(*l)))
+            .collect();
+        if !self.sealed.is_empty() {
+            entries.extend(self.active.tombstones.iter().map(|k| (k.clone(), None)));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let order = self.next_order;
+        self.next_order += 1;
+        let new_id = id;
+        let written = self.write_sealed(new_id, order, &entries, &[])?;
+        // The active log is replaced by the sealed segment.
+        std::fs::remove_file(&self.active.path)
+            .map_err(io(&self.active.path, "cannot remove a sealed log"))?;
+        self.install_sealed(new_id, written, &entries)?;
+        let next = self.next_id;
+        self.next_id += 1;
+        let path = segment_path(&self.dir, next, false);
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io(&path, "cannot create the active segment"))?;
+        self.active = Active {
+            id: next,
+            path,
+            file,
+            bytes: Vec::new(),
+            flushed: 0,
+            tombstones: BTreeSet::new(),
+        };
+        self.active_live = 0;
+        Ok(())
+    }
+
+    /// Writes a sealed segment of `entries` (index keys, with the location of a put or None for
+    /// a tombstone); returns the new locations, in the same order.
+    fn write_sealed(
+        &self,
+        id: u32,
+        order: u64,
+        entries: &[(Vec<u8>, Option<Loc>)],
+        replaced: &[u32],
+    ) -> Result<Vec<Loc>, StoreError> {
+        let mut out = Vec::new();
+        let mut groups: Vec<(u16, u64)> = Vec::new();
+        let mut locs = Vec::with_capacity(entries.len());
+        for (k, loc) in entries {
+            let kg = u16::from_be_bytes([k[0], k[1]]);
+            if groups.last().is_none_or(|g| g.0 != kg) {
+                groups.push((kg, out.len() as u64));
+            }
+            let offset = out.len();
+            match loc {
+                Some(l) => {
+                    let e = self.entry_at(*l);
+                    entry::encode(&mut out, e.key_group, Op::Put, e.namespace, e.key, e.value);
+                }
+                None => {
+                    let ns_len = u32::from_be_bytes([k[2], k[3], k[4], k[5]]) as usize;
+                    let (ns, key) = k[6..].split_at(ns_len);
+                    entry::encode(&mut out, kg, Op::Delete, ns, key, &[]);
+                }
+            }
+            locs.push(Loc {
+                segment: id,
+                offset: offset as u64,
+                len: (out.len() - offset) as u32,
+            });
+        }
+        let footer_start = out.len();
+        for (kg, off) in &groups {
+            out.extend_from_slice(&kg.to_le_bytes());
+            out.extend_from_slice(&off.to_le_bytes());
+        }
+        out.extend_from_slice(&order.to_le_bytes());
+        for r in replaced {
+            out.extend_from_slice(&r.to_le_bytes());
+        }
+        out.extend_from_slice(&(groups.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(replaced.len() as u32).to_le_bytes());
+        let crc = crc32fast::hash(&out[footer_start..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(MAGIC);
+        // Write, sync, rename, sync the directory: a sealed segment exists whole or not at all.
+        let path = segment_path(&self.dir, id, true);
+        let tmp = self.dir.join(format!("seg-{id:010}.sst.tmp"));
+        let mut f = File::create(&tmp).map_err(io(&tmp, "cannot create a sealed segment"))?;
+        f.write_all(&out)
+            .and_then(|_| f.sync_all())
+            .map_err(io(&tmp, "cannot write a sealed segment"))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path, "cannot install a sealed segment"))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir, "cannot sync the store directory"))?;
+        Ok(locs)
+    }
+
+    fn install_sealed(
+        &mut self,
+        id: u32,
+        locs: Vec<Loc>,
+        entries: &[(Vec<u8>, Option<Loc>)],
+    ) -> Result<(), StoreError> {
+        let path = segment_path(&self.dir, id, true);
+        let (mut sealed, _) = open_sealed(&path)?;
+        sealed.live = 0;
+        for ((k, old), new) in entries.iter().zip(locs) {
+            if old.is_some() {
+                self.index.insert(k.clone(), new);
+                sealed.live += new.len as u64;
+            }
+        }
+        self.sealed.insert(id, sealed);
+        Ok(())
+    }
+
+    /// Rewrites the sealed segments whose live share fell below the threshold into one, dropping
+    /// what no key needs. Returns how many segments it merged.
+    pub fn compact(&mut self) -> Result<usize, StoreError> {
+        let ratio = self.options.compact_live_ratio;
+        let victims: Vec<u32> = self
+            .sealed
+            .iter()
+            .filter(|(_, s)| (s.live as f64) < ratio * s.entries_end.max(1) as f64)
+            .map(|(id, _)| *id)
+            .collect();
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        let newest_order = victims
+            .iter()
+            .map(|id| self.sealed[id].order)
+            .max()
+            .unwrap_or(0);
+        // Tombstones may go only if no segment older than the merge's newest is left out.
+        let keep_tombstones = self
+            .sealed
+            .iter()
+            .any(|(id, s)| s.order < newest_order && !victims.contains(id));
+        let mut entries: Vec<(Vec<u8>, Option<Loc>)> = Vec::new();
+        for id in &victims {
+            let s = &self.sealed[id];
+            let mut offset = 0usize;
+            while offset < s.entries_end {
+                let (e, n) = entry::decode(&s.map[offset..s.entries_end])
+                    .map_err(|err| corrupt(&s.path, offset, err))?;
+                let k = index_key(e.key_group, e.namespace, e.key);
+                let here = Loc {
+                    segment: *id,
+                    offset: offset as u64,
+                    len: n as u32,
+                };
+                match e.op {
+                    Op::Put if self.index.get(&k) == Some(&here) => entries.push((k, Some(here))),
+                    Op::Delete if keep_tombstones && !self.index.contains_key(&k) => {
+                        entries.push((k, None))
+                    }
+                    _ => {}
+                }
+                offset += n;
+            }
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        let id = self.next_id;
+        self.next_id += 1;
+        let locs = self.write_sealed(id, newest_order, &entries, &victims)?;
+        self.install_sealed(id, locs, &entries)?;
+        for v in &victims {
+            let s = self.sealed.remove(v).expect("a victim is sealed");
+            std::fs::remove_file(&s.path)
+                .map_err(io(&s.path, "cannot remove a compacted segment"))?;
+        }
+        Ok(victims.len())
+    }
+
+    /// Bytes of the sealed segments, and of those the index still points to.
+    pub fn sealed_bytes(&self) -> (u64, u64) {
+        let total = self.sealed.values().map(|s| s.entries_end as u64).sum();
+        let live = self.sealed.values().map(|s| s.live).sum();
+        (total, live)
+    }
+
+    /// The sealed segments' files.
+    pub fn sealed_paths(&self) -> Vec<PathBuf> {
+        self.sealed.values().map(|s| s.path.clone()).collect()
+    }
+
+    /// The active segment's file.
+    pub fn active_path(&self) -> &Path {
+        &self.active.path
+    }
+}
+
+/// Applies an entry to the index while rebuilding it.
+fn apply(
+    index: &mut BTreeMap<Vec<u8>, Loc>,
+    e: EntryRef<'_>,
+    loc: Loc,
+    tombstones: Option<&mut BTreeSet<Vec<u8>>>,
+) {
+    let k = index_key(e.key_group, e.namespace, e.key);
+    match e.op {
+        Op::Put => {
+            if let Some(t) = tombstones {
+                t.remove(&k);
+            }
+            index.insert(k, loc);
+        }
+        Op::Delete => {
+            index.remove(&k);
+            if let Some(t) = tombstones {
+                t.insert(k);
+            }
+        }
+    }
+}
+
+fn corrupt(path: &Path, offset: usize, err: DecodeError) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason: err.to_string(),
+    }
+}
+
+/// Maps a sealed segment and checks its footer; returns it and the segments it replaces. Its
+/// entries are checked by whoever reads them (the open that rebuilds the index reads all).
+fn open_sealed(path: &Path) -> Result<(Sealed, Vec<u32>), StoreError> {
+    let file = File::open(path).map_err(io(path, "cannot open a sealed segment"))?;
+    // SAFETY: sealed segments are never written again once renamed into place; the store is the
+    // only writer of its directory.
+    let map = unsafe { Mmap::map(&file) }.map_err(io(path, "cannot map a sealed segment"))?;
+    let bad = |offset: usize, reason: String| StoreError::Corrupt {
+        path: path.to_path_buf(),
+        offset: offset as u64,
+        reason,
+    };
+    let n = map.len();
+    if n < 28 || &map[n - 8..] != MAGIC {
+        return Err(bad(
+            n.saturating_sub(8),
+            "no sealed-segment footer (magic missing)".into(),
+        ));
+    }
+    let u32_at = |i: usize| u32::from_le_bytes(map[i..i + 4].try_into().expect("4 bytes"));
+    let crc = u32_at(n - 12);
+    let replaced_n = u32_at(n - 16) as usize;
+    let groups_n = u32_at(n - 20) as usize;
+    let footer_len = groups_n
+        .checked_mul(10)
+        .and_then(|g| g.checked_add(8 + replaced_n.checked_mul(4)? + 8))
+        .filter(|&l| l + 12 <= n)
+        .ok_or_else(|| {
+            bad(
+                n - 20,
+                format!("a footer of {groups_n} groups and {replaced_n} replaced segments"),
+            )
+        })?;
+    let footer_start = n - 12 - footer_len;
+    if crc32fast::hash(&map[footer_start..n - 12]) != crc {
+        return Err(bad(footer_start, "the footer's crc does not match".into()));
+    }
+    let order_at = footer_start + groups_n * 10;
+    let order = u64::from_le_bytes(map[order_at..order_at + 8].try_into().expect("8 bytes"));
+    let replaced = (0..replaced_n)
+        .map(|i| u32_at(order_at + 8 + i * 4))
+        .collect();
+    Ok((
+        Sealed {
+            path: path.to_path_buf(),
+            map,
+            entries_end: footer_start,
+            order,
+            live: 0,
+        },
+        replaced,
+    ))
+}
+
+/// How many entries each segment file holds (for tests and tools).
+pub fn count_entries(bytes: &[u8]) -> HashMap<u8, usize> {
+    let mut counts = HashMap::new();
+    let mut offset = 0;
+    while let Ok((e, n)) = entry::decode(&bytes[offset..]) {
+        *counts.entry(e.op as u8).or_default() += 1;
+        offset += n;
+    }
+    counts
+}
