@@ -4,5 +4,6 @@
 //! the ratio of the two measured side by side on the same machine.
 
 pub mod exchange;
+pub mod store;
 pub mod windows;
 pub mod wordcount;

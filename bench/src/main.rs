@@ -57,6 +57,14 @@ enum Bench {
         #[arg(long)]
         one_phase: bool,
     },
+    /// The state store alone: puts, gets (active and sealed), scan, compaction, reopen.
+    Store {
+        /// Keys (16 bytes, each with a 100-byte value).
+        #[arg(long, default_value_t = 2_000_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+    },
     /// Records/s through the exchange between two pinned shards, beside a bare rkyv hand-off.
     Exchange {
         #[arg(long, default_value_t = 50_000_000)]
@@ -201,6 +209,44 @@ fn main() -> anyhow::Result<()> {
                 "  engine P=2            {:>8.1} M events/s   {:.2}x the loop",
                 e2 / 1e6,
                 e2 / b
+            );
+        }
+        Bench::Store { keys, runs } => {
+            println!("store: {keys} keys of 16 bytes, 100-byte values, {runs} runs (medians)");
+            let mut all = Vec::new();
+            for _ in 0..runs {
+                all.push(shardflow_bench::store::run(keys)?);
+            }
+            let m = |f: fn(&shardflow_bench::store::StoreRun) -> f64| {
+                median(all.iter().map(f).collect())
+            };
+            println!(
+                "  puts                      {:>10.2} M/s",
+                m(|r| r.puts_per_s) / 1e6
+            );
+            println!(
+                "  gets, active segment      {:>10.2} M/s",
+                m(|r| r.active_gets_per_s) / 1e6
+            );
+            println!(
+                "  gets, sealed (mapped)     {:>10.2} M/s",
+                m(|r| r.sealed_gets_per_s) / 1e6
+            );
+            println!(
+                "  scan                      {:>10.0} MB/s",
+                m(|r| r.scan_mb_per_s)
+            );
+            println!(
+                "  compaction                {:>10.0} MB/s",
+                m(|r| r.compact_mb_per_s)
+            );
+            println!(
+                "  reopen (index rebuild)    {:>10.0} MB/s",
+                m(|r| r.reopen_mb_per_s)
+            );
+            println!(
+                "  sealed bytes              {:>10.1} MB",
+                all[0].bytes as f64 / 1e6
             );
         }
         Bench::CountBaseline { input } => {

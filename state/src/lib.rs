@@ -10,6 +10,7 @@
 //!   corrupt sealed segment, naming the file and the offset.
 
 pub mod entry;
+pub mod index;
 pub mod store;
 
 pub use entry::Op;

@@ -13,8 +13,7 @@
 //! takes the order of the newest segment it merged); `replaced` lists the segments it replaces,
 //! which a reopen deletes if a crash left them behind.
 //!
-//! The index (a sorted map, so scans come out in key order) holds, per key, where its newest
-//! entry is. Deletes append tombstones; a tombstone outlives compaction as long as an older
+//! The index ([`crate::index`]) holds, per key, where its newest entry is. Deletes append tombstones; a tombstone outlives compaction as long as an older
 //! segment might still hold a value it shadows.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -25,6 +24,7 @@ use std::path::{Path, PathBuf};
 use memmap2::Mmap;
 
 use crate::entry::{self, DecodeError, EntryRef, Op};
+use crate::index::{Index, Loc, index_key, key_group_of, with_index_key};
 
 const MAGIC: &[u8; 8] = b"SFSEG001";
 
@@ -71,14 +71,6 @@ impl Default for StoreOptions {
     }
 }
 
-/// Where the newest entry of a key is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Loc {
-    segment: u32,
-    offset: u64,
-    len: u32,
-}
-
 struct Active {
     id: u32,
     path: PathBuf,
@@ -108,19 +100,9 @@ pub struct Store {
     next_order: u64,
     active: Active,
     sealed: BTreeMap<u32, Sealed>,
-    index: BTreeMap<Vec<u8>, Loc>,
+    index: Index,
     /// Live bytes of the active segment.
     active_live: u64,
-}
-
-/// The index key of (key group, namespace, key): sorts by key group, then namespace, then key.
-pub fn index_key(key_group: u16, namespace: &[u8], key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(6 + namespace.len() + key.len());
-    k.extend_from_slice(&key_group.to_be_bytes());
-    k.extend_from_slice(&(namespace.len() as u32).to_be_bytes());
-    k.extend_from_slice(namespace);
-    k.extend_from_slice(key);
-    k
 }
 
 fn segment_path(dir: &Path, id: u32, sealed: bool) -> PathBuf {
@@ -190,7 +172,7 @@ impl Store {
         let mut logs = kept_logs;
         logs.sort();
         let mut next_order = segments.values().map(|s| s.order + 1).max().unwrap_or(0);
-        let mut store_index = BTreeMap::new();
+        let mut store_index = Index::default();
         let mut order: Vec<(u64, u32)> = segments.iter().map(|(id, s)| (s.order, *id)).collect();
         order.sort();
         for &(_, id) in &order {
@@ -304,8 +286,8 @@ impl Store {
 
     /// The value of a key, if it has one.
     pub fn get(&self, key_group: u16, namespace: &[u8], key: &[u8]) -> Option<&[u8]> {
-        let loc = self.index.get(&index_key(key_group, namespace, key))?;
-        Some(self.entry_at(*loc).value)
+        let loc = with_index_key(key_group, namespace, key, |k| self.index.get(k).copied())?;
+        Some(self.entry_at(loc).value)
     }
 
     fn entry_at(&self, loc: Loc) -> EntryRef<'_> {
@@ -347,10 +329,7 @@ impl Store {
         namespace: &[u8],
         key: &[u8],
     ) -> Result<(), StoreError> {
-        if !self
-            .index
-            .contains_key(&index_key(key_group, namespace, key))
-        {
+        if !with_index_key(key_group, namespace, key, |k| self.index.contains_key(k)) {
             return Ok(());
         }
         self.append(key_group, Op::Delete, namespace, key, &[])
@@ -367,26 +346,28 @@ impl Store {
         let offset = self.active.bytes.len();
         entry::encode(&mut self.active.bytes, key_group, op, namespace, key, value);
         let len = (self.active.bytes.len() - offset) as u32;
-        let k = index_key(key_group, namespace, key);
-        match op {
+        let loc = Loc {
+            segment: self.active.id,
+            offset: offset as u64,
+            len,
+        };
+        let old = with_index_key(key_group, namespace, key, |k| match op {
             Op::Put => {
-                self.active.tombstones.remove(&k);
-                let loc = Loc {
-                    segment: self.active.id,
-                    offset: offset as u64,
-                    len,
-                };
-                self.active_live += len as u64;
-                if let Some(old) = self.index.insert(k, loc) {
-                    self.forget(old);
+                if !self.active.tombstones.is_empty() {
+                    self.active.tombstones.remove(k);
                 }
+                self.index.insert(k, loc)
             }
             Op::Delete => {
-                if let Some(old) = self.index.remove(&k) {
-                    self.forget(old);
-                }
-                self.active.tombstones.insert(k);
+                self.active.tombstones.insert(k.to_vec());
+                self.index.remove(k)
             }
+        });
+        if op == Op::Put {
+            self.active_live += len as u64;
+        }
+        if let Some(old) = old {
+            self.forget(old);
         }
         if self.active.bytes.len() - self.active.flushed >= self.options.flush_bytes {
             self.flush()?;
@@ -426,17 +407,22 @@ impl Store {
         namespace: Option<&[u8]>,
         mut f: impl FnMut(u16, &[u8], &[u8]),
     ) {
-        let start = index_key(groups.start, namespace.unwrap_or(&[]), &[]);
-        for (k, loc) in self.index.range(start..) {
-            let kg = u16::from_be_bytes([k[0], k[1]]);
-            if kg >= groups.end {
-                break;
+        let prefix_ok = |k: &[u8]| {
+            let kg = key_group_of(k);
+            if !groups.contains(&kg) {
+                return false;
             }
-            let e = self.entry_at(*loc);
-            if namespace.is_some_and(|ns| e.namespace != ns) {
-                continue;
+            match namespace {
+                None => true,
+                Some(ns) => {
+                    let n = u32::from_be_bytes([k[2], k[3], k[4], k[5]]) as usize;
+                    n == ns.len() && &k[6..6 + n] == ns
+                }
             }
-            f(kg, e.key, e.value);
+        };
+        for (k, loc) in self.index.sorted(|k, _| prefix_ok(k)) {
+            let e = self.entry_at(loc);
+            f(key_group_of(k), e.key, e.value);
         }
     }
 
@@ -457,9 +443,9 @@ impl Store {
         // The active segment's live puts, and its tombstones (they shadow older segments).
         let mut entries: Vec<(Vec<u8>, Option<Loc>)> = self
             .index
-            .iter()
-            .filter(|(_, l)| l.segment == id)
-            .map(|(k, l)| (k.clone(), Some(*l)))
+            .sorted(|_, l| l.segment == id)
+            .into_iter()
+            .map(|(k, l)| (k.to_vec(), Some(l)))
             .collect();
         if !self.sealed.is_empty() {
             entries.extend(self.active.tombstones.iter().map(|k| (k.clone(), None)));
@@ -507,7 +493,7 @@ impl Store {
         let mut groups: Vec<(u16, u64)> = Vec::new();
         let mut locs = Vec::with_capacity(entries.len());
         for (k, loc) in entries {
-            let kg = u16::from_be_bytes([k[0], k[1]]);
+            let kg = key_group_of(k);
             if groups.last().is_none_or(|g| g.0 != kg) {
                 groups.push((kg, out.len() as u64));
             }
@@ -568,7 +554,7 @@ impl Store {
         sealed.live = 0;
         for ((k, old), new) in entries.iter().zip(locs) {
             if old.is_some() {
-                self.index.insert(k.clone(), new);
+                self.index.insert(k, new);
                 sealed.live += new.len as u64;
             }
         }
@@ -655,27 +641,23 @@ impl Store {
 }
 
 /// Applies an entry to the index while rebuilding it.
-fn apply(
-    index: &mut BTreeMap<Vec<u8>, Loc>,
-    e: EntryRef<'_>,
-    loc: Loc,
-    tombstones: Option<&mut BTreeSet<Vec<u8>>>,
-) {
-    let k = index_key(e.key_group, e.namespace, e.key);
-    match e.op {
+fn apply(index: &mut Index, e: EntryRef<'_>, loc: Loc, tombstones: Option<&mut BTreeSet<Vec<u8>>>) {
+    with_index_key(e.key_group, e.namespace, e.key, |k| match e.op {
         Op::Put => {
-            if let Some(t) = tombstones {
-                t.remove(&k);
+            if let Some(t) = tombstones
+                && !t.is_empty()
+            {
+                t.remove(k);
             }
             index.insert(k, loc);
         }
         Op::Delete => {
-            index.remove(&k);
+            index.remove(k);
             if let Some(t) = tombstones {
-                t.insert(k);
+                t.insert(k.to_vec());
             }
         }
-    }
+    });
 }
 
 fn corrupt(path: &Path, offset: usize, err: DecodeError) -> StoreError {
