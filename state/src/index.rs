@@ -79,17 +79,23 @@ fn hash(k: &[u8]) -> u64 {
     h ^ (h >> 33)
 }
 
-/// A key with its hash (kept, so growing the table rehashes nothing and a probe compares the
-/// hash before the bytes).
+/// A key (in the arena) with its hash (kept, so growing the table rehashes nothing and a probe
+/// compares the hash before the bytes).
+#[derive(Clone, Copy)]
 struct Slot {
     hash: u64,
-    key: Box<[u8]>,
+    at: u64,
+    len: u32,
     loc: Loc,
 }
 
+/// The index: slots in a hash table, keys in one arena (no allocation per key; a removed key's
+/// bytes stay until the arena is rewritten, once they are half of it).
 #[derive(Default)]
 pub struct Index {
     table: HashTable<Slot>,
+    arena: Vec<u8>,
+    garbage: usize,
 }
 
 impl Index {
@@ -102,10 +108,16 @@ impl Index {
     }
 
     #[inline]
+    fn key_of<'a>(arena: &'a [u8], s: &Slot) -> &'a [u8] {
+        &arena[s.at as usize..s.at as usize + s.len as usize]
+    }
+
+    #[inline]
     pub fn get(&self, k: &[u8]) -> Option<&Loc> {
         let h = hash(k);
+        let arena = &self.arena;
         self.table
-            .find(h, |e| e.hash == h && &*e.key == k)
+            .find(h, |e| e.hash == h && Self::key_of(arena, e) == k)
             .map(|e| &e.loc)
     }
 
@@ -117,17 +129,22 @@ impl Index {
     #[inline]
     pub fn insert(&mut self, k: &[u8], loc: Loc) -> Option<Loc> {
         let h = hash(k);
-        match self
-            .table
-            .entry(h, |e| e.hash == h && &*e.key == k, |e| e.hash)
-        {
+        let arena = &mut self.arena;
+        match self.table.entry(
+            h,
+            |e| e.hash == h && Self::key_of(arena, e) == k,
+            |e| e.hash,
+        ) {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
                 Some(std::mem::replace(&mut o.get_mut().loc, loc))
             }
             hashbrown::hash_table::Entry::Vacant(v) => {
+                let at = arena.len() as u64;
+                arena.extend_from_slice(k);
                 v.insert(Slot {
                     hash: h,
-                    key: k.into(),
+                    at,
+                    len: k.len() as u32,
                     loc,
                 });
                 None
@@ -137,10 +154,31 @@ impl Index {
 
     pub fn remove(&mut self, k: &[u8]) -> Option<Loc> {
         let h = hash(k);
-        match self.table.find_entry(h, |e| e.hash == h && &*e.key == k) {
-            Ok(o) => Some(o.remove().0.loc),
-            Err(_) => None,
+        let arena = &self.arena;
+        let removed = match self
+            .table
+            .find_entry(h, |e| e.hash == h && Self::key_of(arena, e) == k)
+        {
+            Ok(o) => o.remove().0,
+            Err(_) => return None,
+        };
+        self.garbage += removed.len as usize;
+        if self.garbage > 4096 && self.garbage * 2 > self.arena.len() {
+            self.rewrite_arena();
         }
+        Some(removed.loc)
+    }
+
+    /// Copies the live keys into a fresh arena.
+    fn rewrite_arena(&mut self) {
+        let mut arena = Vec::with_capacity(self.arena.len() - self.garbage);
+        for s in self.table.iter_mut() {
+            let at = arena.len() as u64;
+            arena.extend_from_slice(Self::key_of(&self.arena, s));
+            s.at = at;
+        }
+        self.arena = arena;
+        self.garbage = 0;
     }
 
     pub fn values(&self) -> impl Iterator<Item = &Loc> {
@@ -149,19 +187,21 @@ impl Index {
 
     /// Every (key, location) that `keep` accepts, in key order.
     pub fn sorted(&self, mut keep: impl FnMut(&[u8], &Loc) -> bool) -> Vec<(&[u8], Loc)> {
+        let arena = &self.arena;
         let mut out: Vec<(&[u8], Loc)> = self
             .table
             .iter()
-            .filter(|e| keep(&e.key, &e.loc))
-            .map(|e| (&*e.key, e.loc))
+            .map(|e| (Self::key_of(arena, e), e.loc))
+            .filter(|(k, l)| keep(k, l))
             .collect();
         out.sort_unstable_by(|a, b| a.0.cmp(b.0));
         out
     }
 
-    /// Room for `n` more keys without rehashing.
-    pub fn reserve(&mut self, n: usize) {
+    /// Room for `n` more keys without rehashing, and `bytes` more key bytes.
+    pub fn reserve(&mut self, n: usize, bytes: usize) {
         self.table.reserve(n, |e| e.hash);
+        self.arena.reserve(bytes);
     }
 }
 

@@ -7,7 +7,7 @@
 //!
 //! A sealed segment's footer, at its end:
 //! ```text
-//! (u16 key_group, u64 offset)* | u64 order | (u32 replaced_id)* | u32 groups | u32 replaced | u32 crc | b"SFSEG001"
+//! (u16 key_group, u64 offset)* | u64 order | u64 entries | (u32 replaced_id)* | u32 groups | u32 replaced | u32 crc | b"SFSEG001"
 //! ```
 //! `order` places the segment among the others when the index is rebuilt (a compaction's output
 //! takes the order of the newest segment it merged); `replaced` lists the segments it replaces,
@@ -88,6 +88,8 @@ struct Sealed {
     /// Where the entries end (the footer starts).
     entries_end: usize,
     order: u64,
+    /// Entries in the segment (from its footer: the index is sized before it is rebuilt).
+    entries: u64,
     /// Bytes of entries the index points to.
     live: u64,
 }
@@ -173,6 +175,11 @@ impl Store {
         logs.sort();
         let mut next_order = segments.values().map(|s| s.order + 1).max().unwrap_or(0);
         let mut store_index = Index::default();
+        // The key arena sized from the footers' entry counts (an upper bound: a key in several
+        // segments counts once per segment). The table grows as it goes: reserving it whole
+        // up front measured slower (its pages all touched at once).
+        let entries: u64 = segments.values().map(|s| s.entries).sum();
+        store_index.reserve(0, entries as usize * 24);
         let mut order: Vec<(u64, u32)> = segments.iter().map(|(id, s)| (s.order, *id)).collect();
         order.sort();
         for &(_, id) in &order {
@@ -521,6 +528,7 @@ impl Store {
             out.extend_from_slice(&off.to_le_bytes());
         }
         out.extend_from_slice(&order.to_le_bytes());
+        out.extend_from_slice(&(entries.len() as u64).to_le_bytes());
         for r in replaced {
             out.extend_from_slice(&r.to_le_bytes());
         }
@@ -693,7 +701,7 @@ fn open_sealed(path: &Path) -> Result<(Sealed, Vec<u32>), StoreError> {
     let groups_n = u32_at(n - 20) as usize;
     let footer_len = groups_n
         .checked_mul(10)
-        .and_then(|g| g.checked_add(8 + replaced_n.checked_mul(4)? + 8))
+        .and_then(|g| g.checked_add(16 + replaced_n.checked_mul(4)? + 8))
         .filter(|&l| l + 12 <= n)
         .ok_or_else(|| {
             bad(
@@ -707,8 +715,13 @@ fn open_sealed(path: &Path) -> Result<(Sealed, Vec<u32>), StoreError> {
     }
     let order_at = footer_start + groups_n * 10;
     let order = u64::from_le_bytes(map[order_at..order_at + 8].try_into().expect("8 bytes"));
+    let entries = u64::from_le_bytes(
+        map[order_at + 8..order_at + 16]
+            .try_into()
+            .expect("8 bytes"),
+    );
     let replaced = (0..replaced_n)
-        .map(|i| u32_at(order_at + 8 + i * 4))
+        .map(|i| u32_at(order_at + 16 + i * 4))
         .collect();
     Ok((
         Sealed {
@@ -716,6 +729,7 @@ fn open_sealed(path: &Path) -> Result<(Sealed, Vec<u32>), StoreError> {
             map,
             entries_end: footer_start,
             order,
+            entries,
             live: 0,
         },
         replaced,
