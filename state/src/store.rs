@@ -16,7 +16,7 @@
 //! The index ([`crate::index`]) holds, per key, where its newest entry is. Deletes append tombstones; a tombstone outlives compaction as long as an older
 //! segment might still hold a value it shadows.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -734,15 +734,4 @@ fn open_sealed(path: &Path) -> Result<(Sealed, Vec<u32>), StoreError> {
         },
         replaced,
     ))
-}
-
-/// How many entries each segment file holds (for tests and tools).
-pub fn count_entries(bytes: &[u8]) -> HashMap<u8, usize> {
-    let mut counts = HashMap::new();
-    let mut offset = 0;
-    while let Ok((e, n)) = entry::decode(&bytes[offset..]) {
-        *counts.entry(e.op as u8).or_default() += 1;
-        offset += n;
-    }
-    counts
 }
