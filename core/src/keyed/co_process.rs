@@ -116,6 +116,7 @@ where
         self.core.ctx.counters.add_in(batch.len());
         for (x, ts) in batch.drain() {
             let key = self.key1.with_key(&x, Clone::clone);
+            self.core.ctx.debug_assert_owns(&key);
             let f = &mut self.f;
             self.core
                 .with_key(&key, ts, None, |kctx, out| f.process_element1(x, kctx, out))?;
@@ -129,6 +130,7 @@ where
         self.core.ctx.counters.add_in(batch.len());
         for (x, ts) in batch.drain() {
             let key = self.key2.with_key(&x, Clone::clone);
+            self.core.ctx.debug_assert_owns(&key);
             let f = &mut self.f;
             self.core
                 .with_key(&key, ts, None, |kctx, out| f.process_element2(x, kctx, out))?;

@@ -385,6 +385,7 @@ where
         self.core.ctx.counters.add_in(batch.len());
         for (x, ts) in batch.drain() {
             let key = self.key.with_key(&x, Clone::clone);
+            self.core.ctx.debug_assert_owns(&key);
             let f = &mut self.f;
             self.core
                 .with_key(&key, ts, None, |kctx, out| f.process_element(x, kctx, out))?;

@@ -388,6 +388,22 @@ impl OperatorContext {
         });
     }
 
+    /// Checks (in debug builds) that `key` belongs to a key group this shard owns: a keyed
+    /// operator behind a `key_by` must never see another shard's key.
+    #[inline]
+    pub fn debug_assert_owns<K: std::hash::Hash + ?Sized>(&self, key: &K) {
+        if cfg!(debug_assertions) {
+            let kg = crate::key::key_group(key, self.runtime.max_parallelism);
+            assert!(
+                self.runtime.key_groups.contains(kg),
+                "operator '{}': key group {kg} reached shard {}, which owns {}",
+                self.runtime.operator,
+                self.runtime.shard,
+                self.runtime.key_groups,
+            );
+        }
+    }
+
     /// An error of this operator on this shard.
     pub fn error(&self, message: impl std::fmt::Display) -> JobError {
         JobError::Operator {

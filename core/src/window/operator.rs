@@ -241,6 +241,7 @@ where
 
     fn process_record(&mut self, x: T, ts: Option<i64>, now: i64) -> Result<(), JobError> {
         let key = self.key.with_key(&x, Clone::clone);
+        self.ctx.debug_assert_owns(&key);
         if let (Some(t), Some((from, to, w))) = (ts, &self.last)
             && *from <= t
             && t < *to
