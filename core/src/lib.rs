@@ -22,6 +22,11 @@
 //!    reused batch and pushes it down its chain. End of input travels as a frame, in order with the
 //!    data.
 //! 5. Backpressure: a ring's buffers are its credits; a sender with none stops pulling its input.
+//! 6. Event time ([`time`]): a batch carries a timestamp per record beside its records;
+//!    watermarks and idleness travel down chains and through exchanges in order with the data,
+//!    and every operator with several inputs keeps the minimum of its active inputs
+//!    ([`operator::WatermarkValve`]). Keyed operators keep their state and timers in the keyed
+//!    state interface ([`keyed`]); windows ([`window`]) are built on it.
 //!
 //! ## Guarantees
 //!
