@@ -57,7 +57,8 @@ pub struct StoreOptions {
     pub segment_bytes: usize,
     /// `compact` rewrites sealed segments whose live bytes fell below this share of their size.
     pub compact_live_ratio: f64,
-    /// Flush the active segment to its file every time it grew by this many bytes.
+    /// Flush the active segment to its file every time it grew by this many bytes (`usize::MAX`:
+    /// never by itself; the owner calls `flush` or `flush_async`).
     pub flush_bytes: usize,
 }
 
@@ -80,6 +81,8 @@ struct Active {
     flushed: usize,
     /// Keys whose newest word is a tombstone in this segment (sealing keeps those).
     tombstones: BTreeSet<Vec<u8>>,
+    /// The same file opened through glommio, for `flush_async` (on a shard's executor).
+    async_file: Option<glommio::io::BufferedFile>,
 }
 
 struct Sealed {
@@ -268,6 +271,7 @@ impl Store {
                 bytes,
                 flushed,
                 tombstones,
+                async_file: None,
             },
             sealed: segments,
             index: store_index,
@@ -385,6 +389,62 @@ impl Store {
         Ok(())
     }
 
+    /// As [`flush`](Self::flush), through glommio's file I/O (io_uring): for a store used on a
+    /// shard's executor, which must never block on the disk. Set `flush_bytes` to `usize::MAX`
+    /// so that appends never flush by themselves, and call this (and `sync_async`) instead.
+    pub async fn flush_async(&mut self) -> Result<(), StoreError> {
+        let a = &mut self.active;
+        if a.flushed == a.bytes.len() {
+            return Ok(());
+        }
+        if a.async_file.is_none() {
+            let f = glommio::io::OpenOptions::new()
+                .write(true)
+                .buffered_open(&a.path)
+                .await
+                .map_err(|e| StoreError::Io {
+                    path: a.path.clone(),
+                    what: "cannot open the active segment",
+                    source: e.into(),
+                })?;
+            a.async_file = Some(f);
+        }
+        let file = a.async_file.as_ref().expect("opened above");
+        while a.flushed < a.bytes.len() {
+            let chunk = a.bytes[a.flushed..].to_vec();
+            let n = file
+                .write_at(chunk, a.flushed as u64)
+                .await
+                .map_err(|e| StoreError::Io {
+                    path: a.path.clone(),
+                    what: "cannot append to the active segment",
+                    source: e.into(),
+                })?;
+            if n == 0 {
+                return Err(StoreError::Io {
+                    path: a.path.clone(),
+                    what: "cannot append to the active segment",
+                    source: std::io::Error::new(std::io::ErrorKind::WriteZero, "wrote nothing"),
+                });
+            }
+            a.flushed += n;
+        }
+        Ok(())
+    }
+
+    /// As [`sync`](Self::sync), through glommio.
+    pub async fn sync_async(&mut self) -> Result<(), StoreError> {
+        self.flush_async().await?;
+        if let Some(f) = &self.active.async_file {
+            f.fdatasync().await.map_err(|e| StoreError::Io {
+                path: self.active.path.clone(),
+                what: "cannot sync the active segment",
+                source: e.into(),
+            })?;
+        }
+        Ok(())
+    }
+
     /// Writes what the active segment took since the last flush to its file.
     pub fn flush(&mut self) -> Result<(), StoreError> {
         let a = &mut self.active;
@@ -482,6 +542,7 @@ impl Store {
             bytes: Vec::new(),
             flushed: 0,
             tombstones: BTreeSet::new(),
+            async_file: None,
         };
         self.active_live = 0;
         Ok(())

@@ -206,3 +206,41 @@ fn a_damaged_sealed_segment_is_an_error_naming_the_file_and_the_offset() {
     let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
     assert_eq!(store.len(), 50);
 }
+
+#[test]
+fn on_a_shard_the_active_segment_is_written_through_glommio() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let options = StoreOptions {
+        flush_bytes: usize::MAX,
+        ..StoreOptions::default()
+    };
+    let opts = options.clone();
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .spawn(move || async move {
+            let mut store = Store::open(&path, opts).unwrap();
+            for i in 0..5_000u32 {
+                store
+                    .put((i % 11) as u16, b"ns", &i.to_le_bytes(), &i.to_be_bytes())
+                    .unwrap();
+                if i % 1_000 == 999 {
+                    store.flush_async().await.unwrap();
+                }
+            }
+            store.delete(3, b"ns", &3u32.to_le_bytes()).unwrap();
+            store.sync_async().await.unwrap();
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    let store = Store::open(dir.path(), options).unwrap();
+    assert_eq!(store.len(), 4_999);
+    for i in 0..5_000u32 {
+        let got = store.get((i % 11) as u16, b"ns", &i.to_le_bytes());
+        if i == 3 {
+            assert_eq!(got, None);
+        } else {
+            assert_eq!(got, Some(&i.to_be_bytes()[..]));
+        }
+    }
+}
