@@ -506,6 +506,42 @@ impl Store {
     /// a sealed segment with a footer of key-group offsets; a new active segment begins.
     pub fn seal(&mut self) -> Result<(), StoreError> {
         self.flush()?;
+        let (id, order, entries) = self.prepare_seal();
+        let written = self.write_sealed(id, order, &entries, &[])?;
+        std::fs::remove_file(&self.active.path)
+            .map_err(io(&self.active.path, "cannot remove a sealed log"))?;
+        self.finish_seal(id, written, &entries)
+    }
+
+    /// As [`seal`](Self::seal), writing through glommio (on a shard's executor). With
+    /// `segment_bytes` at `usize::MAX` appends never seal by themselves: the owner calls this
+    /// when [`active_bytes`](Self::active_bytes) says so.
+    pub async fn seal_async(&mut self) -> Result<(), StoreError> {
+        self.flush_async().await?;
+        let (id, order, entries) = self.prepare_seal();
+        let written = self.write_sealed_async(id, order, &entries, &[]).await?;
+        if let Some(f) = self.active.async_file.take() {
+            let _ = f.close().await;
+        }
+        glommio::io::remove(&self.active.path)
+            .await
+            .map_err(|e| StoreError::Io {
+                path: self.active.path.clone(),
+                what: "cannot remove a sealed log",
+                source: e.into(),
+            })?;
+        self.finish_seal(id, written, &entries)
+    }
+
+    /// Bytes the active segment holds.
+    pub fn active_bytes(&self) -> usize {
+        self.active.bytes.len()
+    }
+
+    /// What sealing the active segment writes: its live puts and the tombstones older segments
+    /// need, sorted by key.
+    #[allow(clippy::type_complexity)]
+    fn prepare_seal(&mut self) -> (u32, u64, Vec<(Vec<u8>, Option<Loc>)>) {
         let id = self.active.id;
         // The active segment's live puts, and its tombstones (they shadow older segments).
         let mut entries: Vec<(Vec<u8>, Option<Loc>)> = self
@@ -520,12 +556,17 @@ impl Store {
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         let order = self.next_order;
         self.next_order += 1;
-        let new_id = id;
-        let written = self.write_sealed(new_id, order, &entries, &[])?;
-        // The active log is replaced by the sealed segment.
-        std::fs::remove_file(&self.active.path)
-            .map_err(io(&self.active.path, "cannot remove a sealed log"))?;
-        self.install_sealed(new_id, written, &entries)?;
+        (id, order, entries)
+    }
+
+    /// Installs the sealed segment in place of the active log, and starts a new log.
+    fn finish_seal(
+        &mut self,
+        id: u32,
+        written: Vec<Loc>,
+        entries: &[(Vec<u8>, Option<Loc>)],
+    ) -> Result<(), StoreError> {
+        self.install_sealed(id, written, entries)?;
         let next = self.next_id;
         self.next_id += 1;
         let path = segment_path(&self.dir, next, false);
@@ -557,6 +598,84 @@ impl Store {
         entries: &[(Vec<u8>, Option<Loc>)],
         replaced: &[u32],
     ) -> Result<Vec<Loc>, StoreError> {
+        let (out, locs) = self.build_sealed(id, order, entries, replaced);
+        // Write, sync, rename, sync the directory: a sealed segment exists whole or not at all.
+        let path = segment_path(&self.dir, id, true);
+        let tmp = self.dir.join(format!("seg-{id:010}.sst.tmp"));
+        let mut f = File::create(&tmp).map_err(io(&tmp, "cannot create a sealed segment"))?;
+        f.write_all(&out)
+            .and_then(|_| f.sync_all())
+            .map_err(io(&tmp, "cannot write a sealed segment"))?;
+        std::fs::rename(&tmp, &path).map_err(io(&path, "cannot install a sealed segment"))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir, "cannot sync the store directory"))?;
+        Ok(locs)
+    }
+
+    /// As `write_sealed`, through glommio: the shard goes on running its other tasks while the
+    /// segment is written and synced.
+    async fn write_sealed_async(
+        &self,
+        id: u32,
+        order: u64,
+        entries: &[(Vec<u8>, Option<Loc>)],
+        replaced: &[u32],
+    ) -> Result<Vec<Loc>, StoreError> {
+        let (out, locs) = self.build_sealed(id, order, entries, replaced);
+        let path = segment_path(&self.dir, id, true);
+        let tmp = self.dir.join(format!("seg-{id:010}.sst.tmp"));
+        let gio = |what: &'static str, p: &Path| {
+            let p = p.to_path_buf();
+            move |e: glommio::GlommioError<()>| StoreError::Io {
+                path: p,
+                what,
+                source: e.into(),
+            }
+        };
+        let f = glommio::io::BufferedFile::create(&tmp)
+            .await
+            .map_err(gio("cannot create a sealed segment", &tmp))?;
+        let mut at = 0usize;
+        while at < out.len() {
+            // A MiB at a time: the other tasks of the shard run between the writes.
+            let end = (at + (1 << 20)).min(out.len());
+            let n = f
+                .write_at(out[at..end].to_vec(), at as u64)
+                .await
+                .map_err(gio("cannot write a sealed segment", &tmp))?;
+            if n == 0 {
+                return Err(StoreError::Io {
+                    path: tmp,
+                    what: "cannot write a sealed segment",
+                    source: std::io::Error::new(std::io::ErrorKind::WriteZero, "wrote nothing"),
+                });
+            }
+            at += n;
+        }
+        f.fdatasync()
+            .await
+            .map_err(gio("cannot sync a sealed segment", &tmp))?;
+        f.close()
+            .await
+            .map_err(gio("cannot close a sealed segment", &tmp))?;
+        glommio::io::rename(&tmp, &path)
+            .await
+            .map_err(gio("cannot install a sealed segment", &path))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io(&self.dir, "cannot sync the store directory"))?;
+        Ok(locs)
+    }
+
+    /// The bytes of a sealed segment of `entries`, and their new locations.
+    fn build_sealed(
+        &self,
+        id: u32,
+        order: u64,
+        entries: &[(Vec<u8>, Option<Loc>)],
+        replaced: &[u32],
+    ) -> (Vec<u8>, Vec<Loc>) {
         let mut out = Vec::new();
         let mut groups: Vec<(u16, u64)> = Vec::new();
         let mut locs = Vec::with_capacity(entries.len());
@@ -598,18 +717,7 @@ impl Store {
         let crc = crc32fast::hash(&out[footer_start..]);
         out.extend_from_slice(&crc.to_le_bytes());
         out.extend_from_slice(MAGIC);
-        // Write, sync, rename, sync the directory: a sealed segment exists whole or not at all.
-        let path = segment_path(&self.dir, id, true);
-        let tmp = self.dir.join(format!("seg-{id:010}.sst.tmp"));
-        let mut f = File::create(&tmp).map_err(io(&tmp, "cannot create a sealed segment"))?;
-        f.write_all(&out)
-            .and_then(|_| f.sync_all())
-            .map_err(io(&tmp, "cannot write a sealed segment"))?;
-        std::fs::rename(&tmp, &path).map_err(io(&path, "cannot install a sealed segment"))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io(&self.dir, "cannot sync the store directory"))?;
-        Ok(locs)
+        (out, locs)
     }
 
     fn install_sealed(

@@ -208,7 +208,7 @@ fn a_damaged_sealed_segment_is_an_error_naming_the_file_and_the_offset() {
 }
 
 #[test]
-fn on_a_shard_the_active_segment_is_written_through_glommio() {
+fn on_a_shard_segments_are_written_and_sealed_through_glommio() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
     let options = StoreOptions {
@@ -226,9 +226,13 @@ fn on_a_shard_the_active_segment_is_written_through_glommio() {
                 if i % 1_000 == 999 {
                     store.flush_async().await.unwrap();
                 }
+                if i % 2_000 == 1_999 {
+                    store.seal_async().await.unwrap();
+                }
             }
             store.delete(3, b"ns", &3u32.to_le_bytes()).unwrap();
             store.sync_async().await.unwrap();
+            assert_eq!(store.sealed_paths().len(), 2);
         })
         .unwrap()
         .join()
