@@ -742,6 +742,48 @@ impl Store {
     /// Rewrites the sealed segments whose live share fell below the threshold into one, dropping
     /// what no key needs. Returns how many segments it merged.
     pub fn compact(&mut self) -> Result<usize, StoreError> {
+        let Some((id, order, victims, entries)) = self.prepare_compaction()? else {
+            return Ok(0);
+        };
+        let locs = self.write_sealed(id, order, &entries, &victims)?;
+        self.install_sealed(id, locs, &entries)?;
+        for v in &victims {
+            let s = self.sealed.remove(v).expect("a victim is sealed");
+            std::fs::remove_file(&s.path)
+                .map_err(io(&s.path, "cannot remove a compacted segment"))?;
+        }
+        Ok(victims.len())
+    }
+
+    /// As [`compact`](Self::compact), writing through glommio (on a shard's executor).
+    pub async fn compact_async(&mut self) -> Result<usize, StoreError> {
+        let Some((id, order, victims, entries)) = self.prepare_compaction()? else {
+            return Ok(0);
+        };
+        let locs = self
+            .write_sealed_async(id, order, &entries, &victims)
+            .await?;
+        self.install_sealed(id, locs, &entries)?;
+        for v in &victims {
+            let s = self.sealed.remove(v).expect("a victim is sealed");
+            drop(s.map);
+            glommio::io::remove(&s.path)
+                .await
+                .map_err(|e| StoreError::Io {
+                    path: s.path.clone(),
+                    what: "cannot remove a compacted segment",
+                    source: e.into(),
+                })?;
+        }
+        Ok(victims.len())
+    }
+
+    /// What a compaction writes: the new segment's id and order, the segments it replaces, and
+    /// their entries still needed, sorted by key. None: no segment fell below the ratio.
+    #[allow(clippy::type_complexity)]
+    fn prepare_compaction(
+        &mut self,
+    ) -> Result<Option<(u32, u64, Vec<u32>, Vec<(Vec<u8>, Option<Loc>)>)>, StoreError> {
         let ratio = self.options.compact_live_ratio;
         let victims: Vec<u32> = self
             .sealed
@@ -750,7 +792,7 @@ impl Store {
             .map(|(id, _)| *id)
             .collect();
         if victims.is_empty() {
-            return Ok(0);
+            return Ok(None);
         }
         let newest_order = victims
             .iter()
@@ -789,14 +831,7 @@ impl Store {
         entries.dedup_by(|a, b| a.0 == b.0);
         let id = self.next_id;
         self.next_id += 1;
-        let locs = self.write_sealed(id, newest_order, &entries, &victims)?;
-        self.install_sealed(id, locs, &entries)?;
-        for v in &victims {
-            let s = self.sealed.remove(v).expect("a victim is sealed");
-            std::fs::remove_file(&s.path)
-                .map_err(io(&s.path, "cannot remove a compacted segment"))?;
-        }
-        Ok(victims.len())
+        Ok(Some((id, newest_order, victims, entries)))
     }
 
     /// Bytes of the sealed segments, and of those the index still points to.

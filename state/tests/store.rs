@@ -229,10 +229,20 @@ fn on_a_shard_segments_are_written_and_sealed_through_glommio() {
                 if i % 2_000 == 1_999 {
                     store.seal_async().await.unwrap();
                 }
+                if i == 3_000 {
+                    // Overwrite the first segment's keys and compact it away.
+                    for j in 0..2_000u32 {
+                        store
+                            .put((j % 11) as u16, b"ns", &j.to_le_bytes(), &j.to_be_bytes())
+                            .unwrap();
+                    }
+                    store.seal_async().await.unwrap();
+                    assert!(store.compact_async().await.unwrap() >= 1);
+                }
             }
             store.delete(3, b"ns", &3u32.to_le_bytes()).unwrap();
             store.sync_async().await.unwrap();
-            assert_eq!(store.sealed_paths().len(), 2);
+            assert!(!store.sealed_paths().is_empty());
         })
         .unwrap()
         .join()
