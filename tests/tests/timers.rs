@@ -506,3 +506,36 @@ fn processing_time_windows_fire_when_the_test_clock_passes_their_end() {
     job.join().unwrap().unwrap();
     assert!(rx.try_recv().is_err(), "a window fired twice");
 }
+
+#[test]
+fn processing_time_windows_still_open_fire_when_a_bounded_input_ends() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let records: Vec<(u32, i64)> = (0..3_000).map(|i| (i % 9, i as i64)).collect();
+    for p in [1, 2] {
+        let mut env = StreamExecutionEnvironment::local();
+        env.set_parallelism(p);
+        // Processing time stands still at 5 s: no window ever closes by the clock.
+        env.config_mut().clock = ProcessingClock::Manual(ManualClock::new(5_000));
+        let out = env
+            .from_iter(records.clone())
+            .key_by(|r: &(u32, i64)| r.0)
+            .window(TumblingWindows::processing_time(Duration::from_secs(1)))
+            .process(
+                |k: &u32,
+                 ctx: &WindowContext<TimeWindow>,
+                 rs: &[(u32, i64)],
+                 out: &mut Collector<(u32, i64, u64)>| {
+                    out.collect((*k, ctx.window.start, rs.len() as u64));
+                    Ok(())
+                },
+            )
+            .collect();
+        env.execute("processing-time windows at the end").unwrap();
+        let mut got = out.take();
+        got.sort();
+        let want: Vec<(u32, i64, u64)> = (0..9u32)
+            .map(|k| (k, 5_000, (0..3_000).filter(|i| i % 9 == k).count() as u64))
+            .collect();
+        assert_eq!(got, want, "P={p}");
+    }
+}

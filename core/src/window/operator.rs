@@ -5,6 +5,10 @@
 //! state lookup per window). A record whose every window is past cleanup is late: it goes to the
 //! late side output if there is one, and is counted either way.
 //!
+//! At the end of input, event-time windows have fired with the end of event time; processing-time
+//! windows still open fire then too (their contents are data: a bounded job loses none). Global
+//! windows without a timer (count windows) emit only what their trigger fires, as in Flink.
+//!
 //! Timers are (time, key, window). A timer hands the window to its trigger; the cleanup timer
 //! (window end + allowed lateness, in event time; window end in processing time) drops the
 //! window's contents and trigger state. With no allowed lateness, the trigger's timer and the
@@ -611,6 +615,12 @@ where
     }
 
     fn finish(&mut self) -> Result<(), JobError> {
+        if !self.event_time {
+            // The input ended: processing-time windows still open fire now rather than be lost
+            // (event-time ones fired at the end of event time, just before).
+            let now = self.clock.now_ms();
+            self.fire(Domain::Processing, i64::MAX, now)?;
+        }
         self.emit()?;
         self.side.finish()?;
         self.down.finish()
