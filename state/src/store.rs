@@ -472,6 +472,18 @@ impl Store {
         &self,
         groups: std::ops::Range<u16>,
         namespace: Option<&[u8]>,
+        f: impl FnMut(u16, &[u8], &[u8]),
+    ) {
+        self.scan_prefix(groups, namespace, &[], f)
+    }
+
+    /// As [`scan`](Self::scan), of the keys that start with `key_prefix` (a map state's entries
+    /// under one key, say).
+    pub fn scan_prefix(
+        &self,
+        groups: std::ops::Range<u16>,
+        namespace: Option<&[u8]>,
+        key_prefix: &[u8],
         mut f: impl FnMut(u16, &[u8], &[u8]),
     ) {
         let prefix_ok = |k: &[u8]| {
@@ -479,13 +491,11 @@ impl Store {
             if !groups.contains(&kg) {
                 return false;
             }
-            match namespace {
-                None => true,
-                Some(ns) => {
-                    let n = u32::from_be_bytes([k[2], k[3], k[4], k[5]]) as usize;
-                    n == ns.len() && &k[6..6 + n] == ns
-                }
+            let n = u32::from_be_bytes([k[2], k[3], k[4], k[5]]) as usize;
+            if namespace.is_some_and(|ns| n != ns.len() || &k[6..6 + n] != ns) {
+                return false;
             }
+            k[6 + n..].starts_with(key_prefix)
         };
         for (k, loc) in self.index.sorted(|k, _| prefix_ok(k)) {
             let e = self.entry_at(loc);

@@ -50,6 +50,19 @@ fn check(store: &Store, model: &Model, rng: &mut Rng) {
     let mut want_sorted = want;
     want_sorted.sort();
     assert_eq!(got_sorted, want_sorted);
+    // A prefix scan: the keys of one namespace starting with "key-1".
+    let mut got = Vec::new();
+    store.scan_prefix(0..8, Some(&ns), b"key-1", |kg, k, v| {
+        got.push((kg, k.to_vec(), v.to_vec()))
+    });
+    got.sort();
+    let mut want: Vec<(u16, Vec<u8>, Vec<u8>)> = model
+        .iter()
+        .filter(|((_, n, k), _)| *n == ns && k.starts_with(b"key-1"))
+        .map(|((kg, _, k), v)| (*kg, k.clone(), v.clone()))
+        .collect();
+    want.sort();
+    assert_eq!(got, want);
 }
 
 #[test]
