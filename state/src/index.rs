@@ -58,9 +58,29 @@ pub fn key_group_of(k: &[u8]) -> u16 {
     u16::from_be_bytes([k[0], k[1]])
 }
 
+/// The hash of an index key as the table files it: 32 bits of [`hash64`], spread back over 64
+/// (slots keep only the 32 bits, so a slot is 32 bytes; growing the table recomputes the spread
+/// from them without reading the key).
+#[cfg(test)]
+fn hash(k: &[u8]) -> u64 {
+    spread(hash32(k))
+}
+
+#[inline]
+fn hash32(k: &[u8]) -> u32 {
+    (hash64(k) >> 32) as u32
+}
+
+/// The table takes its bucket from the low bits and its tag from the top 7: both come from the
+/// 32 bits (they overlap only past 2^25 buckets).
+#[inline]
+fn spread(h: u32) -> u64 {
+    ((h as u64) << 32) | h as u64
+}
+
 /// A word-at-a-time hash of an index key (not stable across versions; in memory only).
 #[inline]
-fn hash(k: &[u8]) -> u64 {
+fn hash64(k: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut h = (k.len() as u64).wrapping_mul(K);
     let mut chunks = k.chunks_exact(8);
@@ -83,9 +103,9 @@ fn hash(k: &[u8]) -> u64 {
 /// compares the hash before the bytes).
 #[derive(Clone, Copy)]
 struct Slot {
-    hash: u64,
-    at: u64,
+    hash: u32,
     len: u32,
+    at: u64,
     loc: Loc,
 }
 
@@ -114,10 +134,10 @@ impl Index {
 
     #[inline]
     pub fn get(&self, k: &[u8]) -> Option<&Loc> {
-        let h = hash(k);
+        let h = hash32(k);
         let arena = &self.arena;
         self.table
-            .find(h, |e| e.hash == h && Self::key_of(arena, e) == k)
+            .find(spread(h), |e| e.hash == h && Self::key_of(arena, e) == k)
             .map(|e| &e.loc)
     }
 
@@ -128,12 +148,12 @@ impl Index {
     /// Points `k` at `loc`; returns where it pointed before.
     #[inline]
     pub fn insert(&mut self, k: &[u8], loc: Loc) -> Option<Loc> {
-        let h = hash(k);
+        let h = hash32(k);
         let arena = &mut self.arena;
         match self.table.entry(
-            h,
+            spread(h),
             |e| e.hash == h && Self::key_of(arena, e) == k,
-            |e| e.hash,
+            |e| spread(e.hash),
         ) {
             hashbrown::hash_table::Entry::Occupied(mut o) => {
                 Some(std::mem::replace(&mut o.get_mut().loc, loc))
@@ -153,11 +173,11 @@ impl Index {
     }
 
     pub fn remove(&mut self, k: &[u8]) -> Option<Loc> {
-        let h = hash(k);
+        let h = hash32(k);
         let arena = &self.arena;
         let removed = match self
             .table
-            .find_entry(h, |e| e.hash == h && Self::key_of(arena, e) == k)
+            .find_entry(spread(h), |e| e.hash == h && Self::key_of(arena, e) == k)
         {
             Ok(o) => o.remove().0,
             Err(_) => return None,
@@ -200,7 +220,7 @@ impl Index {
 
     /// Room for `n` more keys without rehashing, and `bytes` more key bytes.
     pub fn reserve(&mut self, n: usize, bytes: usize) {
-        self.table.reserve(n, |e| e.hash);
+        self.table.reserve(n, |e| spread(e.hash));
         self.arena.reserve(bytes);
     }
 }
@@ -219,6 +239,7 @@ mod tests {
         for i in 0..n {
             let k = index_key((i % 4096) as u16, b"v", &i.to_le_bytes());
             seen.insert(hash(&k) >> 48);
+            assert_eq!(hash(&k), spread(hash32(&k)));
         }
         let distinct = seen.len() as f64 / n as f64;
         assert!(
