@@ -1,6 +1,7 @@
 //! The state store alone: point puts and gets (16-byte keys, 100-byte values), a full scan,
 //! compaction and reopen (index rebuild), on one thread, in a temporary directory.
 
+use shardflow_core::rng::mix64;
 use std::time::Instant;
 
 use shardflow_state::{Store, StoreOptions};
@@ -24,12 +25,6 @@ fn key(i: u64) -> [u8; 16] {
     k[..8].copy_from_slice(&i.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
     k[8..].copy_from_slice(&i.to_le_bytes());
     k
-}
-
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// Runs every measurement on `n` keys.
@@ -59,7 +54,7 @@ pub fn run(n: u64) -> std::io::Result<StoreRun> {
     let t = Instant::now();
     let mut found = 0u64;
     for j in 0..active {
-        let i = n - 1 - mix(j) % active;
+        let i = n - 1 - mix64(j) % active;
         found += store.get((i % 4096) as u16, b"v", &key(i)).is_some() as u64;
     }
     r.active_gets_per_s = active as f64 / t.elapsed().as_secs_f64();
@@ -70,7 +65,7 @@ pub fn run(n: u64) -> std::io::Result<StoreRun> {
     let t = Instant::now();
     let mut bytes = 0u64;
     for j in 0..n {
-        let i = mix(j ^ 0x5555) % n;
+        let i = mix64(j ^ 0x5555) % n;
         bytes += store
             .get((i % 4096) as u16, b"v", &key(i))
             .map_or(0, |v| v.len() as u64);

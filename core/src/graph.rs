@@ -107,12 +107,6 @@ pub struct SideOutputs {
 }
 
 impl SideOutputs {
-    /// The chain side output `tag` feeds, if anything reads it (None: nobody does; the operator
-    /// may drop what it would have sent there, counting it).
-    pub fn take<X: 'static>(&mut self, tag: u32) -> Option<BoxPush<X>> {
-        self.ports.remove(&tag).map(|(p, _)| unbox::<X>(p))
-    }
-
     /// Every side output read by some stream, erased: for operators whose user functions emit to
     /// tags of any type (`Collector::output`).
     pub fn take_all(&mut self) -> SideOutputSet {

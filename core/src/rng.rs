@@ -1,6 +1,15 @@
 //! A small seeded generator for data generation and tests (SplitMix64: tiny, fast, and the same
 //! sequence on every platform for a given seed).
 
+/// SplitMix64's finalizer: a stateless mix of a 64-bit value (for generators that compute item
+/// `i` directly from the seed and `i`, on any shard).
+#[inline]
+pub fn mix64(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// SplitMix64 (Steele, Lea, Flood 2014).
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {
@@ -15,10 +24,7 @@ impl SplitMix64 {
     #[inline]
     pub fn next_u64(&mut self) -> u64 {
         self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        mix64(self.state)
     }
 
     /// A value in `[0, bound)` (Lemire's multiply-shift; the tiny bias is irrelevant here).

@@ -219,6 +219,11 @@ impl JobResult {
         self.metrics.operators.iter().find(|o| o.name == name)
     }
 
+    /// Records that came after their windows had closed, over every operator.
+    pub fn records_late(&self) -> u64 {
+        self.metrics.operators.iter().map(|o| o.records_late).sum()
+    }
+
     /// The totals of the first exchange named `name`.
     pub fn exchange(&self, name: &str) -> Option<&ExchangeTotals> {
         self.metrics.exchanges.iter().find(|e| e.name == name)

@@ -218,9 +218,8 @@ impl Index {
         out
     }
 
-    /// Room for `n` more keys without rehashing, and `bytes` more key bytes.
-    pub fn reserve(&mut self, n: usize, bytes: usize) {
-        self.table.reserve(n, |e| spread(e.hash));
+    /// Room for `bytes` more key bytes.
+    pub fn reserve_key_bytes(&mut self, bytes: usize) {
         self.arena.reserve(bytes);
     }
 }

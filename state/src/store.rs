@@ -182,7 +182,7 @@ impl Store {
         // segments counts once per segment). The table grows as it goes: reserving it whole
         // up front measured slower (its pages all touched at once).
         let entries: u64 = segments.values().map(|s| s.entries).sum();
-        store_index.reserve(0, entries as usize * 24);
+        store_index.reserve_key_bytes(entries as usize * 24);
         let mut order: Vec<(u64, u32)> = segments.iter().map(|(id, s)| (s.order, *id)).collect();
         order.sort();
         for &(_, id) in &order {
@@ -209,7 +209,7 @@ impl Store {
         let active_id = logs.last().map_or(max_id + 1, |l| l.0);
         let active_path = segment_path(&dir, active_id, false);
         let mut bytes = Vec::new();
-        for (id, path) in &logs {
+        for (_, path) in &logs {
             let mut data = Vec::new();
             File::open(path)
                 .and_then(|mut f| f.read_to_end(&mut data))
@@ -222,24 +222,47 @@ impl Store {
                     Err(_) => break,
                 }
             }
-            data.truncate(offset);
-            if *id != active_id {
-                bytes.extend_from_slice(&data);
-                std::fs::remove_file(path).map_err(io(path, "cannot remove an old log"))?;
-            } else {
-                bytes.extend_from_slice(&data);
-            }
+            bytes.extend_from_slice(&data[..offset]);
         }
-        // Rewrite the active log as recovered: whole entries only.
         let mut file = OpenOptions::new()
             .create(true)
-            .write(true)
-            .truncate(true)
+            .append(true)
             .open(&active_path)
             .map_err(io(&active_path, "cannot open the active segment"))?;
-        file.write_all(&bytes)
-            .and_then(|_| file.sync_data())
-            .map_err(io(&active_path, "cannot write the active segment"))?;
+        if logs.len() > 1 {
+            // Several logs merge into the newest: written whole beside it, then renamed over it,
+            // and only then are the older ones removed (a crash meanwhile loses nothing).
+            let tmp = dir.join(format!("seg-{active_id:010}.log.tmp"));
+            std::fs::write(&tmp, &bytes)
+                .and_then(|_| File::open(&tmp)?.sync_all())
+                .map_err(io(&tmp, "cannot write the recovered log"))?;
+            std::fs::rename(&tmp, &active_path)
+                .and_then(|_| File::open(&dir)?.sync_all())
+                .map_err(io(&active_path, "cannot install the recovered log"))?;
+            for (id, path) in &logs {
+                if *id != active_id {
+                    std::fs::remove_file(path).map_err(io(path, "cannot remove an old log"))?;
+                }
+            }
+            file = OpenOptions::new()
+                .append(true)
+                .open(&active_path)
+                .map_err(io(&active_path, "cannot open the active segment"))?;
+        } else {
+            // One log: cut its torn tail, if it has one (whole entries stay where they are).
+            let len = file
+                .metadata()
+                .map_err(io(&active_path, "cannot read the active segment"))?
+                .len();
+            if len != bytes.len() as u64 {
+                file.set_len(bytes.len() as u64)
+                    .and_then(|_| file.sync_data())
+                    .map_err(io(
+                        &active_path,
+                        "cannot cut the torn tail of the active segment",
+                    ))?;
+            }
+        }
         let mut tombstones = BTreeSet::new();
         let mut offset = 0usize;
         while offset < bytes.len() {

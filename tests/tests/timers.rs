@@ -122,10 +122,11 @@ fn event_time_timers_fire_once_in_order_per_key_after_the_watermark() {
     }
 }
 
-/// Emits its records, then waits until the gate opens.
+/// Emits its records, says so (`emitted`), then waits until the gate opens.
 struct Gated {
     records: Vec<(u32, i64)>,
     gate: Arc<AtomicBool>,
+    emitted: Arc<AtomicBool>,
 }
 
 impl Source<(u32, i64)> for Gated {
@@ -138,6 +139,7 @@ impl Source<(u32, i64)> for Gated {
             out.append(&mut self.records);
             return Ok(SourceStatus::More);
         }
+        self.emitted.store(true, Ordering::Release);
         if self.gate.load(Ordering::Acquire) {
             return Ok(SourceStatus::End);
         }
@@ -176,10 +178,11 @@ impl KeyedProcessFunction<u32, (u32, i64), (u32, u8, i64)> for ProcessingTimers 
     }
 }
 
-struct ToChannel(std::sync::mpsc::Sender<(u32, u8, i64)>);
+/// Sends every record to a channel the test reads while the job runs.
+struct ToChannel<X>(std::sync::mpsc::Sender<X>);
 
-impl SinkFunction<(u32, u8, i64)> for ToChannel {
-    fn write(&mut self, batch: &mut Vec<(u32, u8, i64)>) -> Result<(), JobError> {
+impl<X: Send + 'static> SinkFunction<X> for ToChannel<X> {
+    fn write(&mut self, batch: &mut Vec<X>) -> Result<(), JobError> {
         for x in batch.drain(..) {
             let _ = self.0.send(x);
         }
@@ -216,6 +219,7 @@ fn processing_time_timers_fire_when_the_test_clock_passes_them() {
                         Vec::new()
                     },
                     gate: gate.clone(),
+                    emitted: Arc::default(),
                 })
             })
             .key_by(|r: &(u32, i64)| r.0)
@@ -266,46 +270,6 @@ fn processing_time_timers_fire_when_the_test_clock_passes_them() {
     }
 }
 
-struct WindowsToChannel(std::sync::mpsc::Sender<(u32, i64, u64)>);
-
-impl SinkFunction<(u32, i64, u64)> for WindowsToChannel {
-    fn write(&mut self, batch: &mut Vec<(u32, i64, u64)>) -> Result<(), JobError> {
-        for x in batch.drain(..) {
-            let _ = self.0.send(x);
-        }
-        Ok(())
-    }
-    fn finish(&mut self) -> Result<(), JobError> {
-        Ok(())
-    }
-}
-
-/// Shard 0 reads `records` then waits for the gate; shard 1 reads nothing and waits too.
-struct OneSidedGated {
-    records: Vec<(u32, i64)>,
-    gate: Arc<AtomicBool>,
-    emitted: Arc<AtomicBool>,
-}
-
-impl Source<(u32, i64)> for OneSidedGated {
-    async fn next_batch(
-        &mut self,
-        out: &mut Vec<(u32, i64)>,
-        _max: usize,
-    ) -> Result<SourceStatus, JobError> {
-        if !self.records.is_empty() {
-            out.append(&mut self.records);
-            return Ok(SourceStatus::More);
-        }
-        self.emitted.store(true, Ordering::Release);
-        if self.gate.load(Ordering::Acquire) {
-            return Ok(SourceStatus::End);
-        }
-        glommio::timer::sleep(Duration::from_millis(1)).await;
-        Ok(SourceStatus::More)
-    }
-}
-
 /// Counts per key in 1 s windows of (key, timestamp) records, from a job whose shard 1 input is
 /// silent: returns (windows fired before the gate opened, all windows).
 /// (key, window start, records)
@@ -337,7 +301,7 @@ fn run_with_silent_shard(idleness: Option<Duration>) -> (Fired, Fired) {
                 strategy = strategy.with_idleness(t);
             }
             env.add_source("one-sided", move |ctx| {
-                Ok(OneSidedGated {
+                Ok(Gated {
                     records: if ctx.runtime.shard == 0 {
                         records.clone()
                     } else {
@@ -360,7 +324,7 @@ fn run_with_silent_shard(idleness: Option<Duration>) -> (Fired, Fired) {
                 },
             )
             .sink_to("channel", move |_| {
-                Ok(WindowsToChannel(tx.lock().unwrap().clone()))
+                Ok(ToChannel(tx.lock().unwrap().clone()))
             });
             env.execute("idleness")
         })
@@ -465,6 +429,7 @@ fn processing_time_windows_fire_when_the_test_clock_passes_their_end() {
                         Vec::new()
                     },
                     gate: gate.clone(),
+                    emitted: Arc::default(),
                 })
             })
             .key_by(|r: &(u32, i64)| r.0)
@@ -479,7 +444,7 @@ fn processing_time_windows_fire_when_the_test_clock_passes_their_end() {
                 },
             )
             .sink_to("channel", move |_| {
-                Ok(WindowsToChannel(tx.lock().unwrap().clone()))
+                Ok(ToChannel(tx.lock().unwrap().clone()))
             });
             env.execute("processing-time windows")
         })

@@ -308,12 +308,7 @@ fn run(cli: Cli) -> Result<(), JobError> {
                 let result = env.execute("logs")?;
                 eprintln!();
                 print!("{result}");
-                let late: u64 = result
-                    .metrics
-                    .operators
-                    .iter()
-                    .map(|o| o.records_late)
-                    .sum();
+                let late = result.records_late();
                 if let Some(c) = collected {
                     let mut rows = c.take();
                     rows.sort();
@@ -389,12 +384,7 @@ fn run(cli: Cli) -> Result<(), JobError> {
                 let result = env.execute("telemetry")?;
                 eprintln!();
                 print!("{result}");
-                let late: u64 = result
-                    .metrics
-                    .operators
-                    .iter()
-                    .map(|o| o.records_late)
-                    .sum();
+                let late = result.records_late();
                 println!(
                     "{} readings of {} sensors, {:.1} M readings/s; {late} late",
                     settings.readings,

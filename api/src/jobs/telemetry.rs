@@ -10,6 +10,7 @@
 //! Every field is a pure function of the seed and `i`, so any shard can generate any share of
 //! the stream, and a run is the same at every parallelism.
 
+use shardflow_core::rng::mix64;
 use std::time::Duration;
 
 use shardflow_core::source::{Source, SourceStatus};
@@ -94,17 +95,10 @@ impl Default for TelemetrySettings {
 /// The start of event time of the generated readings (2026-01-01T00:00:00Z).
 pub const EPOCH_MS: i64 = 1_767_225_600_000;
 
-#[inline]
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// Reading `i` of the stream.
 #[inline]
 pub fn reading(s: &TelemetrySettings, i: u64) -> Reading {
-    let r = mix(s.seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+    let r = mix64(s.seed ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     let base = EPOCH_MS + (i as u128 * 1000 / s.rate as u128) as i64;
     let back = ((r >> 32) % (s.disorder_ms + 1)) as i64;
     Reading {
@@ -314,8 +308,10 @@ impl Digest {
     pub fn add(&mut self, w: &WindowStats) {
         self.windows += 1;
         self.readings += w.count;
-        self.xor ^= mix(mix(w.sensor as u64 ^ ((w.window_start as u64) << 20))
-            ^ mix(w.count ^ (w.sum as u64).rotate_left(17) ^ (w.max as u64).rotate_left(41)));
+        self.xor ^= mix64(
+            mix64(w.sensor as u64 ^ ((w.window_start as u64) << 20))
+                ^ mix64(w.count ^ (w.sum as u64).rotate_left(17) ^ (w.max as u64).rotate_left(41)),
+        );
     }
 
     pub fn merge(&mut self, o: &Digest) {

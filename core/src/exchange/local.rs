@@ -27,6 +27,16 @@ struct Inner<T> {
     tx_waker: Option<Waker>,
 }
 
+impl<T> Inner<T> {
+    /// Queues a message for the reader and wakes it.
+    fn deliver(&mut self, msg: LocalMessage<T>) {
+        self.queue.push_back(msg);
+        if let Some(w) = self.rx_waker.take() {
+            w.wake();
+        }
+    }
+}
+
 /// Both ends share this handle: the writer and the reader run on the same executor.
 pub struct LocalChannel<T> {
     inner: Rc<RefCell<Inner<T>>>,
@@ -78,10 +88,7 @@ impl<T> LocalChannel<T> {
             fresh
         };
         inner.batches_in_flight += 1;
-        inner.queue.push_back(LocalMessage::Batch(batch));
-        if let Some(w) = inner.rx_waker.take() {
-            w.wake();
-        }
+        inner.deliver(LocalMessage::Batch(batch));
         true
     }
 
@@ -90,29 +97,18 @@ impl<T> LocalChannel<T> {
         let mut inner = self.inner.borrow_mut();
         match inner.queue.back_mut() {
             Some(LocalMessage::Watermark(w)) => *w = (*w).max(watermark),
-            _ => inner.queue.push_back(LocalMessage::Watermark(watermark)),
-        }
-        if let Some(w) = inner.rx_waker.take() {
-            w.wake();
+            _ => inner.deliver(LocalMessage::Watermark(watermark)),
         }
     }
 
     /// Sends a watermark status (it needs no slot).
     pub fn send_status(&self, idle: bool) {
-        let mut inner = self.inner.borrow_mut();
-        inner.queue.push_back(LocalMessage::Status(idle));
-        if let Some(w) = inner.rx_waker.take() {
-            w.wake();
-        }
+        self.inner.borrow_mut().deliver(LocalMessage::Status(idle));
     }
 
     /// Sends end of input (it needs no slot: it carries nothing).
     pub fn send_end(&self) {
-        let mut inner = self.inner.borrow_mut();
-        inner.queue.push_back(LocalMessage::End);
-        if let Some(w) = inner.rx_waker.take() {
-            w.wake();
-        }
+        self.inner.borrow_mut().deliver(LocalMessage::End);
     }
 
     pub fn try_recv(&self) -> Option<LocalMessage<T>> {

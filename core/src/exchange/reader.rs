@@ -116,15 +116,15 @@ pub async fn run_reader<T: Data>(
                                 channel: name.describe(from, shard),
                                 source,
                             })?;
+                            // Where the frame's payload lies: errors name it.
+                            let offset = frame.payload.as_ptr() as usize - buf.as_ptr() as usize;
+                            let decode_error = |message: String| JobError::Decode {
+                                channel: name.describe(from, shard),
+                                offset,
+                                message,
+                            };
                             match frame.kind {
                                 FrameKind::Data => {
-                                    let offset =
-                                        frame.payload.as_ptr() as usize - buf.as_ptr() as usize;
-                                    let decode_error = |message: String| JobError::Decode {
-                                        channel: name.describe(from, shard),
-                                        offset,
-                                        message,
-                                    };
                                     // An in-process ring carries our own bytes, read as they are;
                                     // a frame that carries a crc came (or is made to look as if it
                                     // came) from outside, and gets rkyv's full bytecheck too.
@@ -146,15 +146,10 @@ pub async fn run_reader<T: Data>(
                                 }
                                 FrameKind::Timestamps => {
                                     if frame.payload.len() % 8 != 0 {
-                                        return Err(JobError::Decode {
-                                            channel: name.describe(from, shard),
-                                            offset: frame.payload.as_ptr() as usize
-                                                - buf.as_ptr() as usize,
-                                            message: format!(
-                                                "a timestamps frame of {} bytes (not whole i64s)",
-                                                frame.payload.len()
-                                            ),
-                                        });
+                                        return Err(decode_error(format!(
+                                            "a timestamps frame of {} bytes (not whole i64s)",
+                                            frame.payload.len()
+                                        )));
                                     }
                                     timestamps.clear();
                                     timestamps.extend(frame.payload.chunks_exact(8).map(|c| {
@@ -162,16 +157,12 @@ pub async fn run_reader<T: Data>(
                                     }));
                                 }
                                 FrameKind::Watermark => {
-                                    let w: [u8; 8] =
-                                        frame.payload.try_into().map_err(|_| JobError::Decode {
-                                            channel: name.describe(from, shard),
-                                            offset: frame.payload.as_ptr() as usize
-                                                - buf.as_ptr() as usize,
-                                            message: format!(
-                                                "a watermark frame of {} bytes (not 8)",
-                                                frame.payload.len()
-                                            ),
-                                        })?;
+                                    let w: [u8; 8] = frame.payload.try_into().map_err(|_| {
+                                        decode_error(format!(
+                                            "a watermark frame of {} bytes (not 8)",
+                                            frame.payload.len()
+                                        ))
+                                    })?;
                                     apply(&mut chain, valve.watermark(i, i64::from_le_bytes(w)))?;
                                 }
                                 FrameKind::Status => {
@@ -179,15 +170,10 @@ pub async fn run_reader<T: Data>(
                                         [0] => false,
                                         [1] => true,
                                         other => {
-                                            return Err(JobError::Decode {
-                                                channel: name.describe(from, shard),
-                                                offset: frame.payload.as_ptr() as usize
-                                                    - buf.as_ptr() as usize,
-                                                message: format!(
-                                                    "a status frame of {} bytes (not one 0 or 1)",
-                                                    other.len()
-                                                ),
-                                            });
+                                            return Err(decode_error(format!(
+                                                "a status frame of {} bytes (not one 0 or 1)",
+                                                other.len()
+                                            )));
                                         }
                                     };
                                     apply(&mut chain, valve.status(i, idle))?;

@@ -52,7 +52,6 @@ where
     key1: KS1,
     key2: KS2,
     f: F,
-    opened: bool,
     core: KeyedCore<KS1::Key, F::State, O>,
     _in: std::marker::PhantomData<fn(I1, I2)>,
 }
@@ -78,19 +77,14 @@ where
             key1,
             key2,
             f,
-            opened: false,
             core: KeyedCore::new(down, side, ctx),
             _in: std::marker::PhantomData,
         }
     }
 
     fn open(&mut self) -> Result<(), JobError> {
-        if !self.opened {
-            self.opened = true;
-            let ctx = &self.core.ctx;
-            self.f.open(&ctx.runtime).map_err(|e| ctx.error(e))?;
-        }
-        Ok(())
+        let f = &mut self.f;
+        self.core.open(|rt| f.open(rt))
     }
 
     fn fire(&mut self, domain: TimeDomain, time: i64) -> Result<(), JobError> {
@@ -112,30 +106,18 @@ where
 {
     fn push1(&mut self, batch: &mut Batch<I1>) -> Result<(), JobError> {
         self.open()?;
-        self.core.ctx.enter();
-        self.core.ctx.counters.add_in(batch.len());
-        for (x, ts) in batch.drain() {
-            let key = self.key1.with_key(&x, Clone::clone);
-            self.core.ctx.debug_assert_owns(&key);
-            let f = &mut self.f;
-            self.core
-                .with_key(&key, ts, None, |kctx, out| f.process_element1(x, kctx, out))?;
-        }
-        self.core.emit()
+        let f = &mut self.f;
+        self.core.process_batch(batch, &self.key1, |x, kctx, out| {
+            f.process_element1(x, kctx, out)
+        })
     }
 
     fn push2(&mut self, batch: &mut Batch<I2>) -> Result<(), JobError> {
         self.open()?;
-        self.core.ctx.enter();
-        self.core.ctx.counters.add_in(batch.len());
-        for (x, ts) in batch.drain() {
-            let key = self.key2.with_key(&x, Clone::clone);
-            self.core.ctx.debug_assert_owns(&key);
-            let f = &mut self.f;
-            self.core
-                .with_key(&key, ts, None, |kctx, out| f.process_element2(x, kctx, out))?;
-        }
-        self.core.emit()
+        let f = &mut self.f;
+        self.core.process_batch(batch, &self.key2, |x, kctx, out| {
+            f.process_element2(x, kctx, out)
+        })
     }
 
     fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {

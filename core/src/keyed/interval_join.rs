@@ -86,6 +86,39 @@ impl<L, R, F: Clone> Clone for IntervalJoin<L, R, F> {
     }
 }
 
+/// When a left record at `ts` can meet no future right record: its interval has passed.
+fn left_expiry(upper: i64, ts: i64) -> i64 {
+    ts.saturating_add(upper.max(0))
+}
+
+/// When a right record at `ts` can meet no future left record.
+fn right_expiry(lower: i64, ts: i64) -> i64 {
+    ts.saturating_sub(lower.min(0))
+}
+
+impl<L, R, F> IntervalJoin<L, R, F> {
+    fn left_expiry(&self, ts: i64) -> i64 {
+        left_expiry(self.upper, ts)
+    }
+    fn right_expiry(&self, ts: i64) -> i64 {
+        right_expiry(self.lower, ts)
+    }
+}
+
+/// Emits the output of one pair, stamped with the later of the two timestamps.
+fn join<L, R, O, F: ProcessJoinFunction<L, R, O>>(
+    f: &mut F,
+    (lts, l): (i64, &L),
+    (rts, r): (i64, &R),
+    out: &mut Collector<O>,
+) -> Result<(), UserError> {
+    let jc = JoinContext {
+        left_timestamp: lts,
+        right_timestamp: rts,
+    };
+    out.collect_with_timestamp_of(lts.max(rts), |out| f.process_element(l, r, &jc, out))
+}
+
 fn need_timestamp(ts: Option<i64>) -> Result<i64, UserError> {
     ts.ok_or_else(|| {
         "an interval join needs event timestamps: call assign_timestamps_and_watermarks on both \
@@ -121,17 +154,11 @@ where
         let buffers = ctx.state_or_insert_with(JoinBuffers::default);
         for (rts, r) in &buffers.right {
             if ts.saturating_add(lower) <= *rts && *rts <= ts.saturating_add(upper) {
-                let jc = JoinContext {
-                    left_timestamp: ts,
-                    right_timestamp: *rts,
-                };
-                out.collect_with_timestamp_of(ts.max(*rts), |out| {
-                    self.f.process_element(&l, r, &jc, out)
-                })?;
+                join(&mut self.f, (ts, &l), (*rts, r), out)?;
             }
         }
         buffers.left.push((ts, l));
-        ctx.register_event_time_timer(ts.saturating_add(upper.max(0)));
+        ctx.register_event_time_timer(self.left_expiry(ts));
         Ok(())
     }
 
@@ -152,17 +179,11 @@ where
         let buffers = ctx.state_or_insert_with(JoinBuffers::default);
         for (lts, l) in &buffers.left {
             if lts.saturating_add(lower) <= ts && ts <= lts.saturating_add(upper) {
-                let jc = JoinContext {
-                    left_timestamp: *lts,
-                    right_timestamp: ts,
-                };
-                out.collect_with_timestamp_of(ts.max(*lts), |out| {
-                    self.f.process_element(l, &r, &jc, out)
-                })?;
+                join(&mut self.f, (*lts, l), (ts, &r), out)?;
             }
         }
         buffers.right.push((ts, r));
-        ctx.register_event_time_timer(ts.saturating_sub(lower.min(0)));
+        ctx.register_event_time_timer(self.right_expiry(ts));
         Ok(())
     }
 

@@ -181,6 +181,8 @@ pub(crate) struct KeyedCore<K, S, O> {
     down: BoxPush<O>,
     side: SideOutputSet,
     pub(crate) ctx: OperatorContext,
+    /// The user function's `open` ran.
+    opened: bool,
 }
 
 impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
@@ -194,7 +196,38 @@ impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
             down,
             side,
             ctx,
+            opened: false,
         }
+    }
+
+    /// Runs the user function's `open` once, before anything else reaches it.
+    pub(crate) fn open(
+        &mut self,
+        open: impl FnOnce(&RuntimeContext) -> Result<(), UserError>,
+    ) -> Result<(), JobError> {
+        if !self.opened {
+            self.opened = true;
+            open(&self.ctx.runtime).map_err(|e| self.ctx.error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Hands every record of `batch` to `f` with its key's context (the key from `key`), then
+    /// pushes the output on.
+    pub(crate) fn process_batch<I, KS: KeySelector<I, Key = K>>(
+        &mut self,
+        batch: &mut Batch<I>,
+        key: &KS,
+        mut f: impl FnMut(I, &mut KeyedContext<'_, K, S>, &mut Collector<O>) -> Result<(), UserError>,
+    ) -> Result<(), JobError> {
+        self.ctx.enter();
+        self.ctx.counters.add_in(batch.len());
+        for (x, ts) in batch.drain() {
+            let k = key.with_key(&x, Clone::clone);
+            self.ctx.debug_assert_owns(&k);
+            self.with_key(&k, ts, None, |kctx, out| f(x, kctx, out))?;
+        }
+        self.emit()
     }
 
     /// Calls `f` with the context of `key` and a collector stamping `timestamp`; pushes the
@@ -323,7 +356,6 @@ impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
 pub struct KeyedProcess<I, O, KS: KeySelector<I>, F: KeyedProcessFunction<KS::Key, I, O>> {
     key: KS,
     f: F,
-    opened: bool,
     core: KeyedCore<KS::Key, F::State, O>,
     _in: std::marker::PhantomData<fn(I)>,
 }
@@ -349,19 +381,14 @@ where
         Self {
             key,
             f,
-            opened: false,
             core: KeyedCore::new(down, side, ctx),
             _in: std::marker::PhantomData,
         }
     }
 
     fn open(&mut self) -> Result<(), JobError> {
-        if !self.opened {
-            self.opened = true;
-            let ctx = &self.core.ctx;
-            self.f.open(&ctx.runtime).map_err(|e| ctx.error(e))?;
-        }
-        Ok(())
+        let f = &mut self.f;
+        self.core.open(|rt| f.open(rt))
     }
 
     fn fire(&mut self, domain: TimeDomain, time: i64) -> Result<(), JobError> {
@@ -381,16 +408,10 @@ where
 {
     fn push(&mut self, batch: &mut Batch<I>) -> Result<(), JobError> {
         self.open()?;
-        self.core.ctx.enter();
-        self.core.ctx.counters.add_in(batch.len());
-        for (x, ts) in batch.drain() {
-            let key = self.key.with_key(&x, Clone::clone);
-            self.core.ctx.debug_assert_owns(&key);
-            let f = &mut self.f;
-            self.core
-                .with_key(&key, ts, None, |kctx, out| f.process_element(x, kctx, out))?;
-        }
-        self.core.emit()
+        let f = &mut self.f;
+        self.core.process_batch(batch, &self.key, |x, kctx, out| {
+            f.process_element(x, kctx, out)
+        })
     }
 
     fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {

@@ -141,14 +141,6 @@ impl<T> Batch<T> {
         }
     }
 
-    /// A batch of records without timestamps.
-    pub fn untimed(records: Vec<T>) -> Self {
-        Self {
-            records,
-            timestamps: Vec::new(),
-        }
-    }
-
     pub fn with_capacity(n: usize) -> Self {
         Self {
             records: Vec::with_capacity(n),
@@ -224,12 +216,6 @@ impl<T> Batch<T> {
         }
         self.records.append(&mut other.records);
         other.timestamps.clear();
-    }
-
-    /// The timestamp of record `i`, if the batch carries timestamps.
-    #[inline]
-    pub fn timestamp(&self, i: usize) -> Option<i64> {
-        self.timestamps.get(i).copied()
     }
 
     /// Keeps the records `keep` accepts, with their timestamps, in order.
@@ -393,7 +379,15 @@ impl OperatorContext {
     #[inline]
     pub fn debug_assert_owns<K: std::hash::Hash + ?Sized>(&self, key: &K) {
         if cfg!(debug_assertions) {
-            let kg = crate::key::key_group(key, self.runtime.max_parallelism);
+            self.debug_assert_owns_hash(crate::key::key_hash(key));
+        }
+    }
+
+    /// As [`debug_assert_owns`](Self::debug_assert_owns), from the key's stable hash.
+    #[inline]
+    pub fn debug_assert_owns_hash(&self, hash: u64) {
+        if cfg!(debug_assertions) {
+            let kg = crate::key::key_group_of_hash(hash, self.runtime.max_parallelism);
             assert!(
                 self.runtime.key_groups.contains(kg),
                 "operator '{}': key group {kg} reached shard {}, which owns {}",

@@ -11,7 +11,7 @@ use hashbrown::HashTable;
 
 use super::{Batch, BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push};
 use crate::error::JobError;
-use crate::key::{KeySelector, key_group_of_hash, key_hash, state_hash};
+use crate::key::{KeySelector, key_hash, state_hash};
 
 /// When the accumulators are emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,10 +92,6 @@ where
         self.ctx.counters.add_in(batch.len());
         let every_update = self.emit == Emit::EveryUpdate;
         let key = &self.key;
-        let (max_parallelism, key_groups) = (
-            self.ctx.runtime.max_parallelism,
-            self.ctx.runtime.key_groups,
-        );
         for (x, ts) in batch.drain() {
             // One key computation per record: hash and probe share it (an owned key, say a
             // cloned string, is made once, not twice).
@@ -107,14 +103,8 @@ where
                     state.find_mut(state_hash(hash), |acc| key.with_key(acc, |ak| ak == k)),
                 )
             });
-            if cfg!(debug_assertions) && self.check_ownership {
-                let kg = key_group_of_hash(hash, max_parallelism);
-                assert!(
-                    key_groups.contains(kg),
-                    "operator '{}': key group {kg} reached shard {}, which owns {key_groups}",
-                    self.ctx.runtime.operator,
-                    self.ctx.runtime.shard,
-                );
+            if self.check_ownership {
+                self.ctx.debug_assert_owns_hash(hash);
             }
             match found {
                 Some(acc) => {

@@ -3,9 +3,9 @@
 //!
 //! Watermarks from upstream are dropped, as in Flink (this operator decides event time from here
 //! on), except the end of event time at end of input. A punctuated watermark goes out right
-//! after the record that caused it (the batch is cut there); periodic ones after a batch, when
-//! `auto_watermark_interval` of processing time has passed, when the input goes idle (flush), and
-//! on ticks.
+//! after the record that caused it (the batch is cut there); periodic ones on the ticks of the
+//! driving task once `auto_watermark_interval` of processing time has passed, and whenever the
+//! input goes idle (flush).
 
 use super::ProcessingClock;
 use super::watermark::{TimestampAssigner, WatermarkGenerator, WatermarkOutput, WatermarkStrategy};
@@ -23,8 +23,10 @@ pub struct AssignTimestamps<T, G, A> {
     watermark: i64,
     /// An input silent this long (processing time) goes idle.
     idle_timeout_ms: Option<i64>,
-    /// When the last record came (processing time).
+    /// When the last record came (processing time, as of the tick after it).
     last_record_ms: i64,
+    /// Records came since the last tick.
+    records_since_tick: bool,
     idle: bool,
     out: Batch<T>,
     /// The timestamp lane being filled (kept for its capacity).
@@ -47,6 +49,7 @@ where
         Self {
             idle_timeout_ms: strategy.idleness.map(|d| d.as_millis() as i64),
             last_record_ms: now,
+            records_since_tick: false,
             idle: false,
             generator: strategy.generator,
             assigner: strategy.assigner,
@@ -152,16 +155,14 @@ where
             self.out.append(batch);
             self.ship()?;
         }
-        let now = self.clock.now_ms();
+        // Periodic watermarks and idleness go by processing time, on ticks: the task driving
+        // this chain reads the clock after every batch already.
         if self.idle_timeout_ms.is_some() {
-            self.last_record_ms = now;
+            self.records_since_tick = true;
             if self.idle {
                 self.idle = false;
                 self.down.watermark_status(false)?;
             }
-        }
-        if now >= self.next_emit_ms {
-            self.periodic(now)?;
         }
         Ok(())
     }
@@ -183,6 +184,9 @@ where
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         if now_ms >= self.next_emit_ms {
             self.periodic(now_ms)?;
+        }
+        if std::mem::take(&mut self.records_since_tick) {
+            self.last_record_ms = now_ms;
         }
         if let Some(timeout) = self.idle_timeout_ms
             && !self.idle

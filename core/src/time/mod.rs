@@ -79,10 +79,6 @@ impl Ticker {
         }
     }
 
-    pub fn enabled(&self) -> bool {
-        self.resolution.is_some()
-    }
-
     /// The resolution, if ticking.
     pub fn resolution(&self) -> Option<Duration> {
         self.resolution

@@ -68,6 +68,45 @@ pub fn window_start(ts: i64, offset: i64, size: i64) -> i64 {
     }
 }
 
+/// Finds the one window of a record, for assigners that give at most one (`assign_single`),
+/// remembering the last window's span: the next record in the same span (most of them, since
+/// event time moves slowly) needs no division to find its window.
+pub struct SingleWindow<W> {
+    last: Option<(i64, i64, W)>,
+}
+
+impl<W> Default for SingleWindow<W> {
+    fn default() -> Self {
+        Self { last: None }
+    }
+}
+
+impl<W: Window> SingleWindow<W> {
+    /// `Some(window or none)` if the assigner gives at most one window; `None`: call `assign`.
+    #[inline]
+    pub fn find<T, WA: WindowAssigner<T, W = W>>(
+        &mut self,
+        assigner: &WA,
+        record: &T,
+        timestamp: Option<i64>,
+        now: i64,
+    ) -> Option<Option<W>> {
+        if let (Some(t), Some((from, to, w))) = (timestamp, &self.last)
+            && *from <= t
+            && t < *to
+        {
+            return Some(Some(w.clone()));
+        }
+        let single = assigner.assign_single(record, timestamp, now)?;
+        if let Some(w) = &single
+            && let Some((from, to)) = assigner.span(w)
+        {
+            self.last = Some((from, to, w.clone()));
+        }
+        Some(single)
+    }
+}
+
 /// Windows of a fixed size that do not overlap.
 #[derive(Debug, Clone, Copy)]
 pub struct TumblingWindows {

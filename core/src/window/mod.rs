@@ -28,6 +28,10 @@ pub use triggers::{
     TriggerResult,
 };
 
+/// The error of an event-time window operator given records without timestamps.
+pub(crate) const NO_TIMESTAMPS: &str = "event-time windows got records without timestamps: call \
+     assign_timestamps_and_watermarks upstream (or use processing-time windows)";
+
 /// A window: a namespace for keyed state, with a last timestamp.
 pub trait Window: Clone + Eq + Hash + Debug + Send + Sync + 'static {
     /// The last timestamp that belongs to the window.

@@ -17,7 +17,7 @@
 use std::hash::Hash;
 
 use super::Window;
-use super::assigners::WindowAssigner;
+use super::assigners::{SingleWindow, WindowAssigner};
 use super::functions::{WindowContext, WindowFunction};
 use super::triggers::{Trigger, TriggerContext, TriggerResult};
 use crate::error::JobError;
@@ -69,8 +69,7 @@ where
     watermark: i64,
     clock: ProcessingClock,
     windows: Vec<WA::W>,
-    /// The window of the last record and its span (see `WindowAssigner::span`).
-    last: Option<(i64, i64, WA::W)>,
+    single: SingleWindow<WA::W>,
     out: Batch<F::Out>,
     down: BoxPush<F::Out>,
     /// Side outputs: the late output (if any) and those the window function emits to.
@@ -120,7 +119,7 @@ where
             watermark: WATERMARK_MIN,
             clock: ctx.config.clock.clone(),
             windows: Vec::new(),
-            last: None,
+            single: SingleWindow::default(),
             out: Batch::new(),
             down,
             side,
@@ -246,24 +245,7 @@ where
     fn process_record(&mut self, x: T, ts: Option<i64>, now: i64) -> Result<(), JobError> {
         let key = self.key.with_key(&x, Clone::clone);
         self.ctx.debug_assert_owns(&key);
-        if let (Some(t), Some((from, to, w))) = (ts, &self.last)
-            && *from <= t
-            && t < *to
-        {
-            // The same window as the record before (found without a division).
-            let w = w.clone();
-            if self.is_late(&w) {
-                self.late_record(x, ts);
-                return Ok(());
-            }
-            return self.add_to_window(&key, &w, x, ts, now, false);
-        }
-        if let Some(single) = self.assigner.assign_single(&x, ts, now) {
-            if let Some(w) = &single
-                && let Some(span) = self.assigner.span(w)
-            {
-                self.last = Some((span.0, span.1, w.clone()));
-            }
+        if let Some(single) = self.single.find(&self.assigner, &x, ts, now) {
             // One window at most (tumbling, global): no list of windows to build.
             return match single {
                 Some(w) if !self.is_late(&w) => self.add_to_window(&key, &w, x, ts, now, false),
@@ -548,10 +530,7 @@ where
         self.ctx.counters.add_in(batch.len());
         if self.event_time && !batch.is_timed() && !batch.is_empty() {
             batch.clear();
-            return Err(self.ctx.error(
-                "event-time windows got records without timestamps: call \
-                 assign_timestamps_and_watermarks upstream (or use processing-time windows)",
-            ));
+            return Err(self.ctx.error(super::NO_TIMESTAMPS));
         }
         let now = self.clock.now_ms();
         let mut records = std::mem::take(&mut batch.records);

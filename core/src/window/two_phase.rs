@@ -15,7 +15,7 @@
 use std::hash::Hash;
 
 use super::Window;
-use super::assigners::WindowAssigner;
+use super::assigners::{SingleWindow, WindowAssigner};
 use super::functions::{AggregateFunction, WindowContext, WindowFunction};
 use super::triggers::TimeTrigger;
 use crate::error::JobError;
@@ -37,9 +37,7 @@ pub struct WindowCombiner<T, KS: KeySelector<T>, WA: WindowAssigner<T>, A: Aggre
     table: KeyedTable<KS::Key, WA::W, A::Acc>,
     watermark: i64,
     windows: Vec<WA::W>,
-    /// The window of the last record, with its time span: the next record of the same span
-    /// (most of them: event time moves slowly) needs no division to find its window.
-    last: Option<(i64, i64, WA::W)>,
+    single: SingleWindow<WA::W>,
     out: Batch<Partial<KS::Key, WA::W, A::Acc>>,
     down: BoxPush<Partial<KS::Key, WA::W, A::Acc>>,
     ctx: OperatorContext,
@@ -66,7 +64,7 @@ where
             table: KeyedTable::by_namespace(),
             watermark: WATERMARK_MIN,
             windows: Vec::new(),
-            last: None,
+            single: SingleWindow::default(),
             out: Batch::new(),
             down,
             ctx,
@@ -112,24 +110,12 @@ where
         self.ctx.counters.add_in(batch.len());
         if !batch.is_timed() && !batch.is_empty() {
             batch.clear();
-            return Err(self.ctx.error(
-                "event-time windows got records without timestamps: call \
-                 assign_timestamps_and_watermarks upstream",
-            ));
+            return Err(self.ctx.error(super::NO_TIMESTAMPS));
         }
         for (x, ts) in batch.drain() {
             let key = self.key.with_key(&x, Clone::clone);
-            if let (Some(t), Some((from, to, w))) = (ts, &self.last)
-                && *from <= t
-                && t < *to
-            {
-                let w = w.clone();
-                self.add(&key, &w, x);
-            } else if let Some(single) = self.assigner.assign_single(&x, ts, 0) {
+            if let Some(single) = self.single.find(&self.assigner, &x, ts, 0) {
                 if let Some(w) = single {
-                    if let Some(span) = self.assigner.span(&w) {
-                        self.last = Some((span.0, span.1, w.clone()));
-                    }
                     self.add(&key, &w, x);
                 }
             } else {
