@@ -110,6 +110,38 @@ pub struct Store {
     active_live: u64,
 }
 
+/// Writes all of `bytes` at `offset` of `file` through glommio, a MiB at a time (glommio's
+/// writes take owned buffers, and the shard's other tasks run between the writes).
+async fn write_all_at(
+    file: &glommio::io::BufferedFile,
+    bytes: &[u8],
+    offset: u64,
+    path: &Path,
+    what: &'static str,
+) -> Result<(), StoreError> {
+    let err = |source| StoreError::Io {
+        path: path.to_path_buf(),
+        what,
+        source,
+    };
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = (at + (1 << 20)).min(bytes.len());
+        let n = file
+            .write_at(bytes[at..end].to_vec(), offset + at as u64)
+            .await
+            .map_err(|e| err(e.into()))?;
+        if n == 0 {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::WriteZero,
+                "wrote nothing",
+            )));
+        }
+        at += n;
+    }
+    Ok(())
+}
+
 fn segment_path(dir: &Path, id: u32, sealed: bool) -> PathBuf {
     dir.join(format!(
         "seg-{id:010}.{}",
@@ -433,25 +465,16 @@ impl Store {
             a.async_file = Some(f);
         }
         let file = a.async_file.as_ref().expect("opened above");
-        while a.flushed < a.bytes.len() {
-            let chunk = a.bytes[a.flushed..].to_vec();
-            let n = file
-                .write_at(chunk, a.flushed as u64)
-                .await
-                .map_err(|e| StoreError::Io {
-                    path: a.path.clone(),
-                    what: "cannot append to the active segment",
-                    source: e.into(),
-                })?;
-            if n == 0 {
-                return Err(StoreError::Io {
-                    path: a.path.clone(),
-                    what: "cannot append to the active segment",
-                    source: std::io::Error::new(std::io::ErrorKind::WriteZero, "wrote nothing"),
-                });
-            }
-            a.flushed += n;
-        }
+        let (from, to) = (a.flushed, a.bytes.len());
+        write_all_at(
+            file,
+            &a.bytes[from..to],
+            from as u64,
+            &a.path,
+            "cannot append to the active segment",
+        )
+        .await?;
+        a.flushed = to;
         Ok(())
     }
 
@@ -669,23 +692,7 @@ impl Store {
         let f = glommio::io::BufferedFile::create(&tmp)
             .await
             .map_err(gio("cannot create a sealed segment", &tmp))?;
-        let mut at = 0usize;
-        while at < out.len() {
-            // A MiB at a time: the other tasks of the shard run between the writes.
-            let end = (at + (1 << 20)).min(out.len());
-            let n = f
-                .write_at(out[at..end].to_vec(), at as u64)
-                .await
-                .map_err(gio("cannot write a sealed segment", &tmp))?;
-            if n == 0 {
-                return Err(StoreError::Io {
-                    path: tmp,
-                    what: "cannot write a sealed segment",
-                    source: std::io::Error::new(std::io::ErrorKind::WriteZero, "wrote nothing"),
-                });
-            }
-            at += n;
-        }
+        write_all_at(&f, &out, 0, &tmp, "cannot write a sealed segment").await?;
         f.fdatasync()
             .await
             .map_err(gio("cannot sync a sealed segment", &tmp))?;

@@ -96,13 +96,9 @@ fn right_expiry(lower: i64, ts: i64) -> i64 {
     ts.saturating_sub(lower.min(0))
 }
 
-impl<L, R, F> IntervalJoin<L, R, F> {
-    fn left_expiry(&self, ts: i64) -> i64 {
-        left_expiry(self.upper, ts)
-    }
-    fn right_expiry(&self, ts: i64) -> i64 {
-        right_expiry(self.lower, ts)
-    }
+/// Whether a left record at `lts` and a right one at `rts` are within the join's interval.
+fn meet(lower: i64, upper: i64, lts: i64, rts: i64) -> bool {
+    lts.saturating_add(lower) <= rts && rts <= lts.saturating_add(upper)
 }
 
 /// Emits the output of one pair, stamped with the later of the two timestamps.
@@ -153,12 +149,12 @@ where
         let (lower, upper) = (self.lower, self.upper);
         let buffers = ctx.state_or_insert_with(JoinBuffers::default);
         for (rts, r) in &buffers.right {
-            if ts.saturating_add(lower) <= *rts && *rts <= ts.saturating_add(upper) {
+            if meet(lower, upper, ts, *rts) {
                 join(&mut self.f, (ts, &l), (*rts, r), out)?;
             }
         }
         buffers.left.push((ts, l));
-        ctx.register_event_time_timer(self.left_expiry(ts));
+        ctx.register_event_time_timer(left_expiry(upper, ts));
         Ok(())
     }
 
@@ -178,12 +174,12 @@ where
         let (lower, upper) = (self.lower, self.upper);
         let buffers = ctx.state_or_insert_with(JoinBuffers::default);
         for (lts, l) in &buffers.left {
-            if lts.saturating_add(lower) <= ts && ts <= lts.saturating_add(upper) {
+            if meet(lower, upper, *lts, ts) {
                 join(&mut self.f, (*lts, l), (ts, &r), out)?;
             }
         }
         buffers.right.push((ts, r));
-        ctx.register_event_time_timer(self.right_expiry(ts));
+        ctx.register_event_time_timer(right_expiry(lower, ts));
         Ok(())
     }
 
@@ -198,10 +194,8 @@ where
             Some(b) => {
                 // No right record can still reach a left one whose interval ended by `time`,
                 // nor a left one a right whose interval began by it.
-                b.left
-                    .retain(|(ts, _)| ts.saturating_add(upper.max(0)) > time);
-                b.right
-                    .retain(|(ts, _)| ts.saturating_sub(lower.min(0)) > time);
+                b.left.retain(|(ts, _)| left_expiry(upper, *ts) > time);
+                b.right.retain(|(ts, _)| right_expiry(lower, *ts) > time);
                 b.left.is_empty() && b.right.is_empty()
             }
             None => false,
