@@ -70,6 +70,8 @@ pub enum JobError {
         shard: u32,
         message: String,
     },
+    #[error("state on shard {shard}: {message}")]
+    State { shard: u32, message: String },
     #[error("the job was cancelled because another shard failed")]
     Cancelled,
 }

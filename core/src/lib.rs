@@ -48,6 +48,7 @@ pub mod operator;
 pub mod rng;
 pub mod runtime;
 pub mod source;
+pub mod state;
 pub mod time;
 pub mod window;
 

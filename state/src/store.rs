@@ -549,6 +549,25 @@ impl Store {
         }
     }
 
+    /// Entries whose namespace starts with `namespace_prefix` (every namespace of one state,
+    /// say), in (key group, namespace, key) order: calls `f` with (key group, namespace, key,
+    /// value) of each.
+    pub fn scan_namespaces(
+        &self,
+        namespace_prefix: &[u8],
+        mut f: impl FnMut(u16, &[u8], &[u8], &[u8]),
+    ) {
+        let p = namespace_prefix;
+        let ok = |k: &[u8]| {
+            let n = u32::from_be_bytes([k[2], k[3], k[4], k[5]]) as usize;
+            n >= p.len() && &k[6..6 + p.len()] == p
+        };
+        for (k, loc) in self.index.sorted(|k, _| ok(k)) {
+            let e = self.entry_at(loc);
+            f(key_group_of(k), e.namespace, e.key, e.value);
+        }
+    }
+
     /// The number of keys with a value.
     pub fn len(&self) -> usize {
         self.index.len()

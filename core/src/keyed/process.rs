@@ -68,7 +68,7 @@ impl<'a, K: std::hash::Hash + Eq + Clone, S> KeyedContext<'a, K, S> {
     }
 
     /// The key's state, if it has any.
-    pub fn state(&self) -> Option<&S> {
+    pub fn state(&mut self) -> Option<&S> {
         self.state.get(self.key, &())
     }
 

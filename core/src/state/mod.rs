@@ -1,0 +1,339 @@
+//! Keyed state on the state store: the shard's backend, and the typed states functions declare.
+//!
+//! Every keyed operator keeps its data in [`crate::keyed::KeyedTable`]s: a cache of
+//! deserialized values in front of the shard's [`Store`] (DESIGN.md, "State"). The hot path
+//! reads and writes values in the cache and serializes nothing. When the shard's values outgrow
+//! the job's memory budget ([`crate::JobConfig::state_memory_bytes`]), a table evicts values
+//! with a clock sweep (a value used since the hand last passed gets a second chance), writing
+//! the dirty ones to the store; a value that is not cached is read from the store (a point get,
+//! from the active segment or a mapped sealed one) and deserialized.
+//!
+//! - [`StateBackend`]: the shard's store, its memory budget, and the names of its states.
+//! - [`kinds`]: `ValueState`, `ListState`, `MapState`, `ReducingState`, `AggregatingState`
+//!   with their descriptors and time-to-live, as Flink's.
+//!
+//! A store entry of a table is `(key group, state id ‖ rkyv(namespace), rkyv(key)) →
+//! rkyv(value)`; the state id is the table's index among the shard's states, whose names are
+//! `operator/state`.
+
+pub mod kinds;
+
+use std::cell::RefCell;
+use std::hash::Hash;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use shardflow_state::{Store, StoreOptions};
+
+use crate::data::Data;
+use crate::error::JobError;
+use crate::key::{key_group_of_hash, key_hash};
+
+#[cfg(any())]
+pub use kinds::{
+    AggregatingState, AggregatingStateDescriptor, ListState, ListStateDescriptor, MapState,
+    MapStateDescriptor, ReducingState, ReducingStateDescriptor, StateTtlConfig, TtlUpdate,
+    TtlVisibility, ValueState, ValueStateDescriptor,
+};
+
+/// A shard's state: its store (opened when a value is first written to it), the memory budget
+/// its tables share, and its states' names. Cloning shares it.
+#[derive(Clone)]
+pub struct StateBackend {
+    pub(crate) inner: Rc<RefCell<Backend>>,
+}
+
+pub(crate) struct Backend {
+    /// Where the shard's store lives (None: nowhere; the budget is then unlimited).
+    dir: Option<PathBuf>,
+    store: Option<Store>,
+    /// Bytes of cached values the shard's tables may hold together.
+    pub(crate) budget: usize,
+    /// Bytes of cached values they hold (an estimate: see `KeyedTable`).
+    pub(crate) used: usize,
+    max_parallelism: u32,
+    shard: u32,
+    names: Vec<String>,
+    /// The first store error: tables cannot return errors from their lookups, so the operator
+    /// asks after each batch ([`StateBackend::check`]).
+    error: Option<JobError>,
+    /// Buffers for serializing a namespace, a key and a value, and for aligning bytes read.
+    bufs: [AlignedVec<16>; 3],
+    aligned: AlignedVec<16>,
+    /// Values written to the store and read back from it, for the job's metrics.
+    pub(crate) spilled: u64,
+    pub(crate) loaded: u64,
+}
+
+impl StateBackend {
+    /// A backend with its store in `dir` (created when first needed) and `budget` bytes of
+    /// cached values.
+    pub fn new(dir: PathBuf, budget: usize, shard: u32, max_parallelism: u32) -> Self {
+        Self::make(Some(dir), budget, shard, max_parallelism)
+    }
+
+    /// A backend without a store: every value stays cached (tests, operators outside a job).
+    pub fn in_memory() -> Self {
+        Self::make(None, usize::MAX, 0, crate::key::MAX_PARALLELISM_DEFAULT)
+    }
+
+    fn make(dir: Option<PathBuf>, budget: usize, shard: u32, max_parallelism: u32) -> Self {
+        Self {
+            inner: Rc::new(RefCell::new(Backend {
+                dir,
+                store: None,
+                budget,
+                used: 0,
+                max_parallelism,
+                shard,
+                names: Vec::new(),
+                error: None,
+                bufs: Default::default(),
+                aligned: AlignedVec::new(),
+                spilled: 0,
+                loaded: 0,
+            })),
+        }
+    }
+
+    /// Registers a state by name (`operator/state`); returns its id. A name registered twice
+    /// is an error: two states of one operator must not share entries.
+    pub fn register(&self, name: String) -> Result<u32, JobError> {
+        let mut b = self.inner.borrow_mut();
+        if b.names.contains(&name) {
+            return Err(JobError::Config(format!(
+                "state '{name}' is declared twice on shard {}",
+                b.shard
+            )));
+        }
+        b.names.push(name);
+        Ok(b.names.len() as u32 - 1)
+    }
+
+    /// The first store error since the last call (the operator fails with it).
+    pub fn check(&self) -> Result<(), JobError> {
+        match self.inner.borrow_mut().error.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Bytes of cached values (an estimate) and the budget.
+    pub fn memory(&self) -> (usize, usize) {
+        let b = self.inner.borrow();
+        (b.used, b.budget)
+    }
+
+    /// Values written to the store and values read back from it so far.
+    pub fn spill_counts(&self) -> (u64, u64) {
+        let b = self.inner.borrow();
+        (b.spilled, b.loaded)
+    }
+
+    /// Keys in the store (0 if it was never opened).
+    pub fn stored_keys(&self) -> usize {
+        self.inner.borrow().store.as_ref().map_or(0, Store::len)
+    }
+}
+
+impl Backend {
+    fn store(&mut self) -> Result<&mut Store, JobError> {
+        if self.store.is_none() {
+            let Some(dir) = &self.dir else {
+                return Err(JobError::Config(
+                    "state outgrew its memory budget, and this backend has no store".into(),
+                ));
+            };
+            let store = Store::open(dir.clone(), StoreOptions::default())
+                .map_err(|e| self.state_error("cannot open the state store", e))?;
+            self.store = Some(store);
+        }
+        Ok(self.store.as_mut().expect("opened above"))
+    }
+
+    fn state_error(&self, what: &str, e: impl std::fmt::Display) -> JobError {
+        JobError::State {
+            shard: self.shard,
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    /// Keeps the first error for [`StateBackend::check`].
+    pub(crate) fn fail(&mut self, e: JobError) {
+        if self.error.is_none() {
+            self.error = Some(e);
+        }
+    }
+
+    fn key_group<K: Hash>(&self, key: &K) -> u16 {
+        key_group_of_hash(key_hash(key), self.max_parallelism) as u16
+    }
+
+    /// Serializes `x` into buffer `i` (taken out and put back, so its capacity is reused).
+    fn serialize<T: Data>(&mut self, i: usize, x: &T) -> Result<(), JobError> {
+        let mut buf = std::mem::take(&mut self.bufs[i]);
+        buf.clear();
+        match rkyv::api::high::to_bytes_in::<_, rancor::Error>(x, buf) {
+            Ok(b) => {
+                self.bufs[i] = b;
+                Ok(())
+            }
+            Err(e) => Err(self.state_error("cannot serialize a state value", e)),
+        }
+    }
+
+    /// Serializes the namespace (after the state id) and the key into buffers 0 and 1.
+    fn serialize_location<K: Data, N: Data>(
+        &mut self,
+        id: u32,
+        key: &K,
+        namespace: &N,
+    ) -> Result<(), JobError> {
+        self.serialize(0, namespace)?;
+        self.serialize(1, key)?;
+        let ns = &mut self.bufs[0];
+        // The id goes first so that one state's entries share a namespace prefix.
+        let len = ns.len();
+        ns.extend_from_slice(&[0; 4]);
+        ns.copy_within(0..len, 4);
+        ns[..4].copy_from_slice(&id.to_be_bytes());
+        Ok(())
+    }
+
+    /// Writes (key, namespace) → value of state `id` to the store; returns the value's bytes.
+    pub(crate) fn put<K: Data + Hash, N: Data, V: Data>(
+        &mut self,
+        id: u32,
+        key: &K,
+        namespace: &N,
+        value: &V,
+    ) -> Result<usize, JobError> {
+        self.serialize_location(id, key, namespace)?;
+        self.serialize(2, value)?;
+        let kg = self.key_group(key);
+        self.store()?;
+        let Backend { store, bufs, .. } = self;
+        let r = store
+            .as_mut()
+            .expect("opened")
+            .put(kg, &bufs[0], &bufs[1], &bufs[2]);
+        r.map_err(|e| self.state_error("cannot write a state value", e))?;
+        self.spilled += 1;
+        Ok(self.bufs[2].len())
+    }
+
+    /// Reads the value of (key, namespace) of state `id` from the store.
+    pub(crate) fn get<K: Data + Hash, N: Data, V: Data>(
+        &mut self,
+        id: u32,
+        key: &K,
+        namespace: &N,
+    ) -> Result<Option<V>, JobError> {
+        self.serialize_location(id, key, namespace)?;
+        let kg = self.key_group(key);
+        self.store()?;
+        let Backend {
+            store,
+            bufs,
+            aligned,
+            ..
+        } = self;
+        let Some(bytes) = store.as_ref().expect("opened").get(kg, &bufs[0], &bufs[1]) else {
+            return Ok(None);
+        };
+        self.loaded += 1;
+        decode::<V>(aligned, bytes).map(Some).map_err(|e| {
+            let name = &self.names[id as usize];
+            self.state_error(
+                &format!("state '{name}', key group {kg}: a stored value does not decode"),
+                e,
+            )
+        })
+    }
+
+    /// Deletes (key, namespace) of state `id` from the store.
+    pub(crate) fn delete<K: Data + Hash, N: Data>(
+        &mut self,
+        id: u32,
+        key: &K,
+        namespace: &N,
+    ) -> Result<(), JobError> {
+        self.serialize_location(id, key, namespace)?;
+        let kg = self.key_group(key);
+        self.store()?;
+        let Backend { store, bufs, .. } = self;
+        let r = store
+            .as_mut()
+            .expect("opened")
+            .delete(kg, &bufs[0], &bufs[1]);
+        r.map_err(|e| self.state_error("cannot delete a state value", e))
+    }
+
+    /// Every stored entry of state `id` (of `namespace` only, if given), removed from the store.
+    pub(crate) fn take_all<K: Data + Hash, N: Data, V: Data>(
+        &mut self,
+        id: u32,
+        namespace: Option<&N>,
+    ) -> Result<Vec<(K, N, V)>, JobError> {
+        let prefix = match namespace {
+            Some(n) => {
+                self.serialize_location(id, &(), n)?;
+                self.bufs[0].to_vec()
+            }
+            None => id.to_be_bytes().to_vec(),
+        };
+        let exact = namespace.is_some();
+        self.store()?;
+        let Backend { store, aligned, .. } = self;
+        let store = store.as_mut().expect("opened");
+        let mut out = Vec::new();
+        let mut found = Vec::new();
+        let mut failed = None;
+        store.scan_namespaces(&prefix, |kg, ns, k, v| {
+            if failed.is_some() || (exact && ns != prefix.as_slice()) {
+                return;
+            }
+            let decoded = decode::<K>(aligned, k)
+                .map_err(|e| (kg, "key", e))
+                .and_then(|key| {
+                    let n = decode::<N>(aligned, &ns[4..]).map_err(|e| (kg, "namespace", e))?;
+                    let value = decode::<V>(aligned, v).map_err(|e| (kg, "value", e))?;
+                    Ok((key, n, value))
+                });
+            match decoded {
+                Ok(x) => {
+                    out.push(x);
+                    found.push((kg, ns.to_vec(), k.to_vec()));
+                }
+                Err(e) => failed = Some(e),
+            }
+        });
+        let mut deleted = Ok(());
+        for (kg, ns, k) in &found {
+            deleted = store.delete(*kg, ns, k);
+            if deleted.is_err() {
+                break;
+            }
+        }
+        if let Some((kg, what, e)) = failed {
+            let name = &self.names[id as usize];
+            return Err(self.state_error(
+                &format!("state '{name}', key group {kg}: a stored {what} does not decode"),
+                e,
+            ));
+        }
+        deleted.map_err(|e| self.state_error("cannot delete a state value", e))?;
+        self.loaded += out.len() as u64;
+        Ok(out)
+    }
+}
+
+/// Deserializes `bytes` (copied to an aligned buffer first: entries lie at any offset), with
+/// rkyv's full check: they come from a file.
+fn decode<T: Data>(aligned: &mut AlignedVec<16>, bytes: &[u8]) -> Result<T, rancor::Error> {
+    aligned.clear();
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<T, rancor::Error>(aligned)
+}
