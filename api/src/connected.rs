@@ -207,7 +207,7 @@ impl<F1: Clone, F2: Clone, K> Clone for JoinKey<F1, F2, K> {
 
 impl<T1, T2, K, F1, F2> KeySelector<Either<T1, T2>> for JoinKey<F1, F2, K>
 where
-    K: Hash + Eq + Clone + 'static,
+    K: Hash + Eq + Data,
     F1: Fn(&T1) -> K + Clone + Send + Sync + 'static,
     F2: Fn(&T2) -> K + Clone + Send + Sync + 'static,
 {

@@ -490,7 +490,7 @@ impl<T: Data, KS: KeySelector<T>> KeyedStream<T, KS> {
                                 false,
                                 down,
                                 ctx.clone(),
-                            )),
+                            )?),
                             RuntimeMode::Streaming => Box::new(Forward::new(down)),
                         })
                     },
@@ -536,7 +536,7 @@ impl<T: Data, KS: KeySelector<T>> KeyedStream<T, KS> {
                 true,
                 down,
                 ctx.clone(),
-            )))
+            )?))
         })
     }
 

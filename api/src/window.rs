@@ -171,7 +171,7 @@ where
                     side.take_all(),
                     late_tag,
                     ctx.clone(),
-                )))
+                )?))
             })
         });
         DataStream::new(env, vec![node])

@@ -111,6 +111,14 @@ pub struct JobConfig {
     pub timer_resolution: Duration,
     /// Where processing time comes from (a test sets a manual clock).
     pub clock: crate::time::ProcessingClock,
+    /// Where the shards' state stores live while the job runs: a fresh directory under this
+    /// one per run (`run-<pid>-<n>`, a `shard-<i>` store in it), removed when the job ends.
+    /// None: a fresh temporary directory.
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Bytes of deserialized state values the job keeps in memory, split evenly among its
+    /// shards; beyond it, keyed state is evicted to the shards' stores and read back when used
+    /// (DESIGN.md, "State"). None: no limit (state stays in memory).
+    pub state_memory_bytes: Option<usize>,
 }
 
 impl Default for JobConfig {
@@ -132,6 +140,8 @@ impl Default for JobConfig {
             auto_watermark_interval: Duration::from_millis(200),
             timer_resolution: Duration::from_millis(1),
             clock: crate::time::ProcessingClock::System,
+            state_dir: None,
+            state_memory_bytes: None,
         }
     }
 }

@@ -31,6 +31,7 @@ use crate::operator::{
 };
 use crate::runtime::{CancelToken, JobMetrics};
 use crate::source::{Source, SourceStatus};
+use crate::state::StateBackend;
 
 /// A node of the job graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -204,6 +205,9 @@ pub struct ShardContext {
     pub kick: Arc<atomic_waker::AtomicWaker>,
     /// How often tasks tick their chains with processing time (None: never).
     pub tick_resolution: Option<std::time::Duration>,
+    /// This shard's state store directory and its budget of cached state bytes.
+    pub state_dir: std::path::PathBuf,
+    pub state_budget: usize,
 }
 
 impl JobGraph {
@@ -489,6 +493,12 @@ impl JobGraph {
         let mut exchanges: Vec<Option<ExchangeShard>> = exchanges.into_iter().map(Some).collect();
         // Side outputs are added after their parents, so built before them.
         let mut side_ports: HashMap<(usize, u32), (AnyPush, MakeSidePort)> = HashMap::new();
+        let state = StateBackend::new(
+            shard.state_dir.clone(),
+            shard.state_budget,
+            shard.shard,
+            shard.max_parallelism,
+        );
         for (idx, node) in self.nodes.iter().enumerate().rev() {
             let mut outs: Vec<AnyPush> = node
                 .consumers
@@ -515,6 +525,8 @@ impl JobGraph {
                 config: shard.config.clone(),
                 counters: counters[idx].clone(),
                 tick_resolution: shard.tick_resolution,
+                state: state.clone(),
+                node: idx as u32,
             };
             match &node.kind {
                 NodeKind::Source(make) => {

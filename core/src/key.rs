@@ -276,7 +276,8 @@ impl std::fmt::Display for KeyGroupRange {
 /// record (`|r| &r.word`), so that looking a record up in keyed state costs no clone of the key:
 /// the key is cloned only when a new key enters the state.
 pub trait KeySelector<T>: Clone + Send + Sync + 'static {
-    type Key: Hash + Eq + Clone + 'static;
+    /// Keys are data: keyed state files its values under them in the store.
+    type Key: Hash + Eq + crate::Data;
 
     /// Calls `f` with the record's key.
     fn with_key<R>(&self, record: &T, f: impl FnOnce(&Self::Key) -> R) -> R;
@@ -306,7 +307,7 @@ impl<F: Clone, K> Clone for KeyByValue<F, K> {
 impl<T, K, F> KeySelector<T> for KeyByValue<F, K>
 where
     F: Fn(&T) -> K + Clone + Send + Sync + 'static,
-    K: Hash + Eq + Clone + 'static,
+    K: Hash + Eq + crate::Data,
 {
     type Key = K;
 
@@ -334,7 +335,7 @@ impl<F: Clone, K: ?Sized> Clone for KeyByRef<F, K> {
 impl<T, K, F> KeySelector<T> for KeyByRef<F, K>
 where
     F: for<'a> Fn(&'a T) -> &'a K + Clone + Send + Sync + 'static,
-    K: Hash + Eq + Clone + 'static,
+    K: Hash + Eq + crate::Data,
 {
     type Key = K;
 

@@ -14,6 +14,7 @@
 //! are not reported over it.
 
 use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::task::Poll;
@@ -320,6 +321,10 @@ pub fn execute(
             "{exchange_count} exchanges at parallelism {p} exceed the channel id space"
         )));
     }
+    let state_dir = StateDir::create(config.state_dir.as_deref())?;
+    let state_budget = config
+        .state_memory_bytes
+        .map_or(usize::MAX, |b| (b / p as usize).max(1));
     let config = Arc::new(config);
     let graph = Arc::new(graph);
     let cancel = CancelToken::default();
@@ -396,6 +401,8 @@ pub fn execute(
             tick_resolution: graph
                 .uses_processing_time()
                 .then_some(config.timer_resolution),
+            state_dir: state_dir.path().join(format!("shard-{shard}")),
+            state_budget,
         };
         let graph = graph.clone();
         let counters: Vec<_> = metrics
@@ -480,6 +487,55 @@ pub fn execute(
 }
 
 /// One shard: instantiate the graph, run its tasks until all end or one fails.
+/// The directory of a run's state stores, removed when the run ends (its stores are working
+/// state; checkpoints live elsewhere).
+enum StateDir {
+    Temporary(tempfile::TempDir),
+    Under(PathBuf),
+}
+
+impl StateDir {
+    fn create(parent: Option<&Path>) -> Result<Self, JobError> {
+        match parent {
+            None => tempfile::Builder::new()
+                .prefix("shardflow-state-")
+                .tempdir()
+                .map(StateDir::Temporary)
+                .map_err(|e| {
+                    JobError::io(std::env::temp_dir(), "cannot create the state directory", e)
+                }),
+            Some(parent) => {
+                static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let dir = parent.join(format!("run-{}-{n}", std::process::id()));
+                if dir.exists() {
+                    std::fs::remove_dir_all(&dir).map_err(|e| {
+                        JobError::io(&dir, "cannot clear a stale state directory", e)
+                    })?;
+                }
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| JobError::io(&dir, "cannot create the state directory", e))?;
+                Ok(StateDir::Under(dir))
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            StateDir::Temporary(t) => t.path(),
+            StateDir::Under(p) => p,
+        }
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        if let StateDir::Under(p) = self {
+            let _ = std::fs::remove_dir_all(p);
+        }
+    }
+}
+
 async fn run_shard(
     graph: &JobGraph,
     ctx: &ShardContext,

@@ -11,7 +11,7 @@ use crate::operator::{Batch, BoxPush, Collector, OperatorContext, RuntimeContext
 /// A function of two keyed inputs with shared per-key state and timers.
 pub trait KeyedCoProcessFunction<K, I1, I2, O>: Clone + Send + Sync + 'static {
     /// What the function keeps per key, for both inputs.
-    type State: 'static;
+    type State: crate::Data;
 
     fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), UserError> {
         Ok(())

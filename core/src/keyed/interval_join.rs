@@ -51,6 +51,7 @@ where
 }
 
 /// The per-key buffers of an interval join.
+#[derive(Clone, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct JoinBuffers<L, R> {
     left: Vec<(i64, L)>,
     right: Vec<(i64, R)>,
@@ -126,8 +127,8 @@ fn need_timestamp(ts: Option<i64>) -> Result<i64, UserError> {
 impl<K, L, R, O, F> KeyedCoProcessFunction<K, L, R, O> for IntervalJoin<L, R, F>
 where
     K: Hash + Eq + Clone + 'static,
-    L: Clone + Send + 'static,
-    R: Clone + Send + 'static,
+    L: crate::Data,
+    R: crate::Data,
     O: 'static,
     F: ProcessJoinFunction<L, R, O>,
 {

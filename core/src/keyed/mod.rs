@@ -89,9 +89,9 @@ impl<K, N, V> Cached<K, N, V> {
 struct Spill<K, N, V> {
     backend: StateBackend,
     id: u32,
-    put: fn(&mut Backend, u32, &K, &N, &V) -> Result<usize, JobError>,
-    get: fn(&mut Backend, u32, &K, &N) -> Result<Option<V>, JobError>,
-    delete: fn(&mut Backend, u32, &K, &N) -> Result<(), JobError>,
+    put: Put<K, N, V>,
+    get: Get<K, N, V>,
+    delete: Delete<K, N>,
     take_all: TakeAll<K, N, V>,
     /// Anything of this table was ever written to the store (until then a miss is a miss).
     any_stored: bool,
@@ -104,6 +104,9 @@ struct Spill<K, N, V> {
     hand: usize,
 }
 
+type Put<K, N, V> = fn(&mut Backend, u32, &K, &N, &V) -> Result<usize, JobError>;
+type Get<K, N, V> = fn(&mut Backend, u32, &K, &N) -> Result<Option<V>, JobError>;
+type Delete<K, N> = fn(&mut Backend, u32, &K, &N) -> Result<(), JobError>;
 type TakeAll<K, N, V> = fn(&mut Backend, u32, Option<&N>) -> Result<Vec<(K, N, V)>, JobError>;
 
 impl<K, N, V> Default for KeyedTable<K, N, V> {

@@ -143,8 +143,9 @@ impl<'a, K: std::hash::Hash + Eq + Clone, S> KeyedContext<'a, K, S> {
 /// }
 /// ```
 pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
-    /// What the function keeps per key.
-    type State: 'static;
+    /// What the function keeps per key: keyed state, in the store (so it is data: derive
+    /// rkyv's `Archive`, `Serialize` and `Deserialize`).
+    type State: crate::Data;
 
     /// Called once on each shard before the first record.
     fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), UserError> {
@@ -200,13 +201,21 @@ impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
         }
     }
 
-    /// Runs the user function's `open` once, before anything else reaches it.
+    /// Runs the user function's `open` once, before anything else reaches it; the keys' state
+    /// goes into the shard's store.
     pub(crate) fn open(
         &mut self,
         open: impl FnOnce(&RuntimeContext) -> Result<(), UserError>,
-    ) -> Result<(), JobError> {
+    ) -> Result<(), JobError>
+    where
+        K: crate::Data,
+        S: crate::Data,
+    {
         if !self.opened {
             self.opened = true;
+            self.state = self
+                .ctx
+                .keyed_state("state", std::mem::take(&mut self.state))?;
             open(&self.ctx.runtime).map_err(|e| self.ctx.error(e))?;
         }
         Ok(())
@@ -262,6 +271,7 @@ impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
     }
 
     pub(crate) fn emit(&mut self) -> Result<(), JobError> {
+        self.ctx.state.check()?;
         if !self.out.is_empty() {
             self.ctx.counters.add_out(self.out.len());
             self.down.push(&mut self.out)?;

@@ -346,6 +346,10 @@ pub struct OperatorContext {
     /// How often the driving task ticks the chain with processing time (None: never; the job
     /// has no operator acting on it).
     pub tick_resolution: Option<std::time::Duration>,
+    /// The shard's keyed state (shared by its operators).
+    pub state: crate::state::StateBackend,
+    /// The operator's place in the job graph (names need not be unique; state names must).
+    pub node: u32,
 }
 
 thread_local! {
@@ -396,6 +400,24 @@ impl OperatorContext {
                 self.runtime.key_groups,
             );
         }
+    }
+
+    /// State `name` of this operator, backed by the shard's store: `table` with its entries
+    /// under `<node>:<operator>/<name>`.
+    pub fn keyed_state<K, N, V>(
+        &self,
+        name: &str,
+        table: crate::keyed::KeyedTable<K, N, V>,
+    ) -> Result<crate::keyed::KeyedTable<K, N, V>, JobError>
+    where
+        K: crate::Data + std::hash::Hash + Eq,
+        N: crate::Data + std::hash::Hash + Eq,
+        V: crate::Data,
+    {
+        table.in_store(
+            &self.state,
+            format!("{}:{}/{name}", self.node, self.runtime.operator),
+        )
     }
 
     /// An error of this operator on this shard.

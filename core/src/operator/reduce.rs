@@ -5,13 +5,14 @@
 //! the final accumulator of each key is emitted, when the input ends. The same operator, in batch
 //! mode and with a bound on its keys, is the combiner that pre-aggregates before an exchange.
 //!
-//! Until the state store lands, accumulators live in a hash map on the shard that owns the key.
-
-use hashbrown::HashTable;
+//! The accumulators are keyed state (a [`KeyedTable`] in the shard's store) on the shard that owns
+//! the key; the combiner's are a pre-aggregation buffer in memory, bounded by its key limit.
 
 use super::{Batch, BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push};
+use crate::data::Data;
 use crate::error::JobError;
-use crate::key::{KeySelector, key_hash, state_hash};
+use crate::key::KeySelector;
+use crate::keyed::KeyedTable;
 
 /// When the accumulators are emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,12 +30,9 @@ pub struct KeyedReduce<T, KS: KeySelector<T>, R> {
     key: KS,
     reduce: R,
     emit: Emit,
-    /// Check (in debug builds) that every key belongs to this shard: true after a key_by
-    /// exchange, false for a combiner before it.
-    check_ownership: bool,
-    /// One accumulator per key, found by the key's stable hash and the key inside the record:
-    /// the key is not stored (nor cloned) a second time.
-    state: HashTable<T>,
+    /// The owner's reduce (behind the exchange), not the combiner before it.
+    owner: bool,
+    state: KeyedTable<KS::Key, (), T>,
     out: Batch<T>,
     down: BoxPush<T>,
     ctx: OperatorContext,
@@ -42,40 +40,56 @@ pub struct KeyedReduce<T, KS: KeySelector<T>, R> {
 
 impl<T, KS, R> KeyedReduce<T, KS, R>
 where
-    T: Clone + 'static,
+    T: Data,
     KS: KeySelector<T>,
     R: FnMut(&mut T, T) + 'static,
 {
+    /// `owner`: the reduce behind the exchange, whose accumulators are keyed state in the
+    /// shard's store (and whose keys must be the shard's); otherwise the combiner before it.
     pub fn new(
         key: KS,
         reduce: R,
         emit: Emit,
-        check_ownership: bool,
+        owner: bool,
         down: BoxPush<T>,
         ctx: OperatorContext,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, JobError> {
+        let state = if owner {
+            ctx.keyed_state("accumulators", KeyedTable::new())?
+        } else {
+            KeyedTable::new()
+        };
+        Ok(Self {
             key,
             reduce,
             emit,
-            check_ownership,
-            state: HashTable::new(),
+            owner,
+            state,
             out: Batch::new(),
             down,
             ctx,
-        }
+        })
     }
 
     fn emit_all(&mut self) -> Result<(), JobError> {
-        for v in self.state.drain() {
-            self.out.push(v, None);
-            if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
-                self.ctx.counters.add_out(self.out.len());
-                self.down.push(&mut self.out)?;
-                // Downstream operators ran user code: this operator runs it again now.
-                self.ctx.enter();
+        let mut failed = Ok(());
+        let Self {
+            state,
+            out,
+            down,
+            ctx,
+            ..
+        } = self;
+        state.drain_all(|_, (), v| {
+            out.push(v, None);
+            if out.len() >= OUTPUT_BATCH_RECORDS_MAX && failed.is_ok() {
+                ctx.counters.add_out(out.len());
+                failed = down.push(out);
+                ctx.enter();
             }
-        }
+        });
+        failed?;
+        self.ctx.state.check()?;
         self.ctx.counters.add_out(self.out.len());
         self.down.push(&mut self.out)
     }
@@ -83,7 +97,7 @@ where
 
 impl<T, KS, R> Push<T> for KeyedReduce<T, KS, R>
 where
-    T: Clone + 'static,
+    T: Data,
     KS: KeySelector<T>,
     R: FnMut(&mut T, T) + 'static,
 {
@@ -93,20 +107,11 @@ where
         let every_update = self.emit == Emit::EveryUpdate;
         let key = &self.key;
         for (x, ts) in batch.drain() {
-            // One key computation per record: hash and probe share it (an owned key, say a
-            // cloned string, is made once, not twice).
-            let state = &mut self.state;
-            let (hash, found) = key.with_key(&x, |k| {
-                let hash = key_hash(k);
-                (
-                    hash,
-                    state.find_mut(state_hash(hash), |acc| key.with_key(acc, |ak| ak == k)),
-                )
-            });
-            if self.check_ownership {
-                self.ctx.debug_assert_owns_hash(hash);
+            if self.owner {
+                key.with_key(&x, |k| self.ctx.debug_assert_owns(k));
             }
-            match found {
+            let state = &mut self.state;
+            match key.with_key(&x, |k| state.get_mut(k, &())) {
                 Some(acc) => {
                     (self.reduce)(acc, x);
                     if every_update {
@@ -117,18 +122,17 @@ where
                     if every_update {
                         self.out.push(x.clone(), ts);
                     }
-                    self.state.insert_unique(state_hash(hash), x, |acc| {
-                        key.with_key(acc, |k| state_hash(key_hash(k)))
-                    });
+                    let k = key.with_key(&x, Clone::clone);
+                    self.state.insert(&k, &(), x);
                 }
             }
             if self.out.len() >= OUTPUT_BATCH_RECORDS_MAX {
                 self.ctx.counters.add_out(self.out.len());
                 self.down.push(&mut self.out)?;
-                // Downstream operators ran user code: this operator runs it again now.
                 self.ctx.enter();
             }
         }
+        self.ctx.state.check()?;
         if let Emit::AtEndOrKeys(max) = self.emit
             && self.state.len() >= max
         {

@@ -22,7 +22,8 @@ pub struct WindowContext<W> {
 
 /// The contents of a window and how they become output.
 pub trait WindowFunction<K, T, W: Window>: Clone + Send + Sync + 'static {
-    type Acc: 'static;
+    /// What a window keeps per key: keyed state, in the store.
+    type Acc: crate::Data;
     type Out: 'static;
 
     fn create(&mut self) -> Self::Acc;
@@ -40,7 +41,8 @@ pub trait WindowFunction<K, T, W: Window>: Clone + Send + Sync + 'static {
 
 /// An incremental aggregation: an accumulator per window, records added one at a time.
 pub trait AggregateFunction<T>: Clone + Send + Sync + 'static {
-    type Acc: 'static;
+    /// The accumulator: keyed state, in the store.
+    type Acc: crate::Data;
     type Out: Send + 'static;
     fn create_accumulator(&self) -> Self::Acc;
     fn add(&self, acc: &mut Self::Acc, record: T);
@@ -85,7 +87,7 @@ pub struct ReduceFn<R>(pub R);
 
 impl<K, T, W, R> WindowFunction<K, T, W> for ReduceFn<R>
 where
-    T: Clone + 'static,
+    T: crate::Data,
     W: Window,
     R: Fn(&mut T, T) + Clone + Send + Sync + 'static,
 {
@@ -164,7 +166,7 @@ impl<P: Clone, O> Clone for ProcessAll<P, O> {
 
 impl<K, T, O, W, P> WindowFunction<K, T, W> for ProcessAll<P, O>
 where
-    T: 'static,
+    T: crate::Data,
     O: 'static,
     W: Window,
     P: ProcessWindowFunction<K, T, O, W>,
@@ -263,7 +265,7 @@ pub struct Evicting<E, F>(pub E, pub F);
 
 impl<K, T, W, E, F> WindowFunction<K, T, W> for Evicting<E, F>
 where
-    T: Clone + 'static,
+    T: crate::Data,
     W: Window,
     E: Evictor<T>,
     F: WindowFunction<K, T, W>,

@@ -33,7 +33,7 @@ pub(crate) const NO_TIMESTAMPS: &str = "event-time windows got records without t
      assign_timestamps_and_watermarks upstream (or use processing-time windows)";
 
 /// A window: a namespace for keyed state, with a last timestamp.
-pub trait Window: Clone + Eq + Hash + Debug + Send + Sync + 'static {
+pub trait Window: crate::Data + Eq + Hash + Debug + Sync {
     /// The last timestamp that belongs to the window.
     fn max_timestamp(&self) -> i64;
 

@@ -30,6 +30,7 @@ use crate::operator::{
 use crate::time::ProcessingClock;
 
 /// A window's contents and its trigger's state: one keyed state entry per (key, window).
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Clone)]
 pub struct Slot<A, S> {
     acc: A,
     trigger: S,
@@ -98,23 +99,28 @@ where
         side: SideOutputSet,
         late_tag: Option<u32>,
         ctx: OperatorContext,
-    ) -> Self {
+    ) -> Result<Self, JobError> {
         let merging = assigner.is_merging();
-        Self {
+        // Few windows live at a time, each with many keys: a table per window (sessions are
+        // as many as their keys: one table of pairs).
+        let contents = ctx.keyed_state(
+            "contents",
+            if merging {
+                KeyedTable::new()
+            } else {
+                KeyedTable::by_namespace()
+            },
+        )?;
+        let sessions = ctx.keyed_state("sessions", KeyedTable::new())?;
+        Ok(Self {
             event_time: assigner.is_event_time(),
             key,
             assigner,
             trigger,
             f,
             settings,
-            // Few windows live at a time, each with many keys: a table per window (sessions are
-            // as many as their keys: one table of pairs).
-            contents: if merging {
-                KeyedTable::new()
-            } else {
-                KeyedTable::by_namespace()
-            },
-            sessions: KeyedTable::new(),
+            contents,
+            sessions,
             timers: TimerService::default(),
             watermark: WATERMARK_MIN,
             clock: ctx.config.clock.clone(),
@@ -125,7 +131,7 @@ where
             side,
             late_tag,
             ctx,
-        }
+        })
     }
 
     /// When a window's contents are dropped.
@@ -167,7 +173,10 @@ where
         }
     }
 
+    /// Pushes the output on (after a batch or a round of timers), once the store said nothing
+    /// went wrong under it.
     fn emit(&mut self) -> Result<(), JobError> {
+        self.ctx.state.check()?;
         if !self.out.is_empty() {
             self.ctx.counters.add_out(self.out.len());
             self.down.push(&mut self.out)?;

@@ -77,7 +77,7 @@ impl<K: Hash + Eq + Clone, W: Window, S> TriggerContext<'_, K, W, S> {
 /// Decides when a window fires.
 pub trait Trigger<T, W: Window>: Clone + Send + Sync + 'static {
     /// What the trigger keeps per key and window.
-    type State: Default + Send + 'static;
+    type State: Default + crate::Data;
 
     fn on_element<K: Hash + Eq + Clone>(
         &mut self,
