@@ -498,6 +498,7 @@ impl JobGraph {
             shard.state_budget,
             shard.shard,
             shard.max_parallelism,
+            shard.config.clock.clone(),
         );
         for (idx, node) in self.nodes.iter().enumerate().rev() {
             let mut outs: Vec<AnyPush> = node

@@ -122,6 +122,9 @@ pub struct OperatorTotals {
     pub records_skipped: u64,
     /// Records that came after their windows had closed (dropped or sent to a late output).
     pub records_late: u64,
+    /// Keyed-state values evicted to the store and read back from it.
+    pub state_writes: u64,
+    pub state_reads: u64,
 }
 
 /// Totals of one exchange over all its rings.
@@ -175,6 +178,8 @@ impl JobMetrics {
                     records_out: sum(m, |c| c.records_out.load(Ordering::Relaxed)),
                     records_skipped: sum(m, |c| c.records_skipped.load(Ordering::Relaxed)),
                     records_late: sum(m, |c| c.records_late.load(Ordering::Relaxed)),
+                    state_writes: sum(m, |c| c.state_writes.load(Ordering::Relaxed)),
+                    state_reads: sum(m, |c| c.state_reads.load(Ordering::Relaxed)),
                 })
                 .collect(),
             exchanges: self

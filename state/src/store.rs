@@ -108,6 +108,8 @@ pub struct Store {
     index: Index,
     /// Live bytes of the active segment.
     active_live: u64,
+    /// Values compaction dropped as expired, ever.
+    expired: u64,
 }
 
 /// Writes all of `bytes` at `offset` of `file` through glommio, a MiB at a time (glommio's
@@ -331,6 +333,7 @@ impl Store {
             sealed: segments,
             index: store_index,
             active_live: 0,
+            expired: 0,
         };
         store.recount_live();
         Ok(store)
@@ -568,6 +571,11 @@ impl Store {
         }
     }
 
+    /// The number of sealed segments.
+    pub fn segments(&self) -> usize {
+        self.sealed.len()
+    }
+
     /// The number of keys with a value.
     pub fn len(&self) -> usize {
         self.index.len()
@@ -801,8 +809,19 @@ impl Store {
     /// Rewrites the sealed segments whose live share fell below the threshold into one, dropping
     /// what no key needs. Returns how many segments it merged.
     pub fn compact(&mut self) -> Result<usize, StoreError> {
-        let Some((id, order, victims, entries)) = self.prepare_compaction()? else {
-            return Ok(0);
+        Ok(self.compact_expiring(|_, _| false)?.0)
+    }
+
+    /// As [`compact`](Self::compact), also dropping the values `expired(namespace, value)`
+    /// says have outlived their time to live (the keys then read as absent). Returns how many
+    /// segments it merged and how many values expired.
+    pub fn compact_expiring(
+        &mut self,
+        mut expired: impl FnMut(&[u8], &[u8]) -> bool,
+    ) -> Result<(usize, u64), StoreError> {
+        let dropped_before = self.expired;
+        let Some((id, order, victims, entries)) = self.prepare_compaction(&mut expired)? else {
+            return Ok((0, 0));
         };
         let locs = self.write_sealed(id, order, &entries, &victims)?;
         self.install_sealed(id, locs, &entries)?;
@@ -811,12 +830,13 @@ impl Store {
             std::fs::remove_file(&s.path)
                 .map_err(io(&s.path, "cannot remove a compacted segment"))?;
         }
-        Ok(victims.len())
+        Ok((victims.len(), self.expired - dropped_before))
     }
 
     /// As [`compact`](Self::compact), writing through glommio (on a shard's executor).
     pub async fn compact_async(&mut self) -> Result<usize, StoreError> {
-        let Some((id, order, victims, entries)) = self.prepare_compaction()? else {
+        let Some((id, order, victims, entries)) = self.prepare_compaction(&mut |_, _| false)?
+        else {
             return Ok(0);
         };
         let locs = self
@@ -842,6 +862,7 @@ impl Store {
     #[allow(clippy::type_complexity)]
     fn prepare_compaction(
         &mut self,
+        expired: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<Option<(u32, u64, Vec<u32>, Vec<(Vec<u8>, Option<Loc>)>)>, StoreError> {
         let ratio = self.options.compact_live_ratio;
         let victims: Vec<u32> = self
@@ -877,7 +898,19 @@ impl Store {
                     len: n as u32,
                 };
                 match e.op {
-                    Op::Put if self.index.get(&k) == Some(&here) => entries.push((k, Some(here))),
+                    Op::Put if self.index.get(&k) == Some(&here) => {
+                        if expired(e.namespace, e.value) {
+                            // Gone from the index now; a tombstone shadows older values of the
+                            // key in segments left out of the merge.
+                            self.index.remove(&k);
+                            self.expired += 1;
+                            if keep_tombstones {
+                                entries.push((k, None));
+                            }
+                        } else {
+                            entries.push((k, Some(here)));
+                        }
+                    }
                     Op::Delete if keep_tombstones && !self.index.contains_key(&k) => {
                         entries.push((k, None))
                     }

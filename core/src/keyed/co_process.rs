@@ -6,14 +6,16 @@ use crate::error::JobError;
 use crate::key::KeySelector;
 use crate::operator::process::UserError;
 use crate::operator::two_input::CoOperator;
-use crate::operator::{Batch, BoxPush, Collector, OperatorContext, RuntimeContext, SideOutputSet};
+use crate::operator::{Batch, BoxPush, Collector, OperatorContext, SideOutputSet};
+use crate::state::kinds::KeyedOpenContext;
 
 /// A function of two keyed inputs with shared per-key state and timers.
 pub trait KeyedCoProcessFunction<K, I1, I2, O>: Clone + Send + Sync + 'static {
     /// What the function keeps per key, for both inputs.
     type State: crate::Data;
 
-    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), UserError> {
+    /// Declares the function's states; `ctx` also says where it runs.
+    fn open(&mut self, _ctx: &mut KeyedOpenContext<'_, K>) -> Result<(), UserError> {
         Ok(())
     }
 

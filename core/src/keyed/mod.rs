@@ -19,6 +19,7 @@ use crate::error::JobError;
 use crate::key::key_hash;
 use crate::state::{Backend, StateBackend};
 
+pub use crate::state::kinds::KeyedOpenContext;
 pub use co_process::{KeyedCoProcess, KeyedCoProcessFunction};
 pub use interval_join::{IntervalJoin, ProcessJoinFunction};
 pub use process::{KeyedContext, KeyedProcess, KeyedProcessFunction, TimeDomain};
@@ -102,6 +103,8 @@ struct Spill<K, N, V> {
     written: (u64, u64),
     /// The clock hand: where the next sweep starts, as a position in the table's iteration order.
     hand: usize,
+    /// The operator's counters (values written to and read from the store).
+    counters: Option<std::sync::Arc<crate::operator::OperatorCounters>>,
 }
 
 type Put<K, N, V> = fn(&mut Backend, u32, &K, &N, &V) -> Result<usize, JobError>;
@@ -139,8 +142,19 @@ where
             cost: std::mem::size_of::<Cached<K, N, V>>() + 1,
             written: (0, 0),
             hand: 0,
+            counters: None,
         });
         Ok(self)
+    }
+}
+
+impl<K, N, V> KeyedTable<K, N, V> {
+    /// Counts the values this table writes to and reads from the store in `counters`.
+    pub fn counted(mut self, counters: std::sync::Arc<crate::operator::OperatorCounters>) -> Self {
+        if let Some(s) = &mut self.spill {
+            s.counters = Some(counters);
+        }
+        self
     }
 }
 
@@ -198,7 +212,15 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
         let s = self.spill.as_ref()?;
         let mut b = s.backend.inner.borrow_mut();
         match (s.get)(&mut b, s.id, key, namespace) {
-            Ok(v) => v,
+            Ok(v) => {
+                if v.is_some()
+                    && let Some(c) = &s.counters
+                {
+                    c.state_reads
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                v
+            }
             Err(e) => {
                 b.fail(e);
                 None
@@ -533,6 +555,10 @@ fn evict<K, N, V>(
     if *flags & DIRTY != 0 {
         match (s.put)(b, s.id, key, namespace, value) {
             Ok(bytes) => {
+                if let Some(c) = &s.counters {
+                    c.state_writes
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 s.any_stored = true;
                 s.written.0 += 1;
                 s.written.1 += bytes as u64;
@@ -610,7 +636,13 @@ mod tests {
             } else {
                 KeyedTable::by_namespace()
             };
-            let backend = StateBackend::new(dir.path().join(format!("s{seed}")), 2_000, 0, 128);
+            let backend = StateBackend::new(
+                dir.path().join(format!("s{seed}")),
+                2_000,
+                0,
+                128,
+                crate::time::ProcessingClock::System,
+            );
             let mut t = if seed % 4 >= 2 {
                 t.in_store(&backend, "op/t".into()).unwrap()
             } else {

@@ -16,6 +16,7 @@ use crate::operator::{
     Batch, BoxPush, Collector, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push, RuntimeContext,
     SideOutputSet, WATERMARK_MIN,
 };
+use crate::state::kinds::{KeyedOpenContext, StateRegistry};
 use crate::time::ProcessingClock;
 
 /// Which clock a timer belongs to.
@@ -35,6 +36,8 @@ pub struct KeyedContext<'a, K, S> {
     pub(crate) timers: &'a mut TimerService<K, VoidNamespace>,
     pub(crate) runtime: &'a RuntimeContext,
     pub(crate) domain: Option<TimeDomain>,
+    /// The states the function declared in `open` (see [`crate::state::kinds`]).
+    pub(crate) states: &'a mut StateRegistry<K>,
 }
 
 impl<'a, K: std::hash::Hash + Eq + Clone, S> KeyedContext<'a, K, S> {
@@ -148,7 +151,8 @@ pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
     type State: crate::Data;
 
     /// Called once on each shard before the first record.
-    fn open(&mut self, _ctx: &RuntimeContext) -> Result<(), UserError> {
+    /// Declares the function's states (`ctx.value_state(..)`, …); `ctx` also says where it runs.
+    fn open(&mut self, _ctx: &mut KeyedOpenContext<'_, K>) -> Result<(), UserError> {
         Ok(())
     }
 
@@ -175,6 +179,7 @@ pub trait KeyedProcessFunction<K, I, O>: Clone + Send + Sync + 'static {
 /// and processing time, and the outputs.
 pub(crate) struct KeyedCore<K, S, O> {
     state: KeyedTable<K, VoidNamespace, S>,
+    states: StateRegistry<K>,
     timers: TimerService<K, VoidNamespace>,
     watermark: i64,
     clock: ProcessingClock,
@@ -190,6 +195,7 @@ impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
     pub(crate) fn new(down: BoxPush<O>, side: SideOutputSet, ctx: OperatorContext) -> Self {
         Self {
             state: KeyedTable::new(),
+            states: StateRegistry::default(),
             timers: TimerService::default(),
             watermark: WATERMARK_MIN,
             clock: ctx.config.clock.clone(),
@@ -205,7 +211,7 @@ impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
     /// goes into the shard's store.
     pub(crate) fn open(
         &mut self,
-        open: impl FnOnce(&RuntimeContext) -> Result<(), UserError>,
+        open: impl FnOnce(&mut KeyedOpenContext<'_, K>) -> Result<(), UserError>,
     ) -> Result<(), JobError>
     where
         K: crate::Data,
@@ -216,7 +222,12 @@ impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
             self.state = self
                 .ctx
                 .keyed_state("state", std::mem::take(&mut self.state))?;
-            open(&self.ctx.runtime).map_err(|e| self.ctx.error(e))?;
+            self.states = StateRegistry::new(Some(self.ctx.clone()));
+            let mut octx = KeyedOpenContext {
+                runtime: &self.ctx.runtime,
+                states: &mut self.states,
+            };
+            open(&mut octx).map_err(|e| self.ctx.error(e))?;
         }
         Ok(())
     }
@@ -258,6 +269,7 @@ impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
             timers: &mut self.timers,
             runtime: &self.ctx.runtime,
             domain,
+            states: &mut self.states,
         };
         f(
             &mut kctx,

@@ -303,6 +303,10 @@ pub struct OperatorCounters {
     /// Records that came after the watermark had closed their windows (dropped, or sent to a
     /// late side output; counted either way).
     pub records_late: AtomicU64,
+    /// Keyed-state values evicted to the shard's store, and read back from it (a job whose
+    /// state fits its memory budget has none).
+    pub state_writes: AtomicU64,
+    pub state_reads: AtomicU64,
 }
 
 impl OperatorCounters {
@@ -414,10 +418,15 @@ impl OperatorContext {
         N: crate::Data + std::hash::Hash + Eq,
         V: crate::Data,
     {
-        table.in_store(
-            &self.state,
-            format!("{}:{}/{name}", self.node, self.runtime.operator),
-        )
+        let name = self.state_name(name);
+        Ok(table
+            .in_store(&self.state, name)?
+            .counted(self.counters.clone()))
+    }
+
+    /// The name state `name` of this operator has in the shard's store.
+    pub fn state_name(&self, name: &str) -> String {
+        format!("{}:{}/{name}", self.node, self.runtime.operator)
     }
 
     /// An error of this operator on this shard.

@@ -1,1 +1,1057 @@
+//! Typed keyed state, as Flink's: a keyed function declares its states by descriptor in `open`
+//! and keeps the handles it gets; every access goes through the keyed context, so it is scoped
+//! to the key being processed (or whose timer fires).
+//!
+//! ```
+//! use shardflow_core::keyed::{KeyedContext, KeyedOpenContext, KeyedProcessFunction};
+//! use shardflow_core::operator::{Collector, process::UserError};
+//! use shardflow_core::state::{ValueState, ValueStateDescriptor};
+//!
+//! /// Emits each key's running count.
+//! #[derive(Clone, Default)]
+//! struct Count {
+//!     count: Option<ValueState<u64>>,
+//! }
+//!
+//! impl KeyedProcessFunction<String, String, (String, u64)> for Count {
+//!     type State = ();
+//!     fn open(&mut self, ctx: &mut KeyedOpenContext<'_, String>) -> Result<(), UserError> {
+//!         self.count = Some(ctx.value_state(ValueStateDescriptor::new("count"))?);
+//!         Ok(())
+//!     }
+//!     fn process_element(&mut self, word: String, ctx: &mut KeyedContext<String, ()>,
+//!                        out: &mut Collector<(String, u64)>) -> Result<(), UserError> {
+//!         let count = self.count.as_ref().ok_or("not opened")?;
+//!         let n = count.get_or_insert_with(ctx, || 0);
+//!         *n += 1;
+//!         let n = *n;
+//!         out.collect((word, n));
+//!         Ok(())
+//!     }
+//! }
+//! ```
+//!
+//! Each state is a [`KeyedTable`] of the operator, in the shard's store (so it may be larger
+//! than memory). A value is kept with the processing time it was last written (or read, as its
+//! TTL says): a state with a time-to-live treats a value older than it as absent and drops it
+//! when it sees it; the store's compaction drops expired values it rewrites. `ListState` and
+//! `MapState` stamp each element, as Flink does.
 
+use std::any::Any;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use crate::data::Data;
+use crate::error::JobError;
+use crate::keyed::{KeyedContext, KeyedTable};
+use crate::operator::OperatorContext;
+use crate::window::AggregateFunction;
+
+/// How long a state's values live (processing time), as Flink's `StateTtlConfig`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateTtlConfig {
+    pub ttl: Duration,
+    pub update: TtlUpdate,
+    pub visibility: TtlVisibility,
+}
+
+/// What renews a value's time to live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TtlUpdate {
+    /// Writes only (the default).
+    #[default]
+    OnCreateAndWrite,
+    /// Reads too.
+    OnReadAndWrite,
+}
+
+/// Whether an expired value not yet cleaned up may still be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TtlVisibility {
+    #[default]
+    NeverReturnExpired,
+    ReturnExpiredIfNotCleanedUp,
+}
+
+impl StateTtlConfig {
+    /// Values live `ttl` after their last write; expired values are never returned.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            update: TtlUpdate::default(),
+            visibility: TtlVisibility::default(),
+        }
+    }
+
+    pub fn with_update(mut self, update: TtlUpdate) -> Self {
+        self.update = update;
+        self
+    }
+
+    pub fn with_visibility(mut self, visibility: TtlVisibility) -> Self {
+        self.visibility = visibility;
+        self
+    }
+}
+
+/// A state's TTL as its handle checks it.
+#[derive(Debug, Clone, Copy)]
+struct Ttl {
+    ms: i64,
+    on_read: bool,
+    return_expired: bool,
+}
+
+impl Ttl {
+    fn of(config: Option<StateTtlConfig>) -> Option<Ttl> {
+        config.map(|c| Ttl {
+            ms: i64::try_from(c.ttl.as_millis()).unwrap_or(i64::MAX),
+            on_read: c.update == TtlUpdate::OnReadAndWrite,
+            return_expired: c.visibility == TtlVisibility::ReturnExpiredIfNotCleanedUp,
+        })
+    }
+
+    #[inline]
+    fn expired(&self, stamp: i64, now: i64) -> bool {
+        now.saturating_sub(stamp) >= self.ms
+    }
+}
+
+/// What the store keeps per key of a state: the value and the processing time it was last
+/// written (renewed), for TTL (0 for states without one). For a list or a map, elements carry
+/// their own stamps and this one is the newest of them.
+pub type Stamped<X> = (X, i64);
+
+/// The states a keyed operator's function declared, in declaration order.
+pub struct StateRegistry<K> {
+    tables: Vec<Box<dyn Any>>,
+    names: Vec<String>,
+    ctx: Option<OperatorContext>,
+    _k: PhantomData<fn() -> K>,
+}
+
+impl<K> Default for StateRegistry<K> {
+    fn default() -> Self {
+        Self {
+            tables: Vec::new(),
+            names: Vec::new(),
+            ctx: None,
+            _k: PhantomData,
+        }
+    }
+}
+
+impl<K: Data + Hash + Eq> StateRegistry<K> {
+    /// States registered through `ctx` go into its shard's store.
+    pub fn new(ctx: Option<OperatorContext>) -> Self {
+        Self {
+            ctx,
+            ..Self::default()
+        }
+    }
+
+    fn register<X: Data>(
+        &mut self,
+        name: &str,
+        ttl: Option<StateTtlConfig>,
+    ) -> Result<u32, JobError> {
+        if self.names.iter().any(|n| n == name) {
+            return Err(JobError::Config(format!(
+                "state '{name}' is declared twice"
+            )));
+        }
+        if ttl.is_some_and(|t| t.ttl.is_zero()) {
+            return Err(JobError::Config(format!("state '{name}': a TTL of zero")));
+        }
+        let table: KeyedTable<K, (), Stamped<X>> = match &self.ctx {
+            Some(ctx) => {
+                let t = ctx.keyed_state(name, KeyedTable::new())?;
+                if let Some(t) = Ttl::of(ttl) {
+                    ctx.state
+                        .expire_in_compaction::<X>(&ctx.state_name(name), t.ms);
+                }
+                t
+            }
+            None => KeyedTable::new(),
+        };
+        self.tables.push(Box::new(table));
+        self.names.push(name.to_string());
+        Ok(self.tables.len() as u32 - 1)
+    }
+
+    #[inline]
+    fn table<X: 'static>(&mut self, index: u32) -> &mut KeyedTable<K, (), Stamped<X>> {
+        self.tables[index as usize]
+            .downcast_mut()
+            .expect("a state handle used with the registry that made it")
+    }
+}
+
+/// What a keyed function's `open` sees: where it runs, and the states it may declare.
+pub struct KeyedOpenContext<'a, K> {
+    pub(crate) runtime: &'a crate::operator::RuntimeContext,
+    pub(crate) states: &'a mut StateRegistry<K>,
+}
+
+impl<K> std::ops::Deref for KeyedOpenContext<'_, K> {
+    type Target = crate::operator::RuntimeContext;
+    fn deref(&self) -> &Self::Target {
+        self.runtime
+    }
+}
+
+impl<K: Data + Hash + Eq> KeyedOpenContext<'_, K> {
+    pub fn runtime(&self) -> &crate::operator::RuntimeContext {
+        self.runtime
+    }
+
+    pub fn value_state<V: Data>(
+        &mut self,
+        d: ValueStateDescriptor<V>,
+    ) -> Result<ValueState<V>, JobError> {
+        Ok(ValueState {
+            index: self.states.register::<V>(&d.name, d.ttl)?,
+            ttl: Ttl::of(d.ttl),
+            _v: PhantomData,
+        })
+    }
+
+    pub fn list_state<T: Data>(
+        &mut self,
+        d: ListStateDescriptor<T>,
+    ) -> Result<ListState<T>, JobError> {
+        Ok(ListState {
+            index: self.states.register::<Vec<(T, i64)>>(&d.name, d.ttl)?,
+            ttl: Ttl::of(d.ttl),
+            _t: PhantomData,
+        })
+    }
+
+    pub fn map_state<UK, UV>(
+        &mut self,
+        d: MapStateDescriptor<UK, UV>,
+    ) -> Result<MapState<UK, UV>, JobError>
+    where
+        UK: Hash + Eq + 'static,
+        UV: 'static,
+        HashMap<UK, (UV, i64)>: Data,
+    {
+        Ok(MapState {
+            index: self
+                .states
+                .register::<HashMap<UK, (UV, i64)>>(&d.name, d.ttl)?,
+            ttl: Ttl::of(d.ttl),
+            _kv: PhantomData,
+        })
+    }
+
+    pub fn reducing_state<T: Data, F>(
+        &mut self,
+        d: ReducingStateDescriptor<T, F>,
+    ) -> Result<ReducingState<T, F>, JobError>
+    where
+        F: Fn(&mut T, T) + Clone + Send + Sync + 'static,
+    {
+        Ok(ReducingState {
+            index: self.states.register::<T>(&d.name, d.ttl)?,
+            ttl: Ttl::of(d.ttl),
+            f: d.f,
+            _t: PhantomData,
+        })
+    }
+
+    pub fn aggregating_state<IN, A>(
+        &mut self,
+        d: AggregatingStateDescriptor<IN, A>,
+    ) -> Result<AggregatingState<IN, A>, JobError>
+    where
+        A: AggregateFunction<IN>,
+    {
+        Ok(AggregatingState {
+            index: self.states.register::<A::Acc>(&d.name, d.ttl)?,
+            ttl: Ttl::of(d.ttl),
+            agg: d.agg,
+            _in: PhantomData,
+        })
+    }
+}
+
+macro_rules! descriptor {
+    ($(#[$doc:meta])* $name:ident <$($p:ident),*> { $($field:ident : $ty:ty),* }) => {
+        $(#[$doc])*
+        pub struct $name<$($p),*> {
+            name: String,
+            ttl: Option<StateTtlConfig>,
+            $($field: $ty,)*
+        }
+
+        impl<$($p),*> $name<$($p),*> {
+            /// Values live as `ttl` says.
+            pub fn with_ttl(mut self, ttl: StateTtlConfig) -> Self {
+                self.ttl = Some(ttl);
+                self
+            }
+        }
+    };
+}
+
+descriptor!(
+    /// A value per key: `ValueStateDescriptor::new("count")`.
+    ValueStateDescriptor<V> { _v: PhantomData<fn() -> V> }
+);
+descriptor!(
+    /// A list per key.
+    ListStateDescriptor<T> { _t: PhantomData<fn() -> T> }
+);
+descriptor!(
+    /// A map per key.
+    MapStateDescriptor<UK, UV> { _kv: PhantomData<fn() -> (UK, UV)> }
+);
+descriptor!(
+    /// A value per key that records fold into with `f`.
+    ReducingStateDescriptor<T, F> { f: F, _t: PhantomData<fn() -> T> }
+);
+descriptor!(
+    /// An accumulator per key that records are added to with an [`AggregateFunction`].
+    AggregatingStateDescriptor<IN, A> { agg: A, _in: PhantomData<fn() -> IN> }
+);
+
+impl<V> ValueStateDescriptor<V> {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ttl: None,
+            _v: PhantomData,
+        }
+    }
+}
+
+impl<T> ListStateDescriptor<T> {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ttl: None,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<UK, UV> MapStateDescriptor<UK, UV> {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            ttl: None,
+            _kv: PhantomData,
+        }
+    }
+}
+
+impl<T, F: Fn(&mut T, T)> ReducingStateDescriptor<T, F> {
+    pub fn new(name: impl Into<String>, f: F) -> Self {
+        Self {
+            name: name.into(),
+            ttl: None,
+            f,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<IN, A: AggregateFunction<IN>> AggregatingStateDescriptor<IN, A> {
+    pub fn new(name: impl Into<String>, agg: A) -> Self {
+        Self {
+            name: name.into(),
+            ttl: None,
+            agg,
+            _in: PhantomData,
+        }
+    }
+}
+
+/// The current key's entry of a state for reading, with its TTL applied: an expired entry is
+/// dropped (or, if the TTL says so, still returned); the read renews it if the TTL says so.
+#[inline]
+fn read<'c, K, S, X: 'static>(
+    ctx: &'c mut KeyedContext<'_, K, S>,
+    index: u32,
+    ttl: Option<Ttl>,
+) -> Option<&'c Stamped<X>>
+where
+    K: Data + Hash + Eq,
+{
+    match ttl {
+        None => {
+            let key = ctx.key;
+            ctx.states.table::<X>(index).get(key, &())
+        }
+        Some(t) if t.on_read => write::<K, S, X>(ctx, index, ttl).map(|e| &*e),
+        Some(t) => {
+            let now = ctx.clock.now_ms();
+            let key = ctx.key;
+            let table = ctx.states.table::<X>(index);
+            let expired = table.get(key, &()).is_some_and(|e| t.expired(e.1, now));
+            if expired && !t.return_expired {
+                table.remove(key, &());
+                return None;
+            }
+            table.get(key, &())
+        }
+    }
+}
+
+/// The current key's entry of a state for writing (renewed, if the state has a TTL; an expired
+/// one is dropped first unless the TTL returns expired values).
+#[inline]
+fn write<'c, K, S, X: 'static>(
+    ctx: &'c mut KeyedContext<'_, K, S>,
+    index: u32,
+    ttl: Option<Ttl>,
+) -> Option<&'c mut Stamped<X>>
+where
+    K: Data + Hash + Eq,
+{
+    let key = ctx.key;
+    let Some(t) = ttl else {
+        return ctx.states.table::<X>(index).get_mut(key, &());
+    };
+    let now = ctx.clock.now_ms();
+    let table = ctx.states.table::<X>(index);
+    let expired = table.get(key, &()).is_some_and(|e| t.expired(e.1, now));
+    if expired && !t.return_expired {
+        table.remove(key, &());
+        return None;
+    }
+    let e = table.get_mut(key, &())?;
+    e.1 = now;
+    Some(e)
+}
+
+/// The processing time a write stamps (0 without a TTL: no clock read).
+#[inline]
+fn stamp_now<K, S>(ctx: &KeyedContext<'_, K, S>, ttl: Option<Ttl>) -> i64 {
+    match ttl {
+        Some(_) => ctx.clock.now_ms(),
+        None => 0,
+    }
+}
+
+/// A value per key (Flink's `ValueState`). Handles are cheap to clone and belong to the
+/// operator that declared them.
+#[derive(Debug, Clone, Copy)]
+pub struct ValueState<V> {
+    index: u32,
+    ttl: Option<Ttl>,
+    _v: PhantomData<fn() -> V>,
+}
+
+impl<V: Data> ValueState<V> {
+    /// The current key's value.
+    #[inline]
+    pub fn value<'c, K: Data + Hash + Eq, S>(
+        &self,
+        ctx: &'c mut KeyedContext<'_, K, S>,
+    ) -> Option<&'c V> {
+        read::<K, S, V>(ctx, self.index, self.ttl).map(|e| &e.0)
+    }
+
+    /// The current key's value, to change in place (a write).
+    #[inline]
+    pub fn value_mut<'c, K: Data + Hash + Eq, S>(
+        &self,
+        ctx: &'c mut KeyedContext<'_, K, S>,
+    ) -> Option<&'c mut V> {
+        write::<K, S, V>(ctx, self.index, self.ttl).map(|e| &mut e.0)
+    }
+
+    /// The current key's value, made by `make` if it has none (a write).
+    #[inline]
+    pub fn get_or_insert_with<'c, K: Data + Hash + Eq, S>(
+        &self,
+        ctx: &'c mut KeyedContext<'_, K, S>,
+        make: impl FnOnce() -> V,
+    ) -> &'c mut V {
+        if self.ttl.is_some() {
+            // Drops an expired value first.
+            let _ = write::<K, S, V>(ctx, self.index, self.ttl);
+        }
+        let now = stamp_now(ctx, self.ttl);
+        let key = ctx.key;
+        let (e, _) = ctx
+            .states
+            .table::<V>(self.index)
+            .get_or_insert_with(key, &(), || (make(), now));
+        &mut e.0
+    }
+
+    /// Sets the current key's value.
+    #[inline]
+    pub fn update<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>, value: V) {
+        let now = stamp_now(ctx, self.ttl);
+        let key = ctx.key;
+        ctx.states
+            .table::<V>(self.index)
+            .insert(key, &(), (value, now));
+    }
+
+    /// Drops the current key's value; returns it (expired or not).
+    pub fn clear<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) -> Option<V> {
+        let key = ctx.key;
+        ctx.states
+            .table::<V>(self.index)
+            .remove(key, &())
+            .map(|e| e.0)
+    }
+}
+
+/// A list per key (Flink's `ListState`); with a TTL, each element expires on its own.
+#[derive(Debug, Clone, Copy)]
+pub struct ListState<T> {
+    index: u32,
+    ttl: Option<Ttl>,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Data> ListState<T> {
+    /// The current key's elements, oldest first (empty if none).
+    pub fn get<'c, K: Data + Hash + Eq, S>(
+        &self,
+        ctx: &'c mut KeyedContext<'_, K, S>,
+    ) -> impl Iterator<Item = &'c T> + 'c {
+        let now = stamp_now(ctx, self.ttl);
+        let ttl = self.ttl;
+        let list: &[(T, i64)] = match ttl {
+            None => read::<K, S, Vec<(T, i64)>>(ctx, self.index, None).map_or(&[], |e| &e.0[..]),
+            Some(t) => {
+                // Elements expire one by one: the list's own stamp is only its newest.
+                let key = ctx.key;
+                let table = ctx.states.table::<Vec<(T, i64)>>(self.index);
+                match table.get_mut(key, &()) {
+                    Some((list, newest)) => {
+                        if !t.return_expired {
+                            list.retain(|e| !t.expired(e.1, now));
+                        }
+                        if t.on_read {
+                            list.iter_mut().for_each(|e| e.1 = now);
+                            *newest = now;
+                        }
+                        &list[..]
+                    }
+                    None => &[],
+                }
+            }
+        };
+        list.iter().map(|e| &e.0)
+    }
+
+    /// Appends `x` to the current key's list.
+    pub fn add<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>, x: T) {
+        self.add_all(ctx, std::iter::once(x));
+    }
+
+    /// Appends every element of `xs`.
+    pub fn add_all<K: Data + Hash + Eq, S>(
+        &self,
+        ctx: &mut KeyedContext<'_, K, S>,
+        xs: impl IntoIterator<Item = T>,
+    ) {
+        let now = stamp_now(ctx, self.ttl);
+        let key = ctx.key;
+        let (list, newest) = ctx
+            .states
+            .table::<Vec<(T, i64)>>(self.index)
+            .get_or_insert_with(key, &(), || (Vec::new(), now))
+            .0;
+        list.extend(xs.into_iter().map(|x| (x, now)));
+        *newest = now;
+    }
+
+    /// Replaces the current key's list (an empty one clears it).
+    pub fn update<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>, xs: Vec<T>) {
+        if xs.is_empty() {
+            self.clear(ctx);
+            return;
+        }
+        let now = stamp_now(ctx, self.ttl);
+        let key = ctx.key;
+        let list = xs.into_iter().map(|x| (x, now)).collect();
+        ctx.states
+            .table::<Vec<(T, i64)>>(self.index)
+            .insert(key, &(), (list, now));
+    }
+
+    pub fn clear<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) {
+        let key = ctx.key;
+        ctx.states
+            .table::<Vec<(T, i64)>>(self.index)
+            .remove(key, &());
+    }
+}
+
+/// A map per key (Flink's `MapState`); with a TTL, each entry expires on its own.
+#[derive(Debug, Clone, Copy)]
+pub struct MapState<UK, UV> {
+    index: u32,
+    ttl: Option<Ttl>,
+    _kv: PhantomData<fn() -> (UK, UV)>,
+}
+
+impl<UK, UV> MapState<UK, UV>
+where
+    UK: Hash + Eq + 'static,
+    UV: 'static,
+    HashMap<UK, (UV, i64)>: Data,
+{
+    /// The current key's map for changing, its expired entries dropped (or kept, if the TTL
+    /// says so). Entries expire one by one: the map's own stamp is only its newest.
+    fn map_mut<'c, K: Data + Hash + Eq, S>(
+        &self,
+        ctx: &'c mut KeyedContext<'_, K, S>,
+    ) -> Option<&'c mut HashMap<UK, (UV, i64)>> {
+        let now = stamp_now(ctx, self.ttl);
+        let key = ctx.key;
+        let table = ctx.states.table::<HashMap<UK, (UV, i64)>>(self.index);
+        let map = &mut table.get_mut(key, &())?.0;
+        if let Some(t) = self.ttl
+            && !t.return_expired
+        {
+            map.retain(|_, e| !t.expired(e.1, now));
+        }
+        Some(map)
+    }
+
+    /// The current key's map for reading: without a TTL the entry stays clean; with one, the
+    /// read may drop expired entries or renew them.
+    fn map<'c, K: Data + Hash + Eq, S>(
+        &self,
+        ctx: &'c mut KeyedContext<'_, K, S>,
+    ) -> Option<&'c HashMap<UK, (UV, i64)>> {
+        if self.ttl.is_some() {
+            return self.map_mut(ctx).map(|m| &*m);
+        }
+        let key = ctx.key;
+        let table = ctx.states.table::<HashMap<UK, (UV, i64)>>(self.index);
+        table.get(key, &()).map(|e| &e.0)
+    }
+
+    /// The value of `uk` under the current key.
+    pub fn get<'c, K: Data + Hash + Eq, S>(
+        &self,
+        ctx: &'c mut KeyedContext<'_, K, S>,
+        uk: &UK,
+    ) -> Option<&'c UV> {
+        if self.ttl.is_some_and(|t| t.on_read) {
+            let now = stamp_now(ctx, self.ttl);
+            let e = self.map_mut(ctx)?.get_mut(uk)?;
+            e.1 = now;
+            return Some(&e.0);
+        }
+        self.map(ctx)?.get(uk).map(|e| &e.0)
+    }
+
+    pub fn contains<K: Data + Hash + Eq, S>(
+        &self,
+        ctx: &mut KeyedContext<'_, K, S>,
+        uk: &UK,
+    ) -> bool {
+        self.map(ctx).is_some_and(|m| m.contains_key(uk))
+    }
+
+    /// Sets `uk` to `uv` under the current key.
+    pub fn put<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>, uk: UK, uv: UV) {
+        let now = stamp_now(ctx, self.ttl);
+        let key = ctx.key;
+        let (map, newest) = ctx
+            .states
+            .table::<HashMap<UK, (UV, i64)>>(self.index)
+            .get_or_insert_with(key, &(), || (HashMap::new(), now))
+            .0;
+        map.insert(uk, (uv, now));
+        *newest = now;
+    }
+
+    /// Removes `uk` under the current key; returns its value.
+    pub fn remove<K: Data + Hash + Eq, S>(
+        &self,
+        ctx: &mut KeyedContext<'_, K, S>,
+        uk: &UK,
+    ) -> Option<UV> {
+        let map = self.map_mut(ctx)?;
+        let v = map.remove(uk).map(|e| e.0);
+        if map.is_empty() {
+            self.clear(ctx);
+        }
+        v
+    }
+
+    /// The current key's entries, in no particular order.
+    pub fn entries<'c, K: Data + Hash + Eq, S>(
+        &self,
+        ctx: &'c mut KeyedContext<'_, K, S>,
+    ) -> impl Iterator<Item = (&'c UK, &'c UV)> + 'c {
+        self.map(ctx)
+            .into_iter()
+            .flat_map(|m| m.iter().map(|(k, e)| (k, &e.0)))
+    }
+
+    pub fn is_empty<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) -> bool {
+        self.map(ctx).is_none_or(|m| m.is_empty())
+    }
+
+    pub fn clear<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) {
+        let key = ctx.key;
+        ctx.states
+            .table::<HashMap<UK, (UV, i64)>>(self.index)
+            .remove(key, &());
+    }
+}
+
+/// A value per key that records fold into (Flink's `ReducingState`).
+#[derive(Debug, Clone)]
+pub struct ReducingState<T, F> {
+    index: u32,
+    ttl: Option<Ttl>,
+    f: F,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Data, F: Fn(&mut T, T)> ReducingState<T, F> {
+    pub fn get<'c, K: Data + Hash + Eq, S>(
+        &self,
+        ctx: &'c mut KeyedContext<'_, K, S>,
+    ) -> Option<&'c T> {
+        read::<K, S, T>(ctx, self.index, self.ttl).map(|e| &e.0)
+    }
+
+    /// Folds `x` into the current key's value (which `x` becomes if there is none).
+    pub fn add<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>, x: T) {
+        match write::<K, S, T>(ctx, self.index, self.ttl) {
+            Some((acc, _)) => (self.f)(acc, x),
+            None => {
+                let now = stamp_now(ctx, self.ttl);
+                let key = ctx.key;
+                ctx.states.table::<T>(self.index).insert(key, &(), (x, now));
+            }
+        }
+    }
+
+    pub fn clear<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) {
+        let key = ctx.key;
+        ctx.states.table::<T>(self.index).remove(key, &());
+    }
+}
+
+/// An accumulator per key that records are added to (Flink's `AggregatingState`).
+#[derive(Debug, Clone)]
+pub struct AggregatingState<IN, A> {
+    index: u32,
+    ttl: Option<Ttl>,
+    agg: A,
+    _in: PhantomData<fn() -> IN>,
+}
+
+impl<IN, A: AggregateFunction<IN>> AggregatingState<IN, A> {
+    /// The current key's result.
+    pub fn get<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) -> Option<A::Out> {
+        read::<K, S, A::Acc>(ctx, self.index, self.ttl).map(|(acc, _)| self.agg.result(acc))
+    }
+
+    /// Adds `x` to the current key's accumulator (made first if there is none).
+    pub fn add<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>, x: IN) {
+        match write::<K, S, A::Acc>(ctx, self.index, self.ttl) {
+            Some((acc, _)) => self.agg.add(acc, x),
+            None => {
+                let now = stamp_now(ctx, self.ttl);
+                let mut acc = self.agg.create_accumulator();
+                self.agg.add(&mut acc, x);
+                let key = ctx.key;
+                ctx.states
+                    .table::<A::Acc>(self.index)
+                    .insert(key, &(), (acc, now));
+            }
+        }
+    }
+
+    pub fn clear<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) {
+        let key = ctx.key;
+        ctx.states.table::<A::Acc>(self.index).remove(key, &());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::JobConfig;
+    use crate::key::KeyGroupRange;
+    use crate::keyed::TimerService;
+    use crate::operator::{OperatorCounters, RuntimeContext};
+    use crate::rng::SplitMix64;
+    use crate::state::StateBackend;
+    use crate::time::{ManualClock, ProcessingClock};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    #[derive(Clone)]
+    struct Avg;
+    impl AggregateFunction<u64> for Avg {
+        type Acc = (u64, u64);
+        type Out = u64;
+        fn create_accumulator(&self) -> (u64, u64) {
+            (0, 0)
+        }
+        fn add(&self, acc: &mut (u64, u64), x: u64) {
+            acc.0 += x;
+            acc.1 += 1;
+        }
+        fn result(&self, acc: &(u64, u64)) -> u64 {
+            acc.0 / acc.1
+        }
+        fn merge(&self, into: &mut (u64, u64), from: (u64, u64)) {
+            into.0 += from.0;
+            into.1 += from.1;
+        }
+    }
+
+    /// The model of one key's states: (value, stamp) per kind, elements stamped one by one.
+    #[derive(Default, Clone)]
+    struct Model {
+        value: Option<(u64, i64)>,
+        list: Vec<(u64, i64)>,
+        map: BTreeMap<u32, (u64, i64)>,
+        reducing: Option<(u64, i64)>,
+        aggregating: Option<((u64, u64), i64)>,
+    }
+
+    /// Every state kind against a model, per key, under a manual clock: without a TTL, with
+    /// one renewed on writes, renewed on reads too, and one whose expired values stay
+    /// readable; through a store whose budget holds a few dozen values (most accesses read
+    /// back what an eviction wrote).
+    #[test]
+    fn every_state_kind_behaves_as_its_model() {
+        let dir = tempfile::tempdir().unwrap();
+        for seed in 0..16u64 {
+            let mut rng = SplitMix64::new(seed);
+            let ttl_ms = 100i64;
+            let ttl = match seed % 4 {
+                0 => None,
+                1 => Some(StateTtlConfig::new(Duration::from_millis(ttl_ms as u64))),
+                2 => Some(
+                    StateTtlConfig::new(Duration::from_millis(ttl_ms as u64))
+                        .with_update(TtlUpdate::OnReadAndWrite),
+                ),
+                _ => Some(
+                    StateTtlConfig::new(Duration::from_millis(ttl_ms as u64))
+                        .with_visibility(TtlVisibility::ReturnExpiredIfNotCleanedUp),
+                ),
+            };
+            let on_read = seed % 4 == 2;
+            let expires = seed % 4 == 1 || seed % 4 == 2;
+            let manual = ManualClock::new(1_000);
+            let clock = ProcessingClock::Manual(manual.clone());
+            let budget = if seed >= 8 { 4_000 } else { usize::MAX };
+            let backend = StateBackend::new(
+                dir.path().join(format!("{seed}")),
+                budget,
+                0,
+                128,
+                clock.clone(),
+            );
+            let runtime = RuntimeContext {
+                shard: 0,
+                parallelism: 1,
+                max_parallelism: 128,
+                key_groups: KeyGroupRange { start: 0, end: 128 },
+                operator: "model".into(),
+            };
+            let octx = OperatorContext {
+                runtime: runtime.clone(),
+                config: Arc::new(JobConfig::default()),
+                counters: Arc::new(OperatorCounters::default()),
+                tick_resolution: None,
+                state: backend.clone(),
+                node: 0,
+            };
+            let mut states: StateRegistry<u32> = StateRegistry::new(Some(octx));
+            let mut open = KeyedOpenContext {
+                runtime: &runtime,
+                states: &mut states,
+            };
+            let with = |t: Option<StateTtlConfig>| t;
+            let mut vd = ValueStateDescriptor::<u64>::new("value");
+            let mut ld = ListStateDescriptor::<u64>::new("list");
+            let mut md = MapStateDescriptor::<u32, u64>::new("map");
+            let mut rd = ReducingStateDescriptor::new("reducing", |a: &mut u64, x: u64| *a += x);
+            let mut ad = AggregatingStateDescriptor::new("aggregating", Avg);
+            if let Some(t) = with(ttl) {
+                vd = vd.with_ttl(t);
+                ld = ld.with_ttl(t);
+                md = md.with_ttl(t);
+                rd = rd.with_ttl(t);
+                ad = ad.with_ttl(t);
+            }
+            let value = open.value_state(vd).unwrap();
+            let list = open.list_state(ld).unwrap();
+            let map = open.map_state(md).unwrap();
+            let reducing = open.reducing_state(rd).unwrap();
+            let aggregating = open.aggregating_state(ad).unwrap();
+            assert!(
+                open.value_state(ValueStateDescriptor::<u64>::new("value"))
+                    .is_err()
+            );
+
+            let mut table = KeyedTable::<u32, (), ()>::new();
+            let mut timers = TimerService::default();
+            let mut models: HashMap<u32, Model> = HashMap::new();
+            let live = |stamp: i64, now: i64| !expires || now - stamp < ttl_ms;
+            for step in 0..6_000u64 {
+                if rng.below(4) == 0 {
+                    manual.advance(Duration::from_millis(rng.below(40)));
+                }
+                let now = manual.now_ms();
+                let key = rng.below(40) as u32;
+                let m = models.entry(key).or_default();
+                let mut ctx = KeyedContext {
+                    key: &key,
+                    timestamp: None,
+                    watermark: i64::MIN,
+                    clock: &clock,
+                    state: &mut table,
+                    timers: &mut timers,
+                    runtime: &runtime,
+                    domain: None,
+                    states: &mut states,
+                };
+                let x = rng.below(1000);
+                match rng.below(16) {
+                    0 => {
+                        let want = m.value.filter(|v| live(v.1, now)).map(|v| v.0);
+                        if want.is_none() {
+                            m.value = None;
+                        } else if on_read {
+                            m.value.as_mut().unwrap().1 = now;
+                        }
+                        assert_eq!(
+                            value.value(&mut ctx).copied(),
+                            want,
+                            "seed {seed} step {step}"
+                        );
+                    }
+                    1 => {
+                        let n = value.get_or_insert_with(&mut ctx, || 0);
+                        *n += x;
+                        let cur = m.value.filter(|v| live(v.1, now)).map_or(0, |v| v.0);
+                        m.value = Some((cur + x, now));
+                    }
+                    2 => {
+                        value.update(&mut ctx, x);
+                        m.value = Some((x, now));
+                    }
+                    3 => {
+                        value.clear(&mut ctx);
+                        m.value = None;
+                    }
+                    4 | 5 => {
+                        list.add(&mut ctx, x);
+                        m.list.push((x, now));
+                    }
+                    6 => {
+                        let got: Vec<u64> = list.get(&mut ctx).copied().collect();
+                        if on_read {
+                            m.list.retain(|e| live(e.1, now));
+                            m.list.iter_mut().for_each(|e| e.1 = now);
+                        } else {
+                            m.list.retain(|e| live(e.1, now));
+                        }
+                        let want: Vec<u64> = m.list.iter().map(|e| e.0).collect();
+                        assert_eq!(got, want, "seed {seed} step {step}");
+                    }
+                    7 => {
+                        list.update(&mut ctx, vec![x, x + 1]);
+                        m.list = vec![(x, now), (x + 1, now)];
+                    }
+                    8 => {
+                        let uk = (x % 8) as u32;
+                        map.put(&mut ctx, uk, x);
+                        m.map.insert(uk, (x, now));
+                    }
+                    9 => {
+                        let uk = (x % 8) as u32;
+                        m.map.retain(|_, e| live(e.1, now));
+                        let want = m.map.get_mut(&uk).map(|e| {
+                            if on_read {
+                                e.1 = now;
+                            }
+                            e.0
+                        });
+                        assert_eq!(
+                            map.get(&mut ctx, &uk).copied(),
+                            want,
+                            "seed {seed} step {step}"
+                        );
+                    }
+                    10 => {
+                        let uk = (x % 8) as u32;
+                        m.map.retain(|_, e| live(e.1, now));
+                        let want = m.map.remove(&uk).map(|e| e.0);
+                        assert_eq!(map.remove(&mut ctx, &uk), want, "seed {seed} step {step}");
+                    }
+                    11 => {
+                        let mut got: Vec<(u32, u64)> =
+                            map.entries(&mut ctx).map(|(k, v)| (*k, *v)).collect();
+                        got.sort();
+                        m.map.retain(|_, e| live(e.1, now));
+                        let want: Vec<(u32, u64)> = m.map.iter().map(|(k, e)| (*k, e.0)).collect();
+                        assert_eq!(got, want, "seed {seed} step {step}");
+                    }
+                    12 => {
+                        reducing.add(&mut ctx, x);
+                        let cur = m.reducing.filter(|v| live(v.1, now)).map_or(0, |v| v.0);
+                        m.reducing = Some((cur + x, now));
+                    }
+                    13 => {
+                        let want = m.reducing.filter(|v| live(v.1, now)).map(|v| v.0);
+                        if want.is_none() {
+                            m.reducing = None;
+                        } else if on_read {
+                            m.reducing.as_mut().unwrap().1 = now;
+                        }
+                        assert_eq!(
+                            reducing.get(&mut ctx).copied(),
+                            want,
+                            "seed {seed} step {step}"
+                        );
+                    }
+                    14 => {
+                        aggregating.add(&mut ctx, x);
+                        let cur = m
+                            .aggregating
+                            .filter(|v| live(v.1, now))
+                            .map_or((0, 0), |v| v.0);
+                        m.aggregating = Some(((cur.0 + x, cur.1 + 1), now));
+                    }
+                    _ => {
+                        let want = m
+                            .aggregating
+                            .filter(|v| live(v.1, now))
+                            .map(|v| v.0.0 / v.0.1);
+                        if want.is_none() {
+                            m.aggregating = None;
+                        } else if on_read {
+                            m.aggregating.as_mut().unwrap().1 = now;
+                        }
+                        assert_eq!(aggregating.get(&mut ctx), want, "seed {seed} step {step}");
+                    }
+                }
+                backend.check().unwrap();
+            }
+            if budget != usize::MAX {
+                let (written, read) = backend.spill_counts();
+                assert!(
+                    written > 200 && read > 200,
+                    "{written} written, {read} read"
+                );
+            }
+        }
+    }
+}

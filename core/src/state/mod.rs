@@ -30,8 +30,8 @@ use shardflow_state::{Store, StoreOptions};
 use crate::data::Data;
 use crate::error::JobError;
 use crate::key::{key_group_of_hash, key_hash};
+use crate::time::ProcessingClock;
 
-#[cfg(any())]
 pub use kinds::{
     AggregatingState, AggregatingStateDescriptor, ListState, ListStateDescriptor, MapState,
     MapStateDescriptor, ReducingState, ReducingStateDescriptor, StateTtlConfig, TtlUpdate,
@@ -65,13 +65,37 @@ pub(crate) struct Backend {
     /// Values written to the store and read back from it, for the job's metrics.
     pub(crate) spilled: u64,
     pub(crate) loaded: u64,
+    /// Per state id: its time to live and how to find a stored value's stamp, for states with
+    /// one (compaction drops their expired values).
+    ttls: Vec<Option<(i64, StampOf)>>,
+    /// Sealed segments the store had after the last write: a new one may call for compaction.
+    segments_seen: usize,
+    /// Processing time, for TTL.
+    clock: ProcessingClock,
+    /// Values compaction dropped as expired.
+    pub(crate) expired: u64,
+}
+
+/// Reads the stamp of a stored `(value, stamp)` (None: it does not decode; kept).
+type StampOf = fn(&mut AlignedVec<16>, &[u8]) -> Option<i64>;
+
+fn stamp_of<X: Data>(aligned: &mut AlignedVec<16>, bytes: &[u8]) -> Option<i64> {
+    decode::<(X, i64)>(aligned, bytes).ok().map(|v| v.1)
 }
 
 impl StateBackend {
     /// A backend with its store in `dir` (created when first needed) and `budget` bytes of
     /// cached values.
-    pub fn new(dir: PathBuf, budget: usize, shard: u32, max_parallelism: u32) -> Self {
-        Self::make(Some(dir), budget, shard, max_parallelism)
+    pub fn new(
+        dir: PathBuf,
+        budget: usize,
+        shard: u32,
+        max_parallelism: u32,
+        clock: ProcessingClock,
+    ) -> Self {
+        let b = Self::make(Some(dir), budget, shard, max_parallelism);
+        b.inner.borrow_mut().clock = clock;
+        b
     }
 
     /// A backend without a store: every value stays cached (tests, operators outside a job).
@@ -94,6 +118,10 @@ impl StateBackend {
                 aligned: AlignedVec::new(),
                 spilled: 0,
                 loaded: 0,
+                ttls: Vec::new(),
+                segments_seen: 0,
+                clock: ProcessingClock::System,
+                expired: 0,
             })),
         }
     }
@@ -110,6 +138,32 @@ impl StateBackend {
         }
         b.names.push(name);
         Ok(b.names.len() as u32 - 1)
+    }
+
+    /// Says that state `name` (registered) keeps `(X, stamp)` values that expire `ttl_ms` after
+    /// their stamp: compaction drops them.
+    pub fn expire_in_compaction<X: Data>(&self, name: &str, ttl_ms: i64) {
+        let mut b = self.inner.borrow_mut();
+        if let Some(id) = b.names.iter().position(|n| n == name) {
+            if b.ttls.len() <= id {
+                b.ttls.resize(id + 1, None);
+            }
+            b.ttls[id] = Some((ttl_ms, stamp_of::<X>));
+        }
+    }
+
+    /// Values compaction dropped as expired so far.
+    pub fn expired_count(&self) -> u64 {
+        self.inner.borrow().expired
+    }
+
+    /// Compacts the store now (it also compacts by itself after a write that sealed a segment).
+    pub fn compact(&self) -> Result<(), JobError> {
+        let mut b = self.inner.borrow_mut();
+        if b.store.is_some() {
+            b.compact()?;
+        }
+        Ok(())
     }
 
     /// The first store error since the last call (the operator fails with it).
@@ -221,7 +275,43 @@ impl Backend {
             .put(kg, &bufs[0], &bufs[1], &bufs[2]);
         r.map_err(|e| self.state_error("cannot write a state value", e))?;
         self.spilled += 1;
+        let segments = self.store.as_ref().map_or(0, Store::segments);
+        if segments > self.segments_seen {
+            self.compact()?;
+        }
         Ok(self.bufs[2].len())
+    }
+
+    /// Rewrites the sealed segments below the live ratio, dropping expired values of states
+    /// with a TTL.
+    fn compact(&mut self) -> Result<(), JobError> {
+        let now = self.clock.now_ms();
+        let Backend {
+            store,
+            ttls,
+            aligned,
+            ..
+        } = self;
+        let Some(store) = store.as_mut() else {
+            return Ok(());
+        };
+        let r = store.compact_expiring(|ns, value| {
+            let id = u32::from_be_bytes([ns[0], ns[1], ns[2], ns[3]]) as usize;
+            match ttls.get(id) {
+                Some(Some((ttl, stamp))) => {
+                    stamp(aligned, value).is_some_and(|s| now.saturating_sub(s) >= *ttl)
+                }
+                _ => false,
+            }
+        });
+        self.segments_seen = store.segments();
+        match r {
+            Ok((_, expired)) => {
+                self.expired += expired;
+                Ok(())
+            }
+            Err(e) => Err(self.state_error("cannot compact the state store", e)),
+        }
     }
 
     /// Reads the value of (key, namespace) of state `id` from the store.
