@@ -809,18 +809,21 @@ impl Store {
     /// Rewrites the sealed segments whose live share fell below the threshold into one, dropping
     /// what no key needs. Returns how many segments it merged.
     pub fn compact(&mut self) -> Result<usize, StoreError> {
-        Ok(self.compact_expiring(|_, _| false)?.0)
+        Ok(self.compact_expiring(false, |_, _| false)?.0)
     }
 
-    /// As [`compact`](Self::compact), also dropping the values `expired(namespace, value)`
-    /// says have outlived their time to live (the keys then read as absent). Returns how many
-    /// segments it merged and how many values expired.
+    /// As [`compact`](Self::compact) (or, if `full`, of every sealed segment whatever its live
+    /// share), also dropping the values `expired(namespace, value)` says have outlived their
+    /// time to live (the keys then read as absent). Returns how many segments it merged and
+    /// how many values expired.
     pub fn compact_expiring(
         &mut self,
+        full: bool,
         mut expired: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(usize, u64), StoreError> {
         let dropped_before = self.expired;
-        let Some((id, order, victims, entries)) = self.prepare_compaction(&mut expired)? else {
+        let Some((id, order, victims, entries)) = self.prepare_compaction(full, &mut expired)?
+        else {
             return Ok((0, 0));
         };
         let locs = self.write_sealed(id, order, &entries, &victims)?;
@@ -835,7 +838,8 @@ impl Store {
 
     /// As [`compact`](Self::compact), writing through glommio (on a shard's executor).
     pub async fn compact_async(&mut self) -> Result<usize, StoreError> {
-        let Some((id, order, victims, entries)) = self.prepare_compaction(&mut |_, _| false)?
+        let Some((id, order, victims, entries)) =
+            self.prepare_compaction(false, &mut |_, _| false)?
         else {
             return Ok(0);
         };
@@ -862,13 +866,14 @@ impl Store {
     #[allow(clippy::type_complexity)]
     fn prepare_compaction(
         &mut self,
+        full: bool,
         expired: &mut dyn FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<Option<(u32, u64, Vec<u32>, Vec<(Vec<u8>, Option<Loc>)>)>, StoreError> {
         let ratio = self.options.compact_live_ratio;
         let victims: Vec<u32> = self
             .sealed
             .iter()
-            .filter(|(_, s)| (s.live as f64) < ratio * s.entries_end.max(1) as f64)
+            .filter(|(_, s)| full || (s.live as f64) < ratio * s.entries_end.max(1) as f64)
             .map(|(id, _)| *id)
             .collect();
         if victims.is_empty() {

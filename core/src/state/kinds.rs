@@ -782,15 +782,10 @@ impl<IN, A: AggregateFunction<IN>> AggregatingState<IN, A> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::JobConfig;
-    use crate::key::KeyGroupRange;
-    use crate::keyed::TimerService;
-    use crate::operator::{OperatorCounters, RuntimeContext};
     use crate::rng::SplitMix64;
-    use crate::state::StateBackend;
+    use crate::state::{KeyedStateHarness, StateBackend};
     use crate::time::{ManualClock, ProcessingClock};
     use std::collections::BTreeMap;
-    use std::sync::Arc;
 
     #[derive(Clone)]
     struct Avg;
@@ -857,51 +852,32 @@ mod tests {
                 128,
                 clock.clone(),
             );
-            let runtime = RuntimeContext {
-                shard: 0,
-                parallelism: 1,
-                max_parallelism: 128,
-                key_groups: KeyGroupRange { start: 0, end: 128 },
-                operator: "model".into(),
-            };
-            let octx = OperatorContext {
-                runtime: runtime.clone(),
-                config: Arc::new(JobConfig::default()),
-                counters: Arc::new(OperatorCounters::default()),
-                tick_resolution: None,
-                state: backend.clone(),
-                node: 0,
-            };
-            let mut states: StateRegistry<u32> = StateRegistry::new(Some(octx));
-            let mut open = KeyedOpenContext {
-                runtime: &runtime,
-                states: &mut states,
-            };
-            let with = |t: Option<StateTtlConfig>| t;
+            let mut h: KeyedStateHarness<u32> = KeyedStateHarness::new(&backend, clock.clone());
             let mut vd = ValueStateDescriptor::<u64>::new("value");
             let mut ld = ListStateDescriptor::<u64>::new("list");
             let mut md = MapStateDescriptor::<u32, u64>::new("map");
             let mut rd = ReducingStateDescriptor::new("reducing", |a: &mut u64, x: u64| *a += x);
             let mut ad = AggregatingStateDescriptor::new("aggregating", Avg);
-            if let Some(t) = with(ttl) {
+            if let Some(t) = ttl {
                 vd = vd.with_ttl(t);
                 ld = ld.with_ttl(t);
                 md = md.with_ttl(t);
                 rd = rd.with_ttl(t);
                 ad = ad.with_ttl(t);
             }
-            let value = open.value_state(vd).unwrap();
-            let list = open.list_state(ld).unwrap();
-            let map = open.map_state(md).unwrap();
-            let reducing = open.reducing_state(rd).unwrap();
-            let aggregating = open.aggregating_state(ad).unwrap();
-            assert!(
-                open.value_state(ValueStateDescriptor::<u64>::new("value"))
-                    .is_err()
-            );
+            let (value, list, map, reducing, aggregating) = h.open(|open| {
+                let states = (
+                    open.value_state(vd).unwrap(),
+                    open.list_state(ld).unwrap(),
+                    open.map_state(md).unwrap(),
+                    open.reducing_state(rd).unwrap(),
+                    open.aggregating_state(ad).unwrap(),
+                );
+                let again = open.value_state(ValueStateDescriptor::<u64>::new("value"));
+                assert!(again.is_err());
+                states
+            });
 
-            let mut table = KeyedTable::<u32, (), ()>::new();
-            let mut timers = TimerService::default();
             let mut models: HashMap<u32, Model> = HashMap::new();
             let live = |stamp: i64, now: i64| !expires || now - stamp < ttl_ms;
             for step in 0..6_000u64 {
@@ -911,19 +887,9 @@ mod tests {
                 let now = manual.now_ms();
                 let key = rng.below(40) as u32;
                 let m = models.entry(key).or_default();
-                let mut ctx = KeyedContext {
-                    key: &key,
-                    timestamp: None,
-                    watermark: i64::MIN,
-                    clock: &clock,
-                    state: &mut table,
-                    timers: &mut timers,
-                    runtime: &runtime,
-                    domain: None,
-                    states: &mut states,
-                };
                 let x = rng.below(1000);
-                match rng.below(16) {
+                let op = rng.below(16);
+                h.with_key(&key, |ctx| match op {
                     0 => {
                         let want = m.value.filter(|v| live(v.1, now)).map(|v| v.0);
                         if want.is_none() {
@@ -931,32 +897,28 @@ mod tests {
                         } else if on_read {
                             m.value.as_mut().unwrap().1 = now;
                         }
-                        assert_eq!(
-                            value.value(&mut ctx).copied(),
-                            want,
-                            "seed {seed} step {step}"
-                        );
+                        assert_eq!(value.value(ctx).copied(), want, "seed {seed} step {step}");
                     }
                     1 => {
-                        let n = value.get_or_insert_with(&mut ctx, || 0);
+                        let n = value.get_or_insert_with(ctx, || 0);
                         *n += x;
                         let cur = m.value.filter(|v| live(v.1, now)).map_or(0, |v| v.0);
                         m.value = Some((cur + x, now));
                     }
                     2 => {
-                        value.update(&mut ctx, x);
+                        value.update(ctx, x);
                         m.value = Some((x, now));
                     }
                     3 => {
-                        value.clear(&mut ctx);
+                        value.clear(ctx);
                         m.value = None;
                     }
                     4 | 5 => {
-                        list.add(&mut ctx, x);
+                        list.add(ctx, x);
                         m.list.push((x, now));
                     }
                     6 => {
-                        let got: Vec<u64> = list.get(&mut ctx).copied().collect();
+                        let got: Vec<u64> = list.get(ctx).copied().collect();
                         if on_read {
                             m.list.retain(|e| live(e.1, now));
                             m.list.iter_mut().for_each(|e| e.1 = now);
@@ -967,12 +929,12 @@ mod tests {
                         assert_eq!(got, want, "seed {seed} step {step}");
                     }
                     7 => {
-                        list.update(&mut ctx, vec![x, x + 1]);
+                        list.update(ctx, vec![x, x + 1]);
                         m.list = vec![(x, now), (x + 1, now)];
                     }
                     8 => {
                         let uk = (x % 8) as u32;
-                        map.put(&mut ctx, uk, x);
+                        map.put(ctx, uk, x);
                         m.map.insert(uk, (x, now));
                     }
                     9 => {
@@ -984,28 +946,24 @@ mod tests {
                             }
                             e.0
                         });
-                        assert_eq!(
-                            map.get(&mut ctx, &uk).copied(),
-                            want,
-                            "seed {seed} step {step}"
-                        );
+                        assert_eq!(map.get(ctx, &uk).copied(), want, "seed {seed} step {step}");
                     }
                     10 => {
                         let uk = (x % 8) as u32;
                         m.map.retain(|_, e| live(e.1, now));
                         let want = m.map.remove(&uk).map(|e| e.0);
-                        assert_eq!(map.remove(&mut ctx, &uk), want, "seed {seed} step {step}");
+                        assert_eq!(map.remove(ctx, &uk), want, "seed {seed} step {step}");
                     }
                     11 => {
                         let mut got: Vec<(u32, u64)> =
-                            map.entries(&mut ctx).map(|(k, v)| (*k, *v)).collect();
+                            map.entries(ctx).map(|(k, v)| (*k, *v)).collect();
                         got.sort();
                         m.map.retain(|_, e| live(e.1, now));
                         let want: Vec<(u32, u64)> = m.map.iter().map(|(k, e)| (*k, e.0)).collect();
                         assert_eq!(got, want, "seed {seed} step {step}");
                     }
                     12 => {
-                        reducing.add(&mut ctx, x);
+                        reducing.add(ctx, x);
                         let cur = m.reducing.filter(|v| live(v.1, now)).map_or(0, |v| v.0);
                         m.reducing = Some((cur + x, now));
                     }
@@ -1016,14 +974,10 @@ mod tests {
                         } else if on_read {
                             m.reducing.as_mut().unwrap().1 = now;
                         }
-                        assert_eq!(
-                            reducing.get(&mut ctx).copied(),
-                            want,
-                            "seed {seed} step {step}"
-                        );
+                        assert_eq!(reducing.get(ctx).copied(), want, "seed {seed} step {step}");
                     }
                     14 => {
-                        aggregating.add(&mut ctx, x);
+                        aggregating.add(ctx, x);
                         let cur = m
                             .aggregating
                             .filter(|v| live(v.1, now))
@@ -1040,9 +994,9 @@ mod tests {
                         } else if on_read {
                             m.aggregating.as_mut().unwrap().1 = now;
                         }
-                        assert_eq!(aggregating.get(&mut ctx), want, "seed {seed} step {step}");
+                        assert_eq!(aggregating.get(ctx), want, "seed {seed} step {step}");
                     }
-                }
+                });
                 backend.check().unwrap();
             }
             if budget != usize::MAX {
@@ -1053,5 +1007,42 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Expired values the store holds are dropped when it compacts; live ones stay.
+    #[test]
+    fn compaction_drops_expired_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let manual = ManualClock::new(0);
+        let clock = ProcessingClock::Manual(manual.clone());
+        let backend = StateBackend::new(dir.path().to_path_buf(), 2_000, 0, 128, clock.clone());
+        let mut h: KeyedStateHarness<u32> = KeyedStateHarness::new(&backend, clock);
+        let value = h.open(|open| {
+            open.value_state(
+                ValueStateDescriptor::<u64>::new("v")
+                    .with_ttl(StateTtlConfig::new(Duration::from_millis(1_000))),
+            )
+            .unwrap()
+        });
+        let mut run = |keys: std::ops::Range<u32>,
+                       f: &mut dyn FnMut(u32, &mut KeyedContext<u32, ()>)| {
+            for key in keys {
+                h.with_key(&key, |ctx| f(key, ctx));
+            }
+        };
+        run(0..2_000, &mut |k, ctx| value.update(ctx, k as u64));
+        manual.advance(Duration::from_millis(1_500));
+        run(2_000..4_000, &mut |k, ctx| value.update(ctx, k as u64));
+        let stored = backend.stored_keys();
+        assert!(stored > 3_000, "{stored} keys stored");
+        backend.compact_now().unwrap();
+        let expired = backend.expired_count();
+        assert!(expired >= 1_900, "{expired} expired");
+        assert!(backend.stored_keys() <= stored - expired as usize);
+        run(0..4_000, &mut |k, ctx| {
+            let want = (k >= 2_000).then_some(k as u64);
+            assert_eq!(value.value(ctx).copied(), want, "key {k}");
+        });
+        backend.check().unwrap();
     }
 }

@@ -16,6 +16,7 @@
 //! rkyv(value)`; the state id is the table's index among the shard's states, whose names are
 //! `operator/state`.
 
+pub mod harness;
 pub mod kinds;
 
 use std::cell::RefCell;
@@ -32,6 +33,7 @@ use crate::error::JobError;
 use crate::key::{key_group_of_hash, key_hash};
 use crate::time::ProcessingClock;
 
+pub use harness::KeyedStateHarness;
 pub use kinds::{
     AggregatingState, AggregatingStateDescriptor, ListState, ListStateDescriptor, MapState,
     MapStateDescriptor, ReducingState, ReducingStateDescriptor, StateTtlConfig, TtlUpdate,
@@ -70,6 +72,8 @@ pub(crate) struct Backend {
     ttls: Vec<Option<(i64, StampOf)>>,
     /// Sealed segments the store had after the last write: a new one may call for compaction.
     segments_seen: usize,
+    /// Segments sealed since the last full compaction.
+    sealed_since_full: usize,
     /// Processing time, for TTL.
     clock: ProcessingClock,
     /// Values compaction dropped as expired.
@@ -120,6 +124,7 @@ impl StateBackend {
                 loaded: 0,
                 ttls: Vec::new(),
                 segments_seen: 0,
+                sealed_since_full: 0,
                 clock: ProcessingClock::System,
                 expired: 0,
             })),
@@ -157,11 +162,14 @@ impl StateBackend {
         self.inner.borrow().expired
     }
 
-    /// Compacts the store now (it also compacts by itself after a write that sealed a segment).
-    pub fn compact(&self) -> Result<(), JobError> {
+    /// Seals the store's active segment and compacts every sealed one, dropping expired values
+    /// (the store also compacts by itself after a write that sealed a segment).
+    pub fn compact_now(&self) -> Result<(), JobError> {
         let mut b = self.inner.borrow_mut();
-        if b.store.is_some() {
-            b.compact()?;
+        if let Some(store) = b.store.as_mut() {
+            let r = store.seal();
+            r.map_err(|e| b.state_error("cannot seal the state store", e))?;
+            b.compact(true)?;
         }
         Ok(())
     }
@@ -277,14 +285,21 @@ impl Backend {
         self.spilled += 1;
         let segments = self.store.as_ref().map_or(0, Store::segments);
         if segments > self.segments_seen {
-            self.compact()?;
+            // Every fourth segment, a full compaction: values that expired stay live in the
+            // index until rewritten, so segments full of them would never fall below the ratio.
+            self.sealed_since_full += 1;
+            let full = self.sealed_since_full >= 4 && self.ttls.iter().any(Option::is_some);
+            if full {
+                self.sealed_since_full = 0;
+            }
+            self.compact(full)?;
         }
         Ok(self.bufs[2].len())
     }
 
     /// Rewrites the sealed segments below the live ratio, dropping expired values of states
     /// with a TTL.
-    fn compact(&mut self) -> Result<(), JobError> {
+    fn compact(&mut self, full: bool) -> Result<(), JobError> {
         let now = self.clock.now_ms();
         let Backend {
             store,
@@ -295,7 +310,7 @@ impl Backend {
         let Some(store) = store.as_mut() else {
             return Ok(());
         };
-        let r = store.compact_expiring(|ns, value| {
+        let r = store.compact_expiring(full, |ns, value| {
             let id = u32::from_be_bytes([ns[0], ns[1], ns[2], ns[3]]) as usize;
             match ttls.get(id) {
                 Some(Some((ttl, stamp))) => {
