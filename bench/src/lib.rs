@@ -4,6 +4,7 @@
 //! the ratio of the two measured side by side on the same machine.
 
 pub mod exchange;
+pub mod keyed_state;
 pub mod store;
 pub mod windows;
 pub mod wordcount;

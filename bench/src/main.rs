@@ -65,6 +65,20 @@ enum Bench {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
+    /// Keyed state on one shard: ValueState read-modify-writes beside a hash-map loop, in cache
+    /// and with a budget a tenth of the state.
+    KeyedState {
+        #[arg(long, default_value_t = 1_000_000)]
+        keys: u64,
+        /// Read-modify-writes per run.
+        #[arg(long, default_value_t = 20_000_000)]
+        ops: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Only one part (for profiling).
+        #[arg(long, value_enum, default_value = "all")]
+        only: shardflow_bench::keyed_state::Part,
+    },
     /// Records/s through the exchange between two pinned shards, beside a bare rkyv hand-off.
     Exchange {
         #[arg(long, default_value_t = 50_000_000)]
@@ -209,6 +223,45 @@ fn main() -> anyhow::Result<()> {
                 "  engine P=2            {:>8.1} M events/s   {:.2}x the loop",
                 e2 / 1e6,
                 e2 / b
+            );
+        }
+        Bench::KeyedState {
+            keys,
+            ops,
+            runs,
+            only,
+        } => {
+            println!(
+                "keyed state: {keys} keys, {ops} ValueState read-modify-writes per run, {runs} runs (medians)"
+            );
+            let mut all = Vec::new();
+            for i in 0..runs {
+                all.push(shardflow_bench::keyed_state::run(
+                    keys,
+                    ops,
+                    42 + i as u64,
+                    only,
+                )?);
+            }
+            let m = |f: fn(&shardflow_bench::keyed_state::KeyedStateRun) -> f64| {
+                median(all.iter().map(f).collect())
+            };
+            let lp = m(|r| r.loop_per_s);
+            println!("  hand loop (hash map)        {:>8.2} M/s", lp / 1e6);
+            println!(
+                "  ValueState, in cache        {:>8.2} M/s   {:.2}x the loop",
+                m(|r| r.cached_per_s) / 1e6,
+                m(|r| r.cached_per_s / r.loop_per_s)
+            );
+            println!(
+                "  ValueState, budget 1/10     {:>8.2} M/s   {:.2}x the loop",
+                m(|r| r.paging_per_s) / 1e6,
+                m(|r| r.paging_per_s / r.loop_per_s)
+            );
+            println!(
+                "    store reads, writes       {:>8.2} M/s, {:.2} M/s",
+                m(|r| r.store_reads_per_s) / 1e6,
+                m(|r| r.store_writes_per_s) / 1e6
             );
         }
         Bench::Store { keys, runs } => {

@@ -37,7 +37,7 @@
 //! when it sees it; the store's compaction drops expired values it rewrites. `ListState` and
 //! `MapState` stamp each element, as Flink does.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::marker::PhantomData;
@@ -119,14 +119,17 @@ impl Ttl {
     }
 }
 
-/// What the store keeps per key of a state: the value and the processing time it was last
-/// written (renewed), for TTL (0 for states without one). For a list or a map, elements carry
-/// their own stamps and this one is the newest of them.
+/// What the store keeps per key of a state with a TTL: the value and the processing time it
+/// was last written (renewed). For a list or a map, elements carry their own stamps and this
+/// one is the newest of them. A state without a TTL keeps its values bare (a counter's entry
+/// is then 24 bytes, not 32: the cache holds a third more of them).
 pub type Stamped<X> = (X, i64);
 
 /// The states a keyed operator's function declared, in declaration order.
 pub struct StateRegistry<K> {
-    tables: Vec<Box<dyn Any>>,
+    /// Each state's table (`KeyedTable<K, (), X>`, or of `Stamped<X>` with a TTL), with its
+    /// type's id: checked on every access instead of calling `Any::type_id` through the vtable.
+    tables: Vec<(TypeId, Box<dyn Any>)>,
     names: Vec<String>,
     ctx: Option<OperatorContext>,
     _k: PhantomData<fn() -> K>,
@@ -165,27 +168,44 @@ impl<K: Data + Hash + Eq> StateRegistry<K> {
         if ttl.is_some_and(|t| t.ttl.is_zero()) {
             return Err(JobError::Config(format!("state '{name}': a TTL of zero")));
         }
-        let table: KeyedTable<K, (), Stamped<X>> = match &self.ctx {
-            Some(ctx) => {
-                let t = ctx.keyed_state(name, KeyedTable::new())?;
-                if let Some(t) = Ttl::of(ttl) {
+        let entry = match Ttl::of(ttl) {
+            Some(t) => {
+                let table = self.make::<Stamped<X>>(name)?;
+                if let Some(ctx) = &self.ctx {
                     ctx.state
                         .expire_in_compaction::<X>(&ctx.state_name(name), t.ms);
                 }
-                t
+                (
+                    TypeId::of::<KeyedTable<K, (), Stamped<X>>>(),
+                    Box::new(table) as Box<dyn Any>,
+                )
             }
-            None => KeyedTable::new(),
+            None => (
+                TypeId::of::<KeyedTable<K, (), X>>(),
+                Box::new(self.make::<X>(name)?) as Box<dyn Any>,
+            ),
         };
-        self.tables.push(Box::new(table));
+        self.tables.push(entry);
         self.names.push(name.to_string());
         Ok(self.tables.len() as u32 - 1)
     }
 
+    fn make<V: Data>(&self, name: &str) -> Result<KeyedTable<K, (), V>, JobError> {
+        match &self.ctx {
+            Some(ctx) => ctx.keyed_state(name, KeyedTable::new()),
+            None => Ok(KeyedTable::new()),
+        }
+    }
+
     #[inline]
-    fn table<X: 'static>(&mut self, index: u32) -> &mut KeyedTable<K, (), Stamped<X>> {
-        self.tables[index as usize]
-            .downcast_mut()
-            .expect("a state handle used with the registry that made it")
+    fn table<V: 'static>(&mut self, index: u32) -> &mut KeyedTable<K, (), V> {
+        let (id, table) = &mut self.tables[index as usize];
+        assert!(
+            *id == TypeId::of::<KeyedTable<K, (), V>>(),
+            "a state handle used with a registry that did not make it"
+        );
+        // SAFETY: the table's type is `KeyedTable<K, (), V>`: its id was just compared.
+        unsafe { &mut *(table.as_mut() as *mut dyn Any as *mut KeyedTable<K, (), V>) }
     }
 }
 
@@ -370,45 +390,46 @@ impl<IN, A: AggregateFunction<IN>> AggregatingStateDescriptor<IN, A> {
     }
 }
 
-/// The current key's entry of a state for reading, with its TTL applied: an expired entry is
-/// dropped (or, if the TTL says so, still returned); the read renews it if the TTL says so.
+// Access to the current key's entry of a state whose values are `X` (bare without a TTL,
+// stamped with one). With a TTL, an expired entry is dropped when seen (or, if the TTL says so,
+// still returned); writes renew it, and reads do if the TTL says so.
+
+/// The current key's value, to read.
 #[inline]
 fn read<'c, K, S, X: 'static>(
     ctx: &'c mut KeyedContext<'_, K, S>,
     index: u32,
     ttl: Option<Ttl>,
-) -> Option<&'c Stamped<X>>
+) -> Option<&'c X>
 where
     K: Data + Hash + Eq,
 {
+    let key = ctx.key;
     match ttl {
-        None => {
-            let key = ctx.key;
-            ctx.states.table::<X>(index).get(key, &())
-        }
-        Some(t) if t.on_read => write::<K, S, X>(ctx, index, ttl).map(|e| &*e),
+        None => ctx.states.table::<X>(index).get(key, &()),
+        Some(t) if t.on_read => write::<K, S, X>(ctx, index, ttl).map(|x| &*x),
         Some(t) => {
             let now = ctx.clock.now_ms();
-            let key = ctx.key;
-            let table = ctx.states.table::<X>(index);
+            let table = ctx.states.table::<Stamped<X>>(index);
             let expired = table.get(key, &()).is_some_and(|e| t.expired(e.1, now));
             if expired && !t.return_expired {
                 table.remove(key, &());
                 return None;
             }
-            table.get(key, &())
+            table.get(key, &()).map(|e| &e.0)
         }
     }
 }
 
-/// The current key's entry of a state for writing (renewed, if the state has a TTL; an expired
-/// one is dropped first unless the TTL returns expired values).
+/// The current key's value, to change in place without renewing it (a list's or a map's own
+/// elements carry the stamps that matter); an expired one is dropped first.
 #[inline]
-fn write<'c, K, S, X: 'static>(
+fn change<'c, K, S, X: 'static>(
     ctx: &'c mut KeyedContext<'_, K, S>,
     index: u32,
     ttl: Option<Ttl>,
-) -> Option<&'c mut Stamped<X>>
+    renew: bool,
+) -> Option<&'c mut X>
 where
     K: Data + Hash + Eq,
 {
@@ -417,15 +438,102 @@ where
         return ctx.states.table::<X>(index).get_mut(key, &());
     };
     let now = ctx.clock.now_ms();
-    let table = ctx.states.table::<X>(index);
+    let table = ctx.states.table::<Stamped<X>>(index);
     let expired = table.get(key, &()).is_some_and(|e| t.expired(e.1, now));
     if expired && !t.return_expired {
         table.remove(key, &());
         return None;
     }
     let e = table.get_mut(key, &())?;
-    e.1 = now;
-    Some(e)
+    if renew {
+        e.1 = now;
+    }
+    Some(&mut e.0)
+}
+
+/// The current key's value, to write (renewed).
+#[inline]
+fn write<'c, K, S, X: 'static>(
+    ctx: &'c mut KeyedContext<'_, K, S>,
+    index: u32,
+    ttl: Option<Ttl>,
+) -> Option<&'c mut X>
+where
+    K: Data + Hash + Eq,
+{
+    change::<K, S, X>(ctx, index, ttl, true)
+}
+
+/// The current key's value to write, made by `make` if it has none (or an expired one).
+#[inline]
+fn upsert<'c, K, S, X: 'static>(
+    ctx: &'c mut KeyedContext<'_, K, S>,
+    index: u32,
+    ttl: Option<Ttl>,
+    make: impl FnOnce() -> X,
+) -> &'c mut X
+where
+    K: Data + Hash + Eq,
+{
+    let key = ctx.key;
+    match ttl {
+        None => {
+            ctx.states
+                .table::<X>(index)
+                .get_or_insert_with(key, &(), make)
+                .0
+        }
+        Some(_) => {
+            // Drops an expired value first, and renews a live one.
+            let _ = write::<K, S, X>(ctx, index, ttl);
+            let now = ctx.clock.now_ms();
+            let e = ctx
+                .states
+                .table::<Stamped<X>>(index)
+                .get_or_insert_with(key, &(), || (make(), now))
+                .0;
+            &mut e.0
+        }
+    }
+}
+
+/// Sets the current key's value.
+#[inline]
+fn put<K, S, X: 'static>(ctx: &mut KeyedContext<'_, K, S>, index: u32, ttl: Option<Ttl>, x: X)
+where
+    K: Data + Hash + Eq,
+{
+    let key = ctx.key;
+    match ttl {
+        None => ctx.states.table::<X>(index).insert(key, &(), x),
+        Some(_) => {
+            let now = ctx.clock.now_ms();
+            ctx.states
+                .table::<Stamped<X>>(index)
+                .insert(key, &(), (x, now));
+        }
+    }
+}
+
+/// Drops the current key's value; returns it (expired or not).
+#[inline]
+fn take<K, S, X: 'static>(
+    ctx: &mut KeyedContext<'_, K, S>,
+    index: u32,
+    ttl: Option<Ttl>,
+) -> Option<X>
+where
+    K: Data + Hash + Eq,
+{
+    let key = ctx.key;
+    match ttl {
+        None => ctx.states.table::<X>(index).remove(key, &()),
+        Some(_) => ctx
+            .states
+            .table::<Stamped<X>>(index)
+            .remove(key, &())
+            .map(|e| e.0),
+    }
 }
 
 /// The processing time a write stamps (0 without a TTL: no clock read).
@@ -453,7 +561,7 @@ impl<V: Data> ValueState<V> {
         &self,
         ctx: &'c mut KeyedContext<'_, K, S>,
     ) -> Option<&'c V> {
-        read::<K, S, V>(ctx, self.index, self.ttl).map(|e| &e.0)
+        read::<K, S, V>(ctx, self.index, self.ttl)
     }
 
     /// The current key's value, to change in place (a write).
@@ -462,7 +570,7 @@ impl<V: Data> ValueState<V> {
         &self,
         ctx: &'c mut KeyedContext<'_, K, S>,
     ) -> Option<&'c mut V> {
-        write::<K, S, V>(ctx, self.index, self.ttl).map(|e| &mut e.0)
+        write::<K, S, V>(ctx, self.index, self.ttl)
     }
 
     /// The current key's value, made by `make` if it has none (a write).
@@ -472,36 +580,18 @@ impl<V: Data> ValueState<V> {
         ctx: &'c mut KeyedContext<'_, K, S>,
         make: impl FnOnce() -> V,
     ) -> &'c mut V {
-        if self.ttl.is_some() {
-            // Drops an expired value first.
-            let _ = write::<K, S, V>(ctx, self.index, self.ttl);
-        }
-        let now = stamp_now(ctx, self.ttl);
-        let key = ctx.key;
-        let (e, _) = ctx
-            .states
-            .table::<V>(self.index)
-            .get_or_insert_with(key, &(), || (make(), now));
-        &mut e.0
+        upsert::<K, S, V>(ctx, self.index, self.ttl, make)
     }
 
     /// Sets the current key's value.
     #[inline]
     pub fn update<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>, value: V) {
-        let now = stamp_now(ctx, self.ttl);
-        let key = ctx.key;
-        ctx.states
-            .table::<V>(self.index)
-            .insert(key, &(), (value, now));
+        put::<K, S, V>(ctx, self.index, self.ttl, value)
     }
 
     /// Drops the current key's value; returns it (expired or not).
     pub fn clear<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) -> Option<V> {
-        let key = ctx.key;
-        ctx.states
-            .table::<V>(self.index)
-            .remove(key, &())
-            .map(|e| e.0)
+        take::<K, S, V>(ctx, self.index, self.ttl)
     }
 }
 
@@ -519,22 +609,18 @@ impl<T: Data> ListState<T> {
         &self,
         ctx: &'c mut KeyedContext<'_, K, S>,
     ) -> impl Iterator<Item = &'c T> + 'c {
-        let now = stamp_now(ctx, self.ttl);
-        let ttl = self.ttl;
-        let list: &[(T, i64)] = match ttl {
-            None => read::<K, S, Vec<(T, i64)>>(ctx, self.index, None).map_or(&[], |e| &e.0[..]),
+        let list: &[(T, i64)] = match self.ttl {
+            None => read::<K, S, Vec<(T, i64)>>(ctx, self.index, None).map_or(&[], |l| &l[..]),
             Some(t) => {
                 // Elements expire one by one: the list's own stamp is only its newest.
-                let key = ctx.key;
-                let table = ctx.states.table::<Vec<(T, i64)>>(self.index);
-                match table.get_mut(key, &()) {
-                    Some((list, newest)) => {
+                let now = ctx.clock.now_ms();
+                match change::<K, S, Vec<(T, i64)>>(ctx, self.index, self.ttl, t.on_read) {
+                    Some(list) => {
                         if !t.return_expired {
                             list.retain(|e| !t.expired(e.1, now));
                         }
                         if t.on_read {
                             list.iter_mut().for_each(|e| e.1 = now);
-                            *newest = now;
                         }
                         &list[..]
                     }
@@ -557,14 +643,8 @@ impl<T: Data> ListState<T> {
         xs: impl IntoIterator<Item = T>,
     ) {
         let now = stamp_now(ctx, self.ttl);
-        let key = ctx.key;
-        let (list, newest) = ctx
-            .states
-            .table::<Vec<(T, i64)>>(self.index)
-            .get_or_insert_with(key, &(), || (Vec::new(), now))
-            .0;
-        list.extend(xs.into_iter().map(|x| (x, now)));
-        *newest = now;
+        upsert::<K, S, Vec<(T, i64)>>(ctx, self.index, self.ttl, Vec::new)
+            .extend(xs.into_iter().map(|x| (x, now)));
     }
 
     /// Replaces the current key's list (an empty one clears it).
@@ -574,18 +654,12 @@ impl<T: Data> ListState<T> {
             return;
         }
         let now = stamp_now(ctx, self.ttl);
-        let key = ctx.key;
         let list = xs.into_iter().map(|x| (x, now)).collect();
-        ctx.states
-            .table::<Vec<(T, i64)>>(self.index)
-            .insert(key, &(), (list, now));
+        put::<K, S, Vec<(T, i64)>>(ctx, self.index, self.ttl, list);
     }
 
     pub fn clear<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) {
-        let key = ctx.key;
-        ctx.states
-            .table::<Vec<(T, i64)>>(self.index)
-            .remove(key, &());
+        take::<K, S, Vec<(T, i64)>>(ctx, self.index, self.ttl);
     }
 }
 
@@ -596,6 +670,8 @@ pub struct MapState<UK, UV> {
     ttl: Option<Ttl>,
     _kv: PhantomData<fn() -> (UK, UV)>,
 }
+
+type StampedMap<UK, UV> = HashMap<UK, (UV, i64)>;
 
 impl<UK, UV> MapState<UK, UV>
 where
@@ -608,11 +684,10 @@ where
     fn map_mut<'c, K: Data + Hash + Eq, S>(
         &self,
         ctx: &'c mut KeyedContext<'_, K, S>,
-    ) -> Option<&'c mut HashMap<UK, (UV, i64)>> {
+        renew: bool,
+    ) -> Option<&'c mut StampedMap<UK, UV>> {
         let now = stamp_now(ctx, self.ttl);
-        let key = ctx.key;
-        let table = ctx.states.table::<HashMap<UK, (UV, i64)>>(self.index);
-        let map = &mut table.get_mut(key, &())?.0;
+        let map = change::<K, S, StampedMap<UK, UV>>(ctx, self.index, self.ttl, renew)?;
         if let Some(t) = self.ttl
             && !t.return_expired
         {
@@ -622,17 +697,15 @@ where
     }
 
     /// The current key's map for reading: without a TTL the entry stays clean; with one, the
-    /// read may drop expired entries or renew them.
+    /// read may drop expired entries.
     fn map<'c, K: Data + Hash + Eq, S>(
         &self,
         ctx: &'c mut KeyedContext<'_, K, S>,
-    ) -> Option<&'c HashMap<UK, (UV, i64)>> {
-        if self.ttl.is_some() {
-            return self.map_mut(ctx).map(|m| &*m);
+    ) -> Option<&'c StampedMap<UK, UV>> {
+        match self.ttl {
+            None => read::<K, S, StampedMap<UK, UV>>(ctx, self.index, None),
+            Some(_) => self.map_mut(ctx, false).map(|m| &*m),
         }
-        let key = ctx.key;
-        let table = ctx.states.table::<HashMap<UK, (UV, i64)>>(self.index);
-        table.get(key, &()).map(|e| &e.0)
     }
 
     /// The value of `uk` under the current key.
@@ -643,7 +716,7 @@ where
     ) -> Option<&'c UV> {
         if self.ttl.is_some_and(|t| t.on_read) {
             let now = stamp_now(ctx, self.ttl);
-            let e = self.map_mut(ctx)?.get_mut(uk)?;
+            let e = self.map_mut(ctx, true)?.get_mut(uk)?;
             e.1 = now;
             return Some(&e.0);
         }
@@ -661,14 +734,8 @@ where
     /// Sets `uk` to `uv` under the current key.
     pub fn put<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>, uk: UK, uv: UV) {
         let now = stamp_now(ctx, self.ttl);
-        let key = ctx.key;
-        let (map, newest) = ctx
-            .states
-            .table::<HashMap<UK, (UV, i64)>>(self.index)
-            .get_or_insert_with(key, &(), || (HashMap::new(), now))
-            .0;
-        map.insert(uk, (uv, now));
-        *newest = now;
+        upsert::<K, S, StampedMap<UK, UV>>(ctx, self.index, self.ttl, HashMap::new)
+            .insert(uk, (uv, now));
     }
 
     /// Removes `uk` under the current key; returns its value.
@@ -677,7 +744,7 @@ where
         ctx: &mut KeyedContext<'_, K, S>,
         uk: &UK,
     ) -> Option<UV> {
-        let map = self.map_mut(ctx)?;
+        let map = self.map_mut(ctx, false)?;
         let v = map.remove(uk).map(|e| e.0);
         if map.is_empty() {
             self.clear(ctx);
@@ -700,10 +767,7 @@ where
     }
 
     pub fn clear<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) {
-        let key = ctx.key;
-        ctx.states
-            .table::<HashMap<UK, (UV, i64)>>(self.index)
-            .remove(key, &());
+        take::<K, S, StampedMap<UK, UV>>(ctx, self.index, self.ttl);
     }
 }
 
@@ -721,24 +785,19 @@ impl<T: Data, F: Fn(&mut T, T)> ReducingState<T, F> {
         &self,
         ctx: &'c mut KeyedContext<'_, K, S>,
     ) -> Option<&'c T> {
-        read::<K, S, T>(ctx, self.index, self.ttl).map(|e| &e.0)
+        read::<K, S, T>(ctx, self.index, self.ttl)
     }
 
     /// Folds `x` into the current key's value (which `x` becomes if there is none).
     pub fn add<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>, x: T) {
         match write::<K, S, T>(ctx, self.index, self.ttl) {
-            Some((acc, _)) => (self.f)(acc, x),
-            None => {
-                let now = stamp_now(ctx, self.ttl);
-                let key = ctx.key;
-                ctx.states.table::<T>(self.index).insert(key, &(), (x, now));
-            }
+            Some(acc) => (self.f)(acc, x),
+            None => put::<K, S, T>(ctx, self.index, self.ttl, x),
         }
     }
 
     pub fn clear<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) {
-        let key = ctx.key;
-        ctx.states.table::<T>(self.index).remove(key, &());
+        take::<K, S, T>(ctx, self.index, self.ttl);
     }
 }
 
@@ -754,28 +813,18 @@ pub struct AggregatingState<IN, A> {
 impl<IN, A: AggregateFunction<IN>> AggregatingState<IN, A> {
     /// The current key's result.
     pub fn get<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) -> Option<A::Out> {
-        read::<K, S, A::Acc>(ctx, self.index, self.ttl).map(|(acc, _)| self.agg.result(acc))
+        read::<K, S, A::Acc>(ctx, self.index, self.ttl).map(|acc| self.agg.result(acc))
     }
 
     /// Adds `x` to the current key's accumulator (made first if there is none).
     pub fn add<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>, x: IN) {
-        match write::<K, S, A::Acc>(ctx, self.index, self.ttl) {
-            Some((acc, _)) => self.agg.add(acc, x),
-            None => {
-                let now = stamp_now(ctx, self.ttl);
-                let mut acc = self.agg.create_accumulator();
-                self.agg.add(&mut acc, x);
-                let key = ctx.key;
-                ctx.states
-                    .table::<A::Acc>(self.index)
-                    .insert(key, &(), (acc, now));
-            }
-        }
+        let acc =
+            upsert::<K, S, A::Acc>(ctx, self.index, self.ttl, || self.agg.create_accumulator());
+        self.agg.add(acc, x);
     }
 
     pub fn clear<K: Data + Hash + Eq, S>(&self, ctx: &mut KeyedContext<'_, K, S>) {
-        let key = ctx.key;
-        ctx.states.table::<A::Acc>(self.index).remove(key, &());
+        take::<K, S, A::Acc>(ctx, self.index, self.ttl);
     }
 }
 
@@ -844,7 +893,7 @@ mod tests {
             let expires = seed % 4 == 1 || seed % 4 == 2;
             let manual = ManualClock::new(1_000);
             let clock = ProcessingClock::Manual(manual.clone());
-            let budget = if seed >= 8 { 4_000 } else { usize::MAX };
+            let budget = if seed >= 8 { 1_000 } else { usize::MAX };
             let backend = StateBackend::new(
                 dir.path().join(format!("{seed}")),
                 budget,
