@@ -65,10 +65,15 @@ pub mod prelude {
     pub use rkyv::{Archive, Deserialize, Serialize};
     pub use shardflow_core::keyed::interval_join::{JoinContext, ProcessJoinFunction};
     pub use shardflow_core::keyed::{
-        KeyedCoProcessFunction, KeyedContext, KeyedProcessFunction, TimeDomain,
+        KeyedCoProcessFunction, KeyedContext, KeyedOpenContext, KeyedProcessFunction, TimeDomain,
     };
     pub use shardflow_core::operator::process::UserError;
     pub use shardflow_core::operator::{Collector, ProcessFunction, RuntimeContext};
+    pub use shardflow_core::state::{
+        AggregatingState, AggregatingStateDescriptor, ListState, ListStateDescriptor, MapState,
+        MapStateDescriptor, ReducingState, ReducingStateDescriptor, StateTtlConfig, TtlUpdate,
+        TtlVisibility, ValueState, ValueStateDescriptor,
+    };
     pub use shardflow_core::time::{ManualClock, ProcessingClock, WatermarkStrategy};
     pub use shardflow_core::window::{
         AggregateFunction, ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger,

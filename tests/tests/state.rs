@@ -157,3 +157,124 @@ fn a_windowed_job_with_1_gib_of_state_runs_in_a_64_mib_budget() {
         "the run without a budget differs from the reference"
     );
 }
+
+/// Per user: a running count (ValueState), the distinct items seen (MapState), the last three
+/// items (ListState) and the largest amount (ReducingState), emitted with every record.
+#[derive(Clone, Default)]
+struct Profile {
+    count: Option<ValueState<u64>>,
+    items: Option<MapState<u32, u64>>,
+    recent: Option<ListState<u32>>,
+    largest: Option<ReducingState<u64, Max>>,
+}
+
+type Max = fn(&mut u64, u64);
+/// A user in the reference: count, times per item, last three items, largest amount.
+type UserModel = (u64, HashMap<u32, u64>, Vec<u32>, u64);
+
+/// (user, item, amount)
+type Buy = (u64, u32, u64);
+/// (user, count, distinct items, times this item was bought, last three items, largest amount)
+type Seen = (u64, u64, u64, u64, Vec<u32>, u64);
+
+impl KeyedProcessFunction<u64, Buy, Seen> for Profile {
+    type State = ();
+    fn open(&mut self, ctx: &mut KeyedOpenContext<'_, u64>) -> Result<(), UserError> {
+        self.count = Some(ctx.value_state(ValueStateDescriptor::new("count"))?);
+        self.items = Some(ctx.map_state(MapStateDescriptor::new("items"))?);
+        self.recent = Some(ctx.list_state(ListStateDescriptor::new("recent"))?);
+        let max: Max = |a, x| *a = (*a).max(x);
+        self.largest = Some(ctx.reducing_state(ReducingStateDescriptor::new("largest", max))?);
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        (user, item, amount): Buy,
+        ctx: &mut KeyedContext<u64, ()>,
+        out: &mut Collector<Seen>,
+    ) -> Result<(), UserError> {
+        let (count, items, recent, largest) = (
+            self.count.as_ref().ok_or("not opened")?,
+            self.items.as_ref().ok_or("not opened")?,
+            self.recent.as_ref().ok_or("not opened")?,
+            self.largest.as_ref().ok_or("not opened")?,
+        );
+        let n = count.get_or_insert_with(ctx, || 0);
+        *n += 1;
+        let n = *n;
+        let times = items.get(ctx, &item).copied().unwrap_or(0) + 1;
+        items.put(ctx, item, times);
+        let distinct = items.entries(ctx).count() as u64;
+        let mut last: Vec<u32> = recent.get(ctx).copied().collect();
+        last.push(item);
+        if last.len() > 3 {
+            last.remove(0);
+        }
+        recent.update(ctx, last.clone());
+        largest.add(ctx, amount);
+        let max = *largest.get(ctx).ok_or("no largest")?;
+        out.collect((user, n, distinct, times, last, max));
+        Ok(())
+    }
+}
+
+/// Buy `i` of `n`: the first half of the input is by the first half of the users, the second
+/// by the second (a source shard reads one half at P = 2, so each user's buys reach the owner in
+/// input order, and the running figures are defined).
+fn buy(i: u64, n: u64, users: u64) -> Buy {
+    let h = mix64(i ^ 0xb0b);
+    let half = users / 2;
+    let user = h % half + if i >= n / 2 { half } else { 0 };
+    (user, ((h >> 20) % 50) as u32, (h >> 40) % 10_000)
+}
+
+/// Typed keyed state in a job, with a budget that holds a few hundred users of thousands:
+/// every output record equals what a loop over the input computes, per user in input order.
+#[test]
+fn typed_keyed_state_in_a_job_matches_a_loop_under_a_small_budget() {
+    let _cpus = shared_cpus();
+    let (n, users) = (200_000u64, 5_000u64);
+    let mut env = StreamExecutionEnvironment::local();
+    env.set_parallelism(2);
+    env.config_mut().state_memory_bytes = Some(256 << 10);
+    let out = env
+        .from_iter((0..n).map(|i| buy(i, n, users)).collect::<Vec<_>>())
+        .key_by(|b: &Buy| b.0)
+        .process(Profile::default())
+        .collect();
+    let result = env.execute("typed state").unwrap();
+    let op = result.operator("keyed process").unwrap();
+    assert!(
+        op.state_writes > 10_000 && op.state_reads > 10_000,
+        "{op:?}"
+    );
+
+    // The reference, per user in input order.
+    let mut got: HashMap<u64, Vec<Seen>> = HashMap::new();
+    for s in out.take() {
+        got.entry(s.0).or_default().push(s);
+    }
+    let mut want: HashMap<u64, Vec<Seen>> = HashMap::new();
+    let mut by_user: HashMap<u64, UserModel> = HashMap::new();
+    for i in 0..n {
+        let (user, item, amount) = buy(i, n, users);
+        let u = by_user.entry(user).or_default();
+        u.0 += 1;
+        let times = u.1.entry(item).or_default();
+        *times += 1;
+        let times = *times;
+        u.2.push(item);
+        if u.2.len() > 3 {
+            u.2.remove(0);
+        }
+        u.3 = u.3.max(amount);
+        want.entry(user)
+            .or_default()
+            .push((user, u.0, u.1.len() as u64, times, u.2.clone(), u.3));
+    }
+    assert_eq!(got.len(), want.len());
+    for (user, w) in &want {
+        assert_eq!(got.get(user), Some(w), "user {user}");
+    }
+}
