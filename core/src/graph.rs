@@ -632,6 +632,9 @@ async fn drive_source<T: Data, S: Source<T>>(
     let mut cooperate = crate::operator::Cooperate::new();
     let mut ticker = crate::time::Ticker::new(ctx.config.clock.clone(), ctx.tick_resolution);
     let mut source_watermark = crate::operator::WATERMARK_MIN;
+    // A fresh run: nothing to restore (a restore hands the source its share here).
+    let mut op_state = crate::state::OperatorStateStore::default();
+    source.initialize_state(&mut op_state)?;
     loop {
         if cancel.is_cancelled() {
             return Err(JobError::Cancelled);

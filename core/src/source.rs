@@ -2,6 +2,7 @@
 
 use crate::error::JobError;
 use crate::operator::Batch;
+use crate::state::OperatorStateStore;
 
 /// One shard's share of a source. `next_batch` appends up to `max_records` records to `out`
 /// and says whether more may follow.
@@ -32,6 +33,18 @@ pub trait Source<T>: 'static {
     /// downstream makes them).
     fn current_watermark(&self) -> Option<i64> {
         None
+    }
+
+    /// Before the first batch: takes back the operator state the source saved (its offsets,
+    /// its splits), if the job resumed; see [`crate::state::operator`]. The default keeps none.
+    fn initialize_state(&mut self, _state: &mut OperatorStateStore) -> Result<(), JobError> {
+        Ok(())
+    }
+
+    /// Saves the source's position into `state` (a checkpoint asks for it). The default saves
+    /// nothing: the source cannot rewind.
+    fn snapshot_state(&mut self, _state: &mut OperatorStateStore) -> Result<(), JobError> {
+        Ok(())
     }
 }
 

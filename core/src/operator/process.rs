@@ -4,6 +4,8 @@
 use super::side::{OutputTag, SideOutputSet};
 use super::{Batch, BoxPush, OUTPUT_BATCH_RECORDS_MAX, OperatorContext, Push, RuntimeContext};
 use crate::error::JobError;
+use crate::state::OperatorStateStore;
+use crate::state::operator::OperatorStateSnapshot;
 
 /// An error a user function returns: it fails the job, naming the operator and the shard.
 pub type UserError = Box<dyn std::error::Error + Send + Sync>;
@@ -118,6 +120,17 @@ pub trait ProcessFunction<I, O>: Clone + Send + Sync + 'static {
     fn finish(&mut self, _ctx: &RuntimeContext, _out: &mut Collector<O>) -> Result<(), UserError> {
         Ok(())
     }
+
+    /// Before `open`: takes back the operator state the function saved, if the job resumed
+    /// (Flink's `CheckpointedFunction.initializeState`; see [`crate::state::operator`]).
+    fn initialize_state(&mut self, _state: &mut OperatorStateStore) -> Result<(), UserError> {
+        Ok(())
+    }
+
+    /// Saves what the function keeps in its fields into `state` (a checkpoint asks for it).
+    fn snapshot_state(&mut self, _state: &mut OperatorStateStore) -> Result<(), UserError> {
+        Ok(())
+    }
 }
 
 pub struct Process<I, O, P> {
@@ -127,6 +140,8 @@ pub struct Process<I, O, P> {
     down: BoxPush<O>,
     side: SideOutputSet,
     ctx: OperatorContext,
+    /// The function's operator state (empty on a fresh run).
+    op_state: OperatorStateStore,
     _in: std::marker::PhantomData<fn(I)>,
 }
 
@@ -148,6 +163,7 @@ impl<I, O: 'static, P: ProcessFunction<I, O>> Process<I, O, P> {
             down,
             side,
             ctx,
+            op_state: OperatorStateStore::default(),
             _in: std::marker::PhantomData,
         }
     }
@@ -156,10 +172,19 @@ impl<I, O: 'static, P: ProcessFunction<I, O>> Process<I, O, P> {
         if !self.opened {
             self.opened = true;
             self.f
-                .open(&self.ctx.runtime)
+                .initialize_state(&mut self.op_state)
+                .and_then(|()| self.f.open(&self.ctx.runtime))
                 .map_err(|e| self.ctx.error(e))?;
         }
         Ok(())
+    }
+
+    /// The function's operator state, as bytes (for a checkpoint).
+    pub fn snapshot_state(&mut self) -> Result<OperatorStateSnapshot, JobError> {
+        self.f
+            .snapshot_state(&mut self.op_state)
+            .map_err(|e| self.ctx.error(e))?;
+        self.op_state.snapshot()
     }
 
     fn emit(&mut self) -> Result<(), JobError> {

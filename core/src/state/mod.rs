@@ -11,6 +11,8 @@
 //! - [`StateBackend`]: the shard's store, its memory budget, and the names of its states.
 //! - [`kinds`]: `ValueState`, `ListState`, `MapState`, `ReducingState`, `AggregatingState`
 //!   with their descriptors and time-to-live, as Flink's.
+//! - [`operator`]: operator (non-keyed) state — list, union list and broadcast state — with
+//!   its redistribution when the parallelism changes.
 //!
 //! A store entry of a table is `(key group, state id ‖ rkyv(namespace), rkyv(key)) →
 //! rkyv(value)`; the state id is the table's index among the shard's states, whose names are
@@ -18,6 +20,7 @@
 
 pub mod harness;
 pub mod kinds;
+pub mod operator;
 
 use std::cell::RefCell;
 use std::hash::Hash;
@@ -39,6 +42,7 @@ pub use kinds::{
     MapStateDescriptor, ReducingState, ReducingStateDescriptor, StateTtlConfig, TtlUpdate,
     TtlVisibility, ValueState, ValueStateDescriptor,
 };
+pub use operator::{OperatorStateStore, Redistribution, redistribute};
 
 /// A shard's state: its store (opened when a value is first written to it), the memory budget
 /// its tables share, and its states' names. Cloning shares it.
