@@ -91,6 +91,23 @@ fn u32_at(b: &[u8], i: usize) -> u32 {
     u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes"))
 }
 
+/// Reads an entry that was checked when written or when its segment was opened (the index
+/// points only at those), without computing its crc again. `bytes` is exactly the entry.
+#[inline]
+pub fn parse_checked(bytes: &[u8]) -> EntryRef<'_> {
+    let ns_len = u32_at(bytes, 12) as usize;
+    let key_len = u32_at(bytes, 16) as usize;
+    let ns_end = HEADER_BYTES + ns_len;
+    let key_end = ns_end + key_len;
+    EntryRef {
+        key_group: u16::from_le_bytes([bytes[8], bytes[9]]),
+        op: if bytes[10] == 2 { Op::Delete } else { Op::Put },
+        namespace: &bytes[HEADER_BYTES..ns_end],
+        key: &bytes[ns_end..key_end],
+        value: &bytes[key_end..],
+    }
+}
+
 /// Reads the entry at the start of `bytes`; returns it and its length.
 pub fn decode(bytes: &[u8]) -> Result<(EntryRef<'_>, usize), DecodeError> {
     if bytes.len() < 8 {

@@ -141,6 +141,18 @@ impl Index {
             .map(|e| &e.loc)
     }
 
+    /// As [`get`](Self::get), with the key compared by `eq` against the entry the slot points
+    /// to (the caller reads that entry anyway: comparing the arena's copy of the key would cost
+    /// a second cache miss).
+    #[inline]
+    pub fn get_by_entry(&self, k: &[u8], mut eq: impl FnMut(&Loc) -> bool) -> Option<Loc> {
+        let h = hash32(k);
+        let len = k.len() as u32;
+        self.table
+            .find(spread(h), |e| e.hash == h && e.len == len && eq(&e.loc))
+            .map(|e| e.loc)
+    }
+
     pub fn contains_key(&self, k: &[u8]) -> bool {
         self.get(k).is_some()
     }

@@ -355,10 +355,16 @@ impl Store {
 
     /// The value of a key, if it has one.
     pub fn get(&self, key_group: u16, namespace: &[u8], key: &[u8]) -> Option<&[u8]> {
-        let loc = with_index_key(key_group, namespace, key, |k| self.index.get(k).copied())?;
+        let loc = with_index_key(key_group, namespace, key, |k| {
+            self.index.get_by_entry(k, |loc| {
+                let e = self.entry_at(*loc);
+                e.key_group == key_group && e.namespace == namespace && e.key == key
+            })
+        })?;
         Some(self.entry_at(loc).value)
     }
 
+    #[inline]
     fn entry_at(&self, loc: Loc) -> EntryRef<'_> {
         let bytes: &[u8] = if loc.segment == self.active.id {
             &self.active.bytes
@@ -367,9 +373,7 @@ impl Store {
         };
         let at = loc.offset as usize;
         // The index points only at entries checked when written or opened.
-        entry::decode(&bytes[at..at + loc.len as usize])
-            .expect("indexed entries were checked")
-            .0
+        entry::parse_checked(&bytes[at..at + loc.len as usize])
     }
 
     fn forget(&mut self, loc: Loc) {
