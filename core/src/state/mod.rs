@@ -212,7 +212,13 @@ impl Backend {
                     "state outgrew its memory budget, and this backend has no store".into(),
                 ));
             };
-            let store = Store::open(dir.clone(), StoreOptions::default())
+            // A running job's working state: a crash loses it anyway (a checkpoint syncs what
+            // it keeps), so sealing does not wait for the disk.
+            let options = StoreOptions {
+                sync: false,
+                ..StoreOptions::default()
+            };
+            let store = Store::open(dir.clone(), options)
                 .map_err(|e| self.state_error("cannot open the state store", e))?;
             self.store = Some(store);
         }
