@@ -84,7 +84,7 @@ fn random_operations_seals_compactions_and_reopens_agree_with_a_model() {
             let ns = vec![b'n', rng.below(3) as u8];
             // Half the keys too long to live in an index slot (they go to its arena).
             let n = rng.below(60);
-            let key = if n % 2 == 0 {
+            let key = if n.is_multiple_of(2) {
                 format!("key-{n}-{}", "x".repeat(40)).into_bytes()
             } else {
                 format!("key-{n}").into_bytes()
