@@ -273,6 +273,18 @@ impl std::fmt::Display for JobResult {
                 o.records_late
             )?;
         }
+        for o in self
+            .metrics
+            .operators
+            .iter()
+            .filter(|o| o.state_writes + o.state_reads > 0)
+        {
+            writeln!(
+                f,
+                "  state of {:<19} {:>11} values evicted to the store, {} read back",
+                o.name, o.state_writes, o.state_reads
+            )?;
+        }
         for e in &self.metrics.exchanges {
             writeln!(
                 f,

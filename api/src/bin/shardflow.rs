@@ -63,6 +63,14 @@ struct Common {
     parallelism: Option<u32>,
     #[arg(long, value_enum, default_value_t = Scheduling::Throughput)]
     scheduling: Scheduling,
+    /// Mebibytes of keyed state kept in memory (all shards together); beyond it, state goes to
+    /// the shards' stores on disk and comes back when used. Default: no limit.
+    #[arg(long, value_name = "MIB")]
+    state_memory_mib: Option<usize>,
+    /// Where the shards' state stores live while the job runs (default: a fresh temporary
+    /// directory). Removed when the job ends.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -219,6 +227,8 @@ fn configure(env: &mut StreamExecutionEnvironment, common: &Common) {
         Scheduling::Throughput => SchedulingMode::Throughput,
         Scheduling::Latency => SchedulingMode::Latency,
     });
+    env.config_mut().state_memory_bytes = common.state_memory_mib.map(|m| m << 20);
+    env.config_mut().state_dir = common.state_dir.clone();
 }
 
 /// Prints, every second on one refreshed line of standard error: records in/s (out of the job's
