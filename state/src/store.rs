@@ -277,7 +277,8 @@ impl Store {
         }
         let mut file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(false)
+            .write(true)
             .open(&active_path)
             .map_err(io(&active_path, "cannot open the active segment"))?;
         if logs.len() > 1 {
@@ -296,7 +297,7 @@ impl Store {
                 }
             }
             file = OpenOptions::new()
-                .append(true)
+                .write(true)
                 .open(&active_path)
                 .map_err(io(&active_path, "cannot open the active segment"))?;
         } else {
@@ -517,14 +518,41 @@ impl Store {
 
     /// Writes what the active segment took since the last flush to its file.
     pub fn flush(&mut self) -> Result<(), StoreError> {
+        use std::os::unix::fs::FileExt;
         let a = &mut self.active;
         if a.flushed < a.bytes.len() {
+            // At its offset, not appended: a write handed out by `unflushed_chunk` may still be
+            // in flight, and writing the same bytes at the same place twice is harmless.
             a.file
-                .write_all(&a.bytes[a.flushed..])
+                .write_all_at(&a.bytes[a.flushed..], a.flushed as u64)
                 .map_err(io(&a.path, "cannot append to the active segment"))?;
             a.flushed = a.bytes.len();
         }
         Ok(())
+    }
+
+    /// Bytes of the active segment not yet written to its file.
+    pub fn unflushed_bytes(&self) -> usize {
+        self.active.bytes.len() - self.active.flushed
+    }
+
+    /// Up to `max` bytes of the active segment not yet written to its file, copied, with the
+    /// file and the offset they go to: for a write the owner runs (through io_uring) while the
+    /// store goes on taking appends. [`mark_flushed`](Self::mark_flushed) says when it is done.
+    pub fn unflushed_chunk(&self, max: usize) -> Option<(PathBuf, u64, Vec<u8>)> {
+        let a = &self.active;
+        let end = a.bytes.len().min(a.flushed + max);
+        (end > a.flushed).then(|| (a.path.clone(), a.flushed as u64, a.bytes[a.flushed..end].to_vec()))
+    }
+
+    /// The file `path` holds the active segment's bytes up to `to` (a write of an
+    /// [`unflushed_chunk`](Self::unflushed_chunk) finished). Ignored if the segment was sealed
+    /// meanwhile (its log is gone; the sealed segment holds its entries).
+    pub fn mark_flushed(&mut self, path: &Path, to: usize) {
+        let a = &mut self.active;
+        if a.path == path && to > a.flushed && to <= a.bytes.len() {
+            a.flushed = to;
+        }
     }
 
     /// Makes the flushed bytes durable.

@@ -15,7 +15,8 @@
 //! Only exchanges ever say "not ready"; every other operator forwards the question.
 
 /// The flow-control methods of an operator that has nothing of its own to ship: it forwards
-/// `poll_ready`, `flush` and `poll_flush` to `self.down`.
+/// `poll_ready`, `flush` and `poll_flush` to `self.down`. With `keyed_state`, `poll_ready`
+/// first lets the shard's state store write what it took (`self.ctx.state`).
 macro_rules! forward_flow_control {
     () => {
         fn poll_ready(
@@ -24,6 +25,19 @@ macro_rules! forward_flow_control {
         ) -> std::task::Poll<Result<(), crate::error::JobError>> {
             self.down.poll_ready(cx)
         }
+        forward_flow_control!(@rest);
+    };
+    (keyed_state) => {
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), crate::error::JobError>> {
+            std::task::ready!(self.ctx.state.poll_maintenance(cx))?;
+            self.down.poll_ready(cx)
+        }
+        forward_flow_control!(@rest);
+    };
+    (@rest) => {
         fn flush(&mut self) -> Result<(), crate::error::JobError> {
             self.down.flush()
         }

@@ -23,6 +23,8 @@ pub mod kinds;
 pub mod operator;
 
 use std::cell::RefCell;
+use std::future::Future;
+use std::pin::Pin;
 use std::hash::Hash;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -82,6 +84,66 @@ pub(crate) struct Backend {
     clock: ProcessingClock,
     /// Values compaction dropped as expired.
     pub(crate) expired: u64,
+    /// The write of the active segment's next chunk, through glommio (io_uring), when one is
+    /// in flight; and the active segment's file, opened for those writes.
+    flush: Option<FlushFuture>,
+    flush_file: ActiveFile,
+}
+
+/// The active segment's file as glommio opened it (with its path: a seal starts another).
+type ActiveFile = Rc<RefCell<Option<(PathBuf, Rc<glommio::io::BufferedFile>)>>>;
+
+/// A chunk of the active segment being written: the file and where its bytes now end, or why
+/// they could not be written.
+type FlushFuture = Pin<Box<dyn Future<Output = (PathBuf, Result<usize, String>)>>>;
+
+/// Bytes of the active segment written per asynchronous write (at most four of these).
+const FLUSH_CHUNK: usize = 1 << 20;
+/// Unflushed bytes beyond which operators wait for the write in flight instead of going on.
+const UNFLUSHED_MAX: usize = 16 << 20;
+
+/// Writes `bytes` at `offset` of the active segment `path` through glommio, opening the file
+/// the first time (and again after a seal started another one).
+async fn write_chunk(
+    slot: ActiveFile,
+    path: PathBuf,
+    offset: u64,
+    bytes: Vec<u8>,
+) -> (PathBuf, Result<usize, String>) {
+    let open = slot
+        .borrow()
+        .as_ref()
+        .filter(|(p, _)| *p == path)
+        .map(|(_, f)| f.clone());
+    let file = match open {
+        Some(f) => f,
+        None => match glommio::io::OpenOptions::new()
+            .write(true)
+            .buffered_open(&path)
+            .await
+        {
+            Ok(f) => {
+                let f = Rc::new(f);
+                *slot.borrow_mut() = Some((path.clone(), f.clone()));
+                f
+            }
+            Err(e) => return (path, Err(format!("cannot open the active segment: {e}"))),
+        },
+    };
+    let end = offset as usize + bytes.len();
+    let mut at = 0usize;
+    let mut buf = bytes;
+    while !buf.is_empty() {
+        match file.write_at(buf.clone(), offset + at as u64).await {
+            Ok(0) => return (path, Err("the active segment took no bytes".into())),
+            Ok(n) => {
+                at += n;
+                buf.drain(..n);
+            }
+            Err(e) => return (path, Err(format!("cannot append to the active segment: {e}"))),
+        }
+    }
+    (path, Ok(end))
 }
 
 /// Reads the stamp of a stored `(value, stamp)` (None: it does not decode; kept).
@@ -127,6 +189,8 @@ impl StateBackend {
                 spilled: 0,
                 loaded: 0,
                 ttls: Vec::new(),
+                flush: None,
+                flush_file: Rc::new(RefCell::new(None)),
                 segments_seen: 0,
                 sealed_since_full: 0,
                 clock: ProcessingClock::System,
@@ -178,6 +242,65 @@ impl StateBackend {
         Ok(())
     }
 
+    /// Writes the store's active segment to its file through glommio (io_uring), a chunk at a
+    /// time, while the shard goes on: operators call this from `poll_ready`, before each
+    /// batch. Pending only while more than `UNFLUSHED_MAX` bytes wait for a write in flight
+    /// (the task is woken when it lands). Outside an executor nobody calls it, and the store
+    /// writes synchronously once `flush_bytes` pile up.
+    pub fn poll_maintenance(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), JobError>> {
+        use std::task::Poll;
+        let mut b = self.inner.borrow_mut();
+        let b = &mut *b;
+        loop {
+            if let Some(f) = b.flush.as_mut() {
+                match f.as_mut().poll(cx) {
+                    Poll::Pending => {
+                        let waiting = b.store.as_ref().map_or(0, Store::unflushed_bytes);
+                        return if waiting > UNFLUSHED_MAX {
+                            Poll::Pending
+                        } else {
+                            Poll::Ready(Ok(()))
+                        };
+                    }
+                    Poll::Ready((path, r)) => {
+                        b.flush = None;
+                        match r {
+                            Ok(to) => {
+                                if let Some(s) = b.store.as_mut() {
+                                    s.mark_flushed(&path, to);
+                                }
+                            }
+                            Err(e) => {
+                                return Poll::Ready(Err(b.state_error(
+                                    &format!("{}", path.display()),
+                                    e,
+                                )));
+                            }
+                        }
+                    }
+                }
+            }
+            let Some(store) = b.store.as_ref() else {
+                return Poll::Ready(Ok(()));
+            };
+            if store.unflushed_bytes() < FLUSH_CHUNK {
+                return Poll::Ready(Ok(()));
+            }
+            let (path, offset, bytes) = store
+                .unflushed_chunk(4 * FLUSH_CHUNK)
+                .expect("unflushed bytes");
+            b.flush = Some(Box::pin(write_chunk(
+                b.flush_file.clone(),
+                path,
+                offset,
+                bytes,
+            )));
+        }
+    }
+
     /// The first store error since the last call (the operator fails with it).
     pub fn check(&self) -> Result<(), JobError> {
         match self.inner.borrow_mut().error.take() {
@@ -214,8 +337,11 @@ impl Backend {
             };
             // A running job's working state: a crash loses it anyway (a checkpoint syncs what
             // it keeps), so sealing does not wait for the disk.
+            // Appends are written by `poll_maintenance` through io_uring; the store writes them
+            // itself (blocking) only if that falls 32 MiB behind (outside an executor, say).
             let options = StoreOptions {
                 sync: false,
+                flush_bytes: 32 << 20,
                 ..StoreOptions::default()
             };
             let store = Store::open(dir.clone(), options)
