@@ -542,7 +542,13 @@ impl Store {
     pub fn unflushed_chunk(&self, max: usize) -> Option<(PathBuf, u64, Vec<u8>)> {
         let a = &self.active;
         let end = a.bytes.len().min(a.flushed + max);
-        (end > a.flushed).then(|| (a.path.clone(), a.flushed as u64, a.bytes[a.flushed..end].to_vec()))
+        (end > a.flushed).then(|| {
+            (
+                a.path.clone(),
+                a.flushed as u64,
+                a.bytes[a.flushed..end].to_vec(),
+            )
+        })
     }
 
     /// The file `path` holds the active segment's bytes up to `to` (a write of an

@@ -150,20 +150,10 @@ where
                     if cfg!(debug_assertions) {
                         key.with_key(&x, |k| ctx.debug_assert_owns(k));
                     }
-                    match key.with_key(&x, |k| state.get_mut(k, &())) {
-                        Some(acc) => {
-                            reduce(acc, x);
-                            if every_update {
-                                out.push(acc.clone(), ts);
-                            }
-                        }
-                        None => {
-                            if every_update {
-                                out.push(x.clone(), ts);
-                            }
-                            let k = key.with_key(&x, Clone::clone);
-                            state.insert(&k, &(), x);
-                        }
+                    let found = key.with_key(&x, |k| state.get_mut(k, &()));
+                    if let Some(x) = fold(found, x, ts, every_update, reduce, out) {
+                        let k = key.with_key(&x, Clone::clone);
+                        state.insert(&k, &(), x);
                     }
                     ship(out)?;
                 }
@@ -178,21 +168,10 @@ where
                             table.find_mut(hash, |acc| key.with_key(acc, |ak| ak == k)),
                         )
                     });
-                    match found {
-                        Some(acc) => {
-                            reduce(acc, x);
-                            if every_update {
-                                out.push(acc.clone(), ts);
-                            }
-                        }
-                        None => {
-                            if every_update {
-                                out.push(x.clone(), ts);
-                            }
-                            table.insert_unique(hash, x, |acc| {
-                                key.with_key(acc, |k| state_hash(key_hash(k)))
-                            });
-                        }
+                    if let Some(x) = fold(found, x, ts, every_update, reduce, out) {
+                        table.insert_unique(hash, x, |acc| {
+                            key.with_key(acc, |k| state_hash(key_hash(k)))
+                        });
                     }
                     ship(out)?;
                 }
@@ -213,5 +192,33 @@ where
             self.emit_all()?;
         }
         self.down.finish()
+    }
+}
+
+/// Folds `x` into its key's accumulator, if it has one; otherwise hands `x` back to become it.
+/// With `every_update`, the updated accumulator (or `x`) goes to `out`.
+#[inline]
+fn fold<T: Clone>(
+    found: Option<&mut T>,
+    x: T,
+    ts: Option<i64>,
+    every_update: bool,
+    reduce: &mut impl FnMut(&mut T, T),
+    out: &mut Batch<T>,
+) -> Option<T> {
+    match found {
+        Some(acc) => {
+            reduce(acc, x);
+            if every_update {
+                out.push(acc.clone(), ts);
+            }
+            None
+        }
+        None => {
+            if every_update {
+                out.push(x.clone(), ts);
+            }
+            Some(x)
+        }
     }
 }

@@ -227,13 +227,23 @@ impl<K: Data + Hash + Eq> KeyedOpenContext<'_, K> {
         self.runtime
     }
 
+    /// Registers state `name` of values `X`; returns its index and its TTL as handles check it.
+    fn declare<X: Data>(
+        &mut self,
+        name: &str,
+        ttl: Option<StateTtlConfig>,
+    ) -> Result<(u32, Option<Ttl>), JobError> {
+        Ok((self.states.register::<X>(name, ttl)?, Ttl::of(ttl)))
+    }
+
     pub fn value_state<V: Data>(
         &mut self,
         d: ValueStateDescriptor<V>,
     ) -> Result<ValueState<V>, JobError> {
+        let (index, ttl) = self.declare::<V>(&d.name, d.ttl)?;
         Ok(ValueState {
-            index: self.states.register::<V>(&d.name, d.ttl)?,
-            ttl: Ttl::of(d.ttl),
+            index,
+            ttl,
             _v: PhantomData,
         })
     }
@@ -242,9 +252,10 @@ impl<K: Data + Hash + Eq> KeyedOpenContext<'_, K> {
         &mut self,
         d: ListStateDescriptor<T>,
     ) -> Result<ListState<T>, JobError> {
+        let (index, ttl) = self.declare::<Vec<(T, i64)>>(&d.name, d.ttl)?;
         Ok(ListState {
-            index: self.states.register::<Vec<(T, i64)>>(&d.name, d.ttl)?,
-            ttl: Ttl::of(d.ttl),
+            index,
+            ttl,
             _t: PhantomData,
         })
     }
@@ -258,11 +269,10 @@ impl<K: Data + Hash + Eq> KeyedOpenContext<'_, K> {
         UV: 'static,
         HashMap<UK, (UV, i64)>: Data,
     {
+        let (index, ttl) = self.declare::<StampedMap<UK, UV>>(&d.name, d.ttl)?;
         Ok(MapState {
-            index: self
-                .states
-                .register::<HashMap<UK, (UV, i64)>>(&d.name, d.ttl)?,
-            ttl: Ttl::of(d.ttl),
+            index,
+            ttl,
             _kv: PhantomData,
         })
     }
@@ -274,9 +284,10 @@ impl<K: Data + Hash + Eq> KeyedOpenContext<'_, K> {
     where
         F: Fn(&mut T, T) + Clone + Send + Sync + 'static,
     {
+        let (index, ttl) = self.declare::<T>(&d.name, d.ttl)?;
         Ok(ReducingState {
-            index: self.states.register::<T>(&d.name, d.ttl)?,
-            ttl: Ttl::of(d.ttl),
+            index,
+            ttl,
             f: d.f,
             _t: PhantomData,
         })
@@ -289,9 +300,10 @@ impl<K: Data + Hash + Eq> KeyedOpenContext<'_, K> {
     where
         A: AggregateFunction<IN>,
     {
+        let (index, ttl) = self.declare::<A::Acc>(&d.name, d.ttl)?;
         Ok(AggregatingState {
-            index: self.states.register::<A::Acc>(&d.name, d.ttl)?,
-            ttl: Ttl::of(d.ttl),
+            index,
+            ttl,
             agg: d.agg,
             _in: PhantomData,
         })
@@ -857,6 +869,28 @@ mod tests {
         }
     }
 
+    /// A model's read of a stamped value: gone once expired (and dropped); renewed by the read
+    /// if reads renew.
+    fn model_read<X: Copy>(
+        slot: &mut Option<(X, i64)>,
+        live: impl Fn(i64) -> bool,
+        on_read: bool,
+        now: i64,
+    ) -> Option<X> {
+        match slot {
+            Some((x, stamp)) if live(*stamp) => {
+                if on_read {
+                    *stamp = now;
+                }
+                Some(*x)
+            }
+            _ => {
+                *slot = None;
+                None
+            }
+        }
+    }
+
     /// The model of one key's states: (value, stamp) per kind, elements stamped one by one.
     #[derive(Default, Clone)]
     struct Model {
@@ -940,12 +974,7 @@ mod tests {
                 let op = rng.below(16);
                 h.with_key(&key, |ctx| match op {
                     0 => {
-                        let want = m.value.filter(|v| live(v.1, now)).map(|v| v.0);
-                        if want.is_none() {
-                            m.value = None;
-                        } else if on_read {
-                            m.value.as_mut().unwrap().1 = now;
-                        }
+                        let want = model_read(&mut m.value, |s| live(s, now), on_read, now);
                         assert_eq!(value.value(ctx).copied(), want, "seed {seed} step {step}");
                     }
                     1 => {
@@ -1017,12 +1046,7 @@ mod tests {
                         m.reducing = Some((cur + x, now));
                     }
                     13 => {
-                        let want = m.reducing.filter(|v| live(v.1, now)).map(|v| v.0);
-                        if want.is_none() {
-                            m.reducing = None;
-                        } else if on_read {
-                            m.reducing.as_mut().unwrap().1 = now;
-                        }
+                        let want = model_read(&mut m.reducing, |s| live(s, now), on_read, now);
                         assert_eq!(reducing.get(ctx).copied(), want, "seed {seed} step {step}");
                     }
                     14 => {
@@ -1034,15 +1058,8 @@ mod tests {
                         m.aggregating = Some(((cur.0 + x, cur.1 + 1), now));
                     }
                     _ => {
-                        let want = m
-                            .aggregating
-                            .filter(|v| live(v.1, now))
-                            .map(|v| v.0.0 / v.0.1);
-                        if want.is_none() {
-                            m.aggregating = None;
-                        } else if on_read {
-                            m.aggregating.as_mut().unwrap().1 = now;
-                        }
+                        let want = model_read(&mut m.aggregating, |s| live(s, now), on_read, now)
+                            .map(|(sum, n)| sum / n);
                         assert_eq!(aggregating.get(ctx), want, "seed {seed} step {step}");
                     }
                 });

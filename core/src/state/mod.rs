@@ -24,14 +24,14 @@ pub mod operator;
 
 use std::cell::RefCell;
 use std::future::Future;
-use std::pin::Pin;
 use std::hash::Hash;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::rc::Rc;
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
-use shardflow_state::{Store, StoreOptions};
+use shardflow_state::{Store, StoreError, StoreOptions};
 
 use crate::data::Data;
 use crate::error::JobError;
@@ -140,7 +140,12 @@ async fn write_chunk(
                 at += n;
                 buf.drain(..n);
             }
-            Err(e) => return (path, Err(format!("cannot append to the active segment: {e}"))),
+            Err(e) => {
+                return (
+                    path,
+                    Err(format!("cannot append to the active segment: {e}")),
+                );
+            }
         }
     }
     (path, Ok(end))
@@ -274,10 +279,9 @@ impl StateBackend {
                                 }
                             }
                             Err(e) => {
-                                return Poll::Ready(Err(b.state_error(
-                                    &format!("{}", path.display()),
-                                    e,
-                                )));
+                                return Poll::Ready(Err(
+                                    b.state_error(&format!("{}", path.display()), e)
+                                ));
                             }
                         }
                     }
@@ -400,6 +404,30 @@ impl Backend {
         Ok(())
     }
 
+    /// Runs `f` on the store with the key group, namespace and key bytes of (key, namespace) of
+    /// state `id` (and the value buffer); a store error becomes the state error `what`.
+    fn at_location<K: Data + Hash, N: Data, R>(
+        &mut self,
+        id: u32,
+        key: &K,
+        namespace: &N,
+        what: &str,
+        f: impl FnOnce(&mut Store, u16, &[u8], &[u8], &[u8]) -> Result<R, StoreError>,
+    ) -> Result<R, JobError> {
+        self.serialize_location(id, key, namespace)?;
+        let kg = self.key_group(key);
+        self.store()?;
+        let Backend { store, bufs, .. } = self;
+        let r = f(
+            store.as_mut().expect("opened"),
+            kg,
+            &bufs[0],
+            &bufs[1],
+            &bufs[2],
+        );
+        r.map_err(|e| self.state_error(what, e))
+    }
+
     /// Writes (key, namespace) → value of state `id` to the store; returns the value's bytes.
     pub(crate) fn put<K: Data + Hash, N: Data, V: Data>(
         &mut self,
@@ -408,16 +436,14 @@ impl Backend {
         namespace: &N,
         value: &V,
     ) -> Result<usize, JobError> {
-        self.serialize_location(id, key, namespace)?;
         self.serialize(2, value)?;
-        let kg = self.key_group(key);
-        self.store()?;
-        let Backend { store, bufs, .. } = self;
-        let r = store
-            .as_mut()
-            .expect("opened")
-            .put(kg, &bufs[0], &bufs[1], &bufs[2]);
-        r.map_err(|e| self.state_error("cannot write a state value", e))?;
+        self.at_location(
+            id,
+            key,
+            namespace,
+            "cannot write a state value",
+            |s, kg, n, k, v| s.put(kg, n, k, v),
+        )?;
         self.spilled += 1;
         let segments = self.store.as_ref().map_or(0, Store::segments);
         if segments > self.segments_seen {
@@ -501,15 +527,13 @@ impl Backend {
         key: &K,
         namespace: &N,
     ) -> Result<(), JobError> {
-        self.serialize_location(id, key, namespace)?;
-        let kg = self.key_group(key);
-        self.store()?;
-        let Backend { store, bufs, .. } = self;
-        let r = store
-            .as_mut()
-            .expect("opened")
-            .delete(kg, &bufs[0], &bufs[1]);
-        r.map_err(|e| self.state_error("cannot delete a state value", e))
+        self.at_location(
+            id,
+            key,
+            namespace,
+            "cannot delete a state value",
+            |s, kg, n, k, _| s.delete(kg, n, k),
+        )
     }
 
     /// Every stored entry of state `id` (of `namespace` only, if given), removed from the store.
