@@ -1,9 +1,11 @@
 //! Keyed state and timers: what a keyed operator keeps per key and namespace.
 //!
-//! Every keyed operator — windows, the keyed process function, joins — keeps its data in a
-//! [`KeyedTable`] and its timers in a [`TimerService`], never in a map of its own, so that the
-//! state store (DESIGN.md, "State") can back both without touching the operators. Today the table
-//! lives in memory: a hash table on the key's stable hash, on the shard that owns the key.
+//! Every keyed operator — windows, the keyed process function, joins, the keyed reduce — keeps
+//! its data in [`KeyedTable`]s and its timers in a [`TimerService`], never in a map of its own.
+//! A table is a cache of live values (a hash table on the key's stable hash, on the shard that
+//! owns the key) in front of the shard's state store (DESIGN.md, "State"; [`crate::state`]):
+//! values beyond the job's memory budget are evicted to the store and read back when used.
+//! Timers are kept in memory (they are not in the store yet).
 
 pub mod co_process;
 pub mod interval_join;
