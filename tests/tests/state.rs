@@ -278,3 +278,42 @@ fn typed_keyed_state_in_a_job_matches_a_loop_under_a_small_budget() {
         assert_eq!(got.get(user), Some(w), "user {user}");
     }
 }
+
+/// The run directory under `state_dir` holds the shards' stores while the job runs and is gone
+/// when it ends; a `state_dir` that cannot be a directory fails the job with an error naming it.
+#[test]
+fn the_state_directory_is_removed_after_the_run_and_a_bad_one_is_named() {
+    let _cpus = shared_cpus();
+    let parent = tempfile::tempdir().unwrap();
+    let run = |state_dir: std::path::PathBuf| {
+        let mut env = StreamExecutionEnvironment::local();
+        env.set_parallelism(2);
+        env.config_mut().state_dir = Some(state_dir);
+        env.config_mut().state_memory_bytes = Some(64 << 10);
+        let out = env
+            .from_iter(
+                (0..50_000u64)
+                    .map(|i| buy(i, 50_000, 20_000))
+                    .collect::<Vec<_>>(),
+            )
+            .key_by(|b: &Buy| b.0)
+            .process(Profile::default())
+            .collect();
+        env.execute("state directory")
+            .map(|r| (r, out.take().len()))
+    };
+    let (result, n) = run(parent.path().to_path_buf()).unwrap();
+    assert_eq!(n, 50_000);
+    let op = result.operator("keyed process").unwrap();
+    assert!(
+        op.state_writes > 0,
+        "the budget made the job use its stores"
+    );
+    let left: Vec<_> = std::fs::read_dir(parent.path()).unwrap().collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    let file = parent.path().join("not-a-directory");
+    std::fs::write(&file, b"x").unwrap();
+    let err = run(file.join("state")).unwrap_err().to_string();
+    assert!(err.contains("not-a-directory"), "{err}");
+}
