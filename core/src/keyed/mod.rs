@@ -66,6 +66,15 @@ enum Layout<K, N, V> {
     ByNamespace(Vec<(N, PairTable<K, (), V>)>),
 }
 
+impl<K, N, V> Layout<K, N, V> {
+    fn len(&self) -> usize {
+        match self {
+            Layout::Pairs(t) => t.entries.len(),
+            Layout::ByNamespace(v) => v.iter().map(|(_, t)| t.entries.len()).sum(),
+        }
+    }
+}
+
 /// The entry was used since the clock hand last passed it.
 const REFERENCED: u8 = 1;
 /// The cached value differs from the store's.
@@ -105,6 +114,8 @@ struct Spill<K, N, V> {
     written: (u64, u64),
     /// The clock hand: where the next sweep starts, as a position in the table's iteration order.
     hand: usize,
+    /// Inserts over budget to let pass before sweeping again (after a sweep that freed little).
+    sweep_skip: usize,
     /// The operator's counters (values written to and read from the store).
     counters: Option<std::sync::Arc<crate::operator::OperatorCounters>>,
 }
@@ -144,6 +155,7 @@ where
             cost: std::mem::size_of::<Cached<K, N, V>>() + 1,
             written: (0, 0),
             hand: 0,
+            sweep_skip: 0,
             counters: None,
         });
         Ok(self)
@@ -177,10 +189,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
 
     /// The number of cached (key, namespace) entries.
     pub fn len(&self) -> usize {
-        match &self.layout {
-            Layout::Pairs(t) => t.entries.len(),
-            Layout::ByNamespace(v) => v.iter().map(|(_, t)| t.entries.len()).sum(),
-        }
+        self.layout.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -233,14 +242,18 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
     /// Caches (key, namespace) → value with `flags`, sweeping first if the budget is spent.
     /// The entry must not be cached.
     fn insert_new(&mut self, key: &K, namespace: &N, value: V, flags: u8) -> &mut V {
-        if let Some(s) = &self.spill {
+        if let Some(s) = &mut self.spill {
             let over = {
                 let mut b = s.backend.inner.borrow_mut();
                 b.used += s.cost;
                 b.used > b.budget
             };
             if over {
-                self.sweep();
+                if s.sweep_skip == 0 {
+                    self.sweep();
+                } else {
+                    s.sweep_skip -= 1;
+                }
             }
         }
         let e = Cached {
@@ -523,15 +536,19 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
             }
         }
         b.used -= evicted * s.cost;
+        // When the budget is held elsewhere (other tables of the shard) and this table is too
+        // small to give back what is wanted, sweeping it whole again on every insert would cost
+        // O(n) each: it waits for an eighth of its size in inserts before the next try. (A
+        // sweep that only cleared referenced bits is not that: the next one evicts.)
+        let cached = self.layout.len();
+        if evicted < want / 2 && cached < want {
+            s.sweep_skip = cached / 8;
+        }
         // Learn what values take beyond their inline size, every few thousand writes.
         if s.written.0 >= 4096 {
             let inline = std::mem::size_of::<Cached<K, N, V>>() + 1;
             let heap = (s.written.1 / s.written.0) as usize;
             let cost = inline + heap.saturating_sub(std::mem::size_of::<V>());
-            let cached = match &self.layout {
-                Layout::Pairs(t) => t.entries.len(),
-                Layout::ByNamespace(v) => v.iter().map(|(_, t)| t.entries.len()).sum(),
-            };
             b.used = b.used - cached * s.cost + cached * cost;
             s.cost = cost;
             s.written = (0, 0);
