@@ -706,6 +706,12 @@ mod tests {
                     _ => assert_eq!(t.get(&k, &n), m.get(&(k, n))),
                 }
                 backend.check().unwrap();
+                // The budget holds (give or take the sweep's slack and one entry).
+                let (used, budget) = backend.memory();
+                assert!(
+                    seed % 4 < 2 || used <= budget + budget / 2,
+                    "{used} of {budget}"
+                );
             }
             if seed % 4 >= 2 {
                 let (spilled, loaded) = backend.spill_counts();
