@@ -67,6 +67,12 @@ where
     /// The live windows of each key, for merging assigners.
     sessions: KeyedTable<KS::Key, (), Vec<WA::W>>,
     timers: TimerService<KS::Key, WA::W>,
+    /// One timer per window at its end, shared by all its keys, instead of one per key and
+    /// window: for event-time windows that do not merge, have no allowed lateness and a
+    /// trigger whose only timer is the window's end (the default trigger). A window's keys are
+    /// then fired by walking its contents, cached and stored; no per-key timer is kept.
+    shared: bool,
+    window_timers: std::collections::BTreeMap<i64, Vec<WA::W>>,
     watermark: i64,
     clock: ProcessingClock,
     windows: Vec<WA::W>,
@@ -112,6 +118,10 @@ where
             },
         )?;
         let sessions = ctx.keyed_state("sessions", KeyedTable::new())?;
+        let shared = !merging
+            && assigner.is_event_time()
+            && settings.allowed_lateness_ms == 0
+            && trigger.timers_at_window_end_only();
         Ok(Self {
             event_time: assigner.is_event_time(),
             key,
@@ -122,6 +132,8 @@ where
             contents,
             sessions,
             timers: TimerService::default(),
+            shared,
+            window_timers: std::collections::BTreeMap::new(),
             watermark: WATERMARK_MIN,
             clock: ctx.config.clock.clone(),
             windows: Vec::new(),
@@ -155,6 +167,13 @@ where
         let at = self.cleanup_time(w);
         if at == i64::MAX {
             // Never: the window lasts as long as the job (global windows).
+            return;
+        }
+        if self.shared {
+            let windows = self.window_timers.entry(at).or_default();
+            if !windows.contains(w) {
+                windows.push(w.clone());
+            }
             return;
         }
         if self.event_time {
@@ -214,6 +233,7 @@ where
             side,
             ctx,
             watermark,
+            shared,
             ..
         } = self;
         let (slot, created) = contents.get_or_insert_with(key, w, || Slot {
@@ -228,6 +248,7 @@ where
             now,
             state: &mut slot.trigger,
             new_window: created || force_new,
+            shared_end_timer: *shared,
         };
         let result = trigger.on_element(&value, ts, w, &mut tctx);
         f.add(&mut slot.acc, value, ts);
@@ -375,6 +396,7 @@ where
                 now,
                 state: &mut old.trigger,
                 new_window: false,
+                shared_end_timer: self.shared,
             };
             self.trigger.clear(w, &mut tctx);
         }
@@ -387,6 +409,7 @@ where
                 now,
                 state: &mut slot.trigger,
                 new_window: created,
+                shared_end_timer: self.shared,
             };
             self.trigger.on_merge(&merged, &mut tctx);
         }
@@ -412,6 +435,7 @@ where
                 now,
                 state: &mut slot.trigger,
                 new_window: false,
+                shared_end_timer: self.shared,
             };
             self.trigger.clear(w, &mut tctx);
         }
@@ -443,6 +467,7 @@ where
                 side,
                 ctx,
                 watermark,
+                shared,
                 ..
             } = self;
             if let Some(slot) = contents.get_mut(&key, &w) {
@@ -454,6 +479,7 @@ where
                     now,
                     state: &mut slot.trigger,
                     new_window: false,
+                    shared_end_timer: *shared,
                 };
                 let result = match domain {
                     Domain::Event => trigger.on_event_time(at, &w, &mut tctx),
@@ -486,7 +512,77 @@ where
                 self.emit()?;
             }
         }
+        if domain == Domain::Event && self.shared {
+            while let Some(entry) = self.window_timers.first_entry() {
+                if *entry.key() > time {
+                    break;
+                }
+                let (at, windows) = entry.remove_entry();
+                for w in windows {
+                    self.fire_window(at, &w, now)?;
+                }
+            }
+        }
         self.emit()
+    }
+
+    /// A shared window timer: `at` is the end of `w` (and its cleanup time). Every key of the
+    /// window, cached or stored, gets the trigger's verdict, then the window is dropped.
+    fn fire_window(&mut self, at: i64, w: &WA::W, now: i64) -> Result<(), JobError> {
+        let Self {
+            contents,
+            timers,
+            trigger,
+            f,
+            out,
+            side,
+            ctx,
+            watermark,
+            down,
+            ..
+        } = self;
+        let mut failed = Ok(());
+        contents.drain_namespace(w, |key, mut slot| {
+            if failed.is_err() {
+                return;
+            }
+            let mut tctx = TriggerContext {
+                key: &key,
+                window: w,
+                timers: &mut *timers,
+                watermark: *watermark,
+                now,
+                state: &mut slot.trigger,
+                new_window: false,
+                shared_end_timer: true,
+            };
+            let result = trigger.on_event_time(at, w, &mut tctx);
+            trigger.clear(w, &mut tctx);
+            if result != TriggerResult::Continue {
+                let r = act(
+                    result,
+                    f,
+                    &key,
+                    w,
+                    &mut slot.acc,
+                    *watermark,
+                    now,
+                    out,
+                    side,
+                    ctx,
+                );
+                if let Err(e) = r {
+                    failed = Err(e);
+                    return;
+                }
+            }
+            if out.len() >= OUTPUT_BATCH_RECORDS_MAX {
+                ctx.counters.add_out(out.len());
+                failed = down.push(out);
+                ctx.enter();
+            }
+        });
+        failed
     }
 }
 

@@ -42,16 +42,26 @@ pub struct TriggerContext<'a, K, W, S> {
     pub(crate) now: i64,
     pub(crate) state: &'a mut S,
     pub(crate) new_window: bool,
+    /// The operator keeps one timer per window at its end, shared by every key: the trigger's
+    /// event-time timer at the window's end is that one (see
+    /// [`Trigger::timers_at_window_end_only`]).
+    pub(crate) shared_end_timer: bool,
 }
 
 impl<K: Hash + Eq + Clone, W: Window, S> TriggerContext<'_, K, W, S> {
     pub fn register_event_time_timer(&mut self, time: i64) {
+        if self.shared_end_timer && time == self.window.max_timestamp() {
+            return;
+        }
         self.timers.event.register(time, self.key, self.window);
     }
     pub fn register_processing_time_timer(&mut self, time: i64) {
         self.timers.processing.register(time, self.key, self.window);
     }
     pub fn delete_event_time_timer(&mut self, time: i64) {
+        if self.shared_end_timer && time == self.window.max_timestamp() {
+            return;
+        }
         self.timers.event.delete(time, self.key, self.window);
     }
     pub fn delete_processing_time_timer(&mut self, time: i64) {
@@ -86,6 +96,15 @@ pub trait Trigger<T, W: Window>: Clone + Send + Sync + 'static {
         window: &W,
         ctx: &mut TriggerContext<'_, K, W, Self::State>,
     ) -> TriggerResult;
+
+    /// Whether the only timer this trigger ever registers is an event-time timer at the
+    /// window's end (`max_timestamp`), and it keeps no state: then every key of a window has
+    /// the same one, and a window operator without allowed lateness keeps one timer per window
+    /// instead of one per key and window (it calls `on_event_time` for each of the window's keys
+    /// when the time comes). Default: false.
+    fn timers_at_window_end_only(&self) -> bool {
+        false
+    }
 
     /// An event-time timer of the window fired. (Default: nothing to do.)
     fn on_event_time<K: Hash + Eq + Clone>(
@@ -135,6 +154,10 @@ pub struct EventTimeTrigger;
 
 impl<T, W: Window> Trigger<T, W> for EventTimeTrigger {
     type State = ();
+
+    fn timers_at_window_end_only(&self) -> bool {
+        true
+    }
 
     #[inline]
     fn on_element<K: Hash + Eq + Clone>(
