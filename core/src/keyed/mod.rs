@@ -5,7 +5,8 @@
 //! A table is a cache of live values (a hash table on the key's stable hash, on the shard that
 //! owns the key) in front of the shard's state store (DESIGN.md, "State"; [`crate::state`]):
 //! values beyond the job's memory budget are evicted to the store and read back when used.
-//! Timers are kept in memory (they are not in the store yet).
+//! Per-key timers are kept in memory (not in the store yet); event-time windows with the default
+//! trigger keep one timer per window instead (see the window operator).
 
 pub mod co_process;
 pub mod interval_join;
