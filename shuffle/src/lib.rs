@@ -5,8 +5,8 @@
 //! crc32, kind, flags, channel) and a 16-byte-aligned payload, usually an rkyv-archived batch
 //! of records that the receiver reads in place.
 //!
-//! The in-process transport is the [`ring`](mod@ring): a bounded single-producer/single-consumer channel
-//! of pooled, aligned buffers per (sender shard, receiver shard, exchange). Its pool is its
+//! The in-process transport is the [`ring`](mod@ring): a bounded single-producer/single-consumer
+//! channel of pooled, aligned buffers per (sender shard, receiver shard, exchange). Its pool is its
 //! credit: a sender fills only buffers the receiver gave back, so the bytes in flight are bounded
 //! by `buffers × buffer size` and a slow receiver stops its senders (backpressure). The lock-free
 //! queue underneath is [`spsc`].
