@@ -29,8 +29,8 @@
 //!    state interface ([`keyed`]); windows ([`window`]) are built on it.
 //! 7. State ([`state`]): keyed tables are caches of live values in front of the shard's
 //!    log-structured store; past the job's memory budget, values are evicted (written with rkyv)
-//!    and read back on use, and the store's active segment is written through io_uring from the
-//!    keyed operators' `poll_ready`. Functions declare typed states (`ValueState`, …, with
+//!    and read back on use, and the store's active segment is written through io_uring while
+//!    the tasks that drive chains wait for them ([`operator::ready`]). Functions declare typed states (`ValueState`, …, with
 //!    TTL) in `open`; non-keyed functions and sources hand over operator state.
 //!
 //! ## Guarantees

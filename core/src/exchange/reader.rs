@@ -30,6 +30,9 @@ pub struct ReaderSettings {
     pub cancel: CancelToken,
     /// Ticks the chain with processing time (when the job has operators acting on it).
     pub ticker: crate::time::Ticker,
+    /// The shard's state, whose store writes what its chain's operators evicted while the
+    /// reader waits for its chain.
+    pub state: crate::state::StateBackend,
 }
 
 enum Link<T> {
@@ -97,7 +100,7 @@ pub async fn run_reader<T: Data>(
     };
 
     while open > 0 {
-        ready(chain.as_mut(), settings.scheduling).await?;
+        ready(chain.as_mut(), settings.scheduling, &settings.state).await?;
         let mut progressed = false;
         let mut i = 0;
         while i < inputs.len() {

@@ -348,7 +348,6 @@ impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
         &mut self,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), JobError>> {
-        std::task::ready!(self.ctx.state.poll_maintenance(cx))?;
         match self.side.poll_ready(cx) {
             std::task::Poll::Ready(Ok(())) => self.down.poll_ready(cx),
             other => other,

@@ -15,8 +15,7 @@
 //! Only exchanges ever say "not ready"; every other operator forwards the question.
 
 /// The flow-control methods of an operator that has nothing of its own to ship: it forwards
-/// `poll_ready`, `flush` and `poll_flush` to `self.down`. With `keyed_state`, `poll_ready`
-/// first lets the shard's state store write what it took (`self.ctx.state`).
+/// `poll_ready`, `flush` and `poll_flush` to `self.down`.
 macro_rules! forward_flow_control {
     () => {
         fn poll_ready(
@@ -25,19 +24,6 @@ macro_rules! forward_flow_control {
         ) -> std::task::Poll<Result<(), crate::error::JobError>> {
             self.down.poll_ready(cx)
         }
-        forward_flow_control!(@rest);
-    };
-    (keyed_state) => {
-        fn poll_ready(
-            &mut self,
-            cx: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Result<(), crate::error::JobError>> {
-            std::task::ready!(self.ctx.state.poll_maintenance(cx))?;
-            self.down.poll_ready(cx)
-        }
-        forward_flow_control!(@rest);
-    };
-    (@rest) => {
         fn flush(&mut self) -> Result<(), crate::error::JobError> {
             self.down.flush()
         }
@@ -512,9 +498,20 @@ pub async fn wait<R>(mode: SchedulingMode, mut poll: impl FnMut(&mut Context<'_>
     }
 }
 
-/// Waits until `chain` may take more input.
-pub async fn ready<T>(chain: &mut dyn Push<T>, mode: SchedulingMode) -> Result<(), JobError> {
-    wait(mode, |cx| chain.poll_ready(cx)).await
+/// Waits until `chain` may take more input, and until the shard's state store has written
+/// enough of what the chain's keyed operators evicted (see
+/// [`StateBackend::poll_maintenance`](crate::state::StateBackend::poll_maintenance)): every task
+/// that drives a chain waits here before each batch.
+pub async fn ready<T>(
+    chain: &mut dyn Push<T>,
+    mode: SchedulingMode,
+    state: &crate::state::StateBackend,
+) -> Result<(), JobError> {
+    wait(mode, |cx| {
+        std::task::ready!(state.poll_maintenance(cx))?;
+        chain.poll_ready(cx)
+    })
+    .await
 }
 
 /// Waits until everything `chain` was given has been shipped.

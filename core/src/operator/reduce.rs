@@ -186,7 +186,7 @@ where
         self.ctx.counters.add_out(self.out.len());
         self.down.push(&mut self.out)
     }
-    forward_flow_control!(keyed_state);
+    forward_flow_control!();
     fn finish(&mut self) -> Result<(), JobError> {
         if self.emit != Emit::EveryUpdate {
             self.emit_all()?;

@@ -130,25 +130,16 @@ async fn write_chunk(
             Err(e) => return (path, Err(format!("cannot open the active segment: {e}"))),
         },
     };
-    let end = offset as usize + bytes.len();
-    let mut at = 0usize;
-    let mut buf = bytes;
-    while !buf.is_empty() {
-        match file.write_at(buf.clone(), offset + at as u64).await {
-            Ok(0) => return (path, Err("the active segment took no bytes".into())),
-            Ok(n) => {
-                at += n;
-                buf.drain(..n);
-            }
-            Err(e) => {
-                return (
-                    path,
-                    Err(format!("cannot append to the active segment: {e}")),
-                );
-            }
-        }
+    // The chunk moves into the write (no second copy); a short write reports where the file
+    // ends, and the next round writes the rest from the store.
+    match file.write_at(bytes, offset).await {
+        Ok(0) => (path, Err("the active segment took no bytes".into())),
+        Ok(n) => (path, Ok(offset as usize + n)),
+        Err(e) => (
+            path,
+            Err(format!("cannot append to the active segment: {e}")),
+        ),
     }
-    (path, Ok(end))
 }
 
 /// Reads the stamp of a stored `(value, stamp)` (None: it does not decode; kept).
@@ -248,8 +239,8 @@ impl StateBackend {
     }
 
     /// Writes the store's active segment to its file through glommio (io_uring), a chunk at a
-    /// time, while the shard goes on: operators call this from `poll_ready`, before each
-    /// batch. Pending only while more than `UNFLUSHED_MAX` bytes wait for a write in flight
+    /// time, while the shard goes on: every task driving a chain calls this before each batch
+    /// ([`crate::operator::ready`]). Pending only while more than `UNFLUSHED_MAX` bytes wait for a write in flight
     /// (the task is woken when it lands). Outside an executor nobody calls it, and the store
     /// writes synchronously once `flush_bytes` pile up.
     pub fn poll_maintenance(
@@ -277,6 +268,10 @@ impl StateBackend {
                                 if let Some(s) = b.store.as_mut() {
                                     s.mark_flushed(&path, to);
                                 }
+                            }
+                            // A segment sealed while its chunk was on the way (its log
+                            // removed): the seal wrote everything; nothing is lost.
+                            Err(_) if b.store.as_ref().is_some_and(|s| s.active_path() != path) => {
                             }
                             Err(e) => {
                                 return Poll::Ready(Err(
