@@ -350,7 +350,7 @@ impl Backend {
         Ok(self.store.as_mut().expect("opened above"))
     }
 
-    fn state_error(&self, what: &str, e: impl std::fmt::Display) -> JobError {
+    pub(crate) fn state_error(&self, what: &str, e: impl std::fmt::Display) -> JobError {
         JobError::State {
             shard: self.shard,
             message: format!("{what}: {e}"),
