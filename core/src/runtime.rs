@@ -125,6 +125,8 @@ pub struct OperatorTotals {
     /// Keyed-state values evicted to the store and read back from it.
     pub state_writes: u64,
     pub state_reads: u64,
+    /// Timer records written to the store.
+    pub timers_spilled: u64,
 }
 
 /// Totals of one exchange over all its rings.
@@ -180,6 +182,7 @@ impl JobMetrics {
                     records_late: sum(m, |c| c.records_late.load(Ordering::Relaxed)),
                     state_writes: sum(m, |c| c.state_writes.load(Ordering::Relaxed)),
                     state_reads: sum(m, |c| c.state_reads.load(Ordering::Relaxed)),
+                    timers_spilled: sum(m, |c| c.timers_spilled.load(Ordering::Relaxed)),
                 })
                 .collect(),
             exchanges: self
@@ -277,12 +280,12 @@ impl std::fmt::Display for JobResult {
             .metrics
             .operators
             .iter()
-            .filter(|o| o.state_writes + o.state_reads > 0)
+            .filter(|o| o.state_writes + o.state_reads + o.timers_spilled > 0)
         {
             writeln!(
                 f,
-                "  state of {:<19} {:>11} values evicted to the store, {} read back",
-                o.name, o.state_writes, o.state_reads
+                "  state of {:<19} {:>11} values evicted to the store, {} read back, {} timers spilled",
+                o.name, o.state_writes, o.state_reads, o.timers_spilled
             )?;
         }
         for e in &self.metrics.exchanges {

@@ -89,9 +89,18 @@ fn event_time_timers_fire_once_in_order_per_key_after_the_watermark() {
             set.remove(&c.3);
         }
     }
-    for p in [1, 2, 4] {
+    // With a budget of 64 KiB the far timers (ten thousand, each at a time of its own) go to
+    // the shards' stores, deletions of them as tombstones.
+    for (p, budget) in [
+        (1, None),
+        (2, None),
+        (4, None),
+        (1, Some(64 << 10)),
+        (2, Some(64 << 10)),
+    ] {
         let mut env = StreamExecutionEnvironment::local();
         env.set_parallelism(p);
+        env.config_mut().state_memory_bytes = budget;
         let fired = env
             .from_iter(cmds.clone())
             .assign_timestamps_and_watermarks(
@@ -101,7 +110,13 @@ fn event_time_timers_fire_once_in_order_per_key_after_the_watermark() {
             .key_by(|c: &Cmd| c.0)
             .process(EventTimers)
             .collect();
-        env.execute("event timers").unwrap();
+        let result = env.execute("event timers").unwrap();
+        let spilled = result.operator("keyed process").unwrap().timers_spilled;
+        assert_eq!(
+            spilled > 5_000,
+            budget.is_some(),
+            "{spilled} timers spilled"
+        );
         // The collect sink keeps each shard's order; a key lives on one shard.
         let mut got: HashMap<u32, Vec<i64>> = HashMap::new();
         for (_shard, records) in fired.take_by_shard() {
@@ -115,7 +130,7 @@ fn event_time_timers_fire_once_in_order_per_key_after_the_watermark() {
             assert_eq!(
                 got.get(k).cloned().unwrap_or_default(),
                 want,
-                "P={p} key {k}"
+                "P={p} budget {budget:?} key {k}"
             );
         }
         assert_eq!(got.len(), live.len());

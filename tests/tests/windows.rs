@@ -159,8 +159,19 @@ enum Kind {
 }
 
 fn run(evs: &[Ev], kind: Kind, p: u32, bound_ms: u64) -> (Vec<Out>, JobResult) {
+    run_in_budget(evs, kind, p, bound_ms, None)
+}
+
+fn run_in_budget(
+    evs: &[Ev],
+    kind: Kind,
+    p: u32,
+    bound_ms: u64,
+    budget: Option<usize>,
+) -> (Vec<Out>, JobResult) {
     let mut env = StreamExecutionEnvironment::local();
     env.set_parallelism(p);
+    env.config_mut().state_memory_bytes = budget;
     let keyed = env
         .from_iter(evs.to_vec())
         .assign_timestamps_and_watermarks(
@@ -231,6 +242,37 @@ fn random_out_of_order_streams_give_the_brute_force_windows() {
             }
         }
     }
+}
+
+/// Sessions of 20,000 keys (a timer per key and session, at times of their own) in a budget
+/// that holds a fraction of them: session lists, contents and timers go to the stores and come
+/// back, and the windows are the brute-force ones.
+#[test]
+fn sessions_with_their_timers_in_the_store_give_the_brute_force_windows() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let seed = shardflow_tests::seed(0x5e55_1045);
+    let evs = events(seed, 300_000, 20_000, 50);
+    let gap = 200;
+    let expected = session_reference(&evs, gap);
+    let (got, result) = run_in_budget(
+        &evs,
+        Kind::Session(gap),
+        2,
+        disorder_of(&evs) as u64,
+        Some(256 << 10),
+    );
+    let op = result
+        .metrics
+        .operators
+        .iter()
+        .find(|o| o.state_writes > 0)
+        .expect("the window operator used its stores");
+    assert!(
+        op.timers_spilled > 10_000 && op.state_reads > 10_000,
+        "{op:?}"
+    );
+    assert_eq!(got.len(), expected.len(), "window count");
+    assert_eq!(got, expected);
 }
 
 /// A punctuated generator: a watermark after every record, so what is late is fixed by the

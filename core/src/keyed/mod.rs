@@ -245,9 +245,8 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
     fn insert_new(&mut self, key: &K, namespace: &N, value: V, flags: u8) -> &mut V {
         if let Some(s) = &mut self.spill {
             let over = {
-                let mut b = s.backend.inner.borrow_mut();
-                b.used += s.cost;
-                b.used > b.budget
+                let b = s.backend.inner.borrow();
+                b.used + s.cost > b.budget
             };
             if over {
                 if s.sweep_skip == 0 {
@@ -256,6 +255,10 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
                     s.sweep_skip -= 1;
                 }
             }
+            // Charged after the sweep: a sweep may learn a new cost per entry and charge the
+            // cached entries at it; this one is charged at the same.
+            let s = self.spill.as_ref().expect("backed");
+            s.backend.inner.borrow_mut().used += s.cost;
         }
         let e = Cached {
             key: key.clone(),

@@ -222,8 +222,7 @@ impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
             self.state = self
                 .ctx
                 .keyed_state("state", std::mem::take(&mut self.state))?;
-            self.timers = std::mem::take(&mut self.timers)
-                .in_store(&self.ctx.state, &self.ctx.state_name("timers"))?;
+            self.timers = self.ctx.timer_service()?;
             self.states = StateRegistry::new(Some(self.ctx.clone()));
             let mut octx = KeyedOpenContext {
                 runtime: &self.ctx.runtime,

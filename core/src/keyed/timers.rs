@@ -172,6 +172,8 @@ struct Spill<K, N> {
     skip: usize,
     /// Records per block ([`BLOCK_RECORDS`]; fewer in tests).
     block_records: usize,
+    /// The operator's counters (timer records written to the store).
+    counters: Option<std::sync::Arc<crate::operator::OperatorCounters>>,
 }
 
 /// One time domain's timers.
@@ -211,6 +213,7 @@ impl<K: Data + Hash + Eq, N: Data + Hash + Eq> TimerQueue<K, N> {
             charged: 0,
             skip: 0,
             block_records: BLOCK_RECORDS,
+            counters: None,
         }));
         Ok(self)
     }
@@ -577,6 +580,10 @@ impl<K: Clone, N: Clone> Spill<K, N> {
         let id = (run.id, run.firsts.len() as u32);
         run.firsts.push(block[0].0);
         self.stored += block.len();
+        if let Some(c) = &self.counters {
+            c.timers_spilled
+                .fetch_add(block.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut b = self.backend.inner.borrow_mut();
         if let Err(e) = (self.put)(&mut b, self.id, &id, &(), block) {
             b.fail(e);
@@ -633,6 +640,18 @@ impl<K: Data + Hash + Eq, N: Data + Hash + Eq> TimerService<K, N> {
                 .processing
                 .in_store(backend, format!("{name}/processing"))?,
         })
+    }
+}
+
+impl<K, N> TimerService<K, N> {
+    /// Counts the timer records both queues write to the store in `counters`.
+    pub fn counted(mut self, counters: std::sync::Arc<crate::operator::OperatorCounters>) -> Self {
+        for q in [&mut self.event, &mut self.processing] {
+            if let Some(s) = &mut q.spill {
+                s.counters = Some(counters.clone());
+            }
+        }
+        self
     }
 }
 

@@ -307,6 +307,8 @@ pub struct OperatorCounters {
     /// state fits its memory budget has none).
     pub state_writes: AtomicU64,
     pub state_reads: AtomicU64,
+    /// Timer records written to the store (timers beyond the memory budget).
+    pub timers_spilled: AtomicU64,
 }
 
 impl OperatorCounters {
@@ -421,6 +423,17 @@ impl OperatorContext {
         let name = self.state_name(name);
         Ok(table
             .in_store(&self.state, name)?
+            .counted(self.counters.clone()))
+    }
+
+    /// Timers of this operator, backed by the shard's store (under `<node>:<operator>/timers`).
+    pub fn timer_service<K, N>(&self) -> Result<crate::keyed::TimerService<K, N>, JobError>
+    where
+        K: crate::Data + std::hash::Hash + Eq,
+        N: crate::Data + std::hash::Hash + Eq,
+    {
+        Ok(crate::keyed::TimerService::default()
+            .in_store(&self.state, &self.state_name("timers"))?
             .counted(self.counters.clone()))
     }
 

@@ -131,7 +131,7 @@ where
             settings,
             contents,
             sessions,
-            timers: TimerService::default().in_store(&ctx.state, &ctx.state_name("timers"))?,
+            timers: ctx.timer_service()?,
             shared,
             window_timers: std::collections::BTreeMap::new(),
             watermark: WATERMARK_MIN,
