@@ -415,7 +415,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
                 s.dead_count -= deleted.len();
                 for (k, n) in deleted {
                     let h = timer_hash(k, n);
-                    if !live.as_ref().is_some_and(|r| r.find(h, k, n).is_some()) {
+                    if live.as_ref().is_none_or(|r| r.find(h, k, n).is_none()) {
                         block.push((t, k.clone(), n.clone(), DEAD));
                     }
                 }
@@ -782,7 +782,7 @@ mod tests {
         for _ in 0..3000 {
             // Now and then a time already past: due at the next firing. Half the time a timer
             // used lately (deleted and registered again, registered twice).
-            let (at, key, ns) = if rng.next_u64() % 2 == 0 && !recent.is_empty() {
+            let (at, key, ns) = if rng.next_u64().is_multiple_of(2) && !recent.is_empty() {
                 recent[(rng.next_u64() % recent.len() as u64) as usize]
             } else {
                 let t = (
