@@ -6,5 +6,6 @@
 pub mod exchange;
 pub mod keyed_state;
 pub mod store;
+pub mod timers;
 pub mod windows;
 pub mod wordcount;

@@ -79,6 +79,14 @@ enum Bench {
         #[arg(long, value_enum, default_value = "all")]
         only: shardflow_bench::keyed_state::Part,
     },
+    /// Keyed timers on one shard: a timer per key at a time of its own, registered and fired,
+    /// beside a binary heap; in memory, counted in a budget, and in a budget a tenth of them.
+    Timers {
+        #[arg(long, default_value_t = 1_000_000)]
+        timers: u64,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// Records/s through the exchange between two pinned shards, beside a bare rkyv hand-off.
     Exchange {
         #[arg(long, default_value_t = 50_000_000)]
@@ -223,6 +231,44 @@ fn main() -> anyhow::Result<()> {
                 "  engine P=2            {:>8.1} M events/s   {:.2}x the loop",
                 e2 / 1e6,
                 e2 / b
+            );
+        }
+        Bench::Timers { timers, runs } => {
+            println!(
+                "timers: {timers} keys with a timer each, registered and fired, {runs} runs (medians)"
+            );
+            let mut all = Vec::new();
+            for i in 0..runs {
+                all.push(shardflow_bench::timers::run(timers, 42 + i as u64)?);
+            }
+            let m = |f: fn(&shardflow_bench::timers::TimersRun) -> f64| {
+                median(all.iter().map(f).collect())
+            };
+            println!(
+                "  binary heap (no dedup)      {:>8.2} M/s",
+                m(|r| r.heap_per_s) / 1e6
+            );
+            for (name, f) in [
+                (
+                    "queue in memory            ",
+                    (|r| r.memory_per_s) as fn(&shardflow_bench::timers::TimersRun) -> f64,
+                ),
+                ("queue in store, no budget  ", |r| r.counted_per_s),
+                ("queue in store, budget 1/10", |r| r.budget_per_s),
+            ] {
+                println!(
+                    "  {name} {:>8.2} M/s   {:.2}x the heap, {:.2}x in memory",
+                    m(f) / 1e6,
+                    median(all.iter().map(|r| f(r) / r.heap_per_s).collect()),
+                    median(all.iter().map(|r| f(r) / r.memory_per_s).collect()),
+                );
+            }
+            println!(
+                "    blocks written with the budget: {}",
+                all.iter()
+                    .map(|r| r.blocks_written.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         Bench::KeyedState {

@@ -72,10 +72,20 @@ fn timer_hash<K: Hash, N: Hash>(key: &K, namespace: &N) -> u64 {
     crate::key::state_hash(key_hash(&(key, namespace)))
 }
 
+/// Runs up to this many timers long are searched without an index: per-key timers at times of
+/// their own (sessions, a process function's timeouts) make runs of one, and building a hash
+/// table for each cost an allocation per timer.
+const LINEAR: usize = 8;
+
 impl<K: Hash + Eq, N: Hash + Eq> Run<K, N> {
     /// The position of the live timer (key, namespace), if there is one.
     fn find(&self, hash: u64, key: &K, namespace: &N) -> Option<usize> {
         let timers = &self.timers;
+        if timers.len() <= LINEAR {
+            return timers
+                .iter()
+                .position(|t| t.as_ref().is_some_and(|(k, n)| k == key && n == namespace));
+        }
         self.index
             .find(hash, |&p| {
                 timers[p as usize]
@@ -89,25 +99,84 @@ impl<K: Hash + Eq, N: Hash + Eq> Run<K, N> {
     fn push(&mut self, hash: u64, timer: (K, N)) {
         let pos = self.timers.len() as u32;
         self.timers.push(Some(timer));
+        self.live += 1;
         let timers = &self.timers;
-        self.index.insert_unique(hash, pos, |&p| {
-            // A position emptied by firing stays indexed (firing does not hash); its entry is
-            // dead and may go anywhere.
+        // A position emptied by firing stays indexed (firing does not hash); its entry is dead
+        // and may go anywhere.
+        let rehash = |&p: &u32| {
             timers[p as usize]
                 .as_ref()
                 .map_or(0, |(k, n)| timer_hash(k, n))
-        });
-        self.live += 1;
+        };
+        match timers.len() {
+            n if n <= LINEAR => {}
+            n if n == LINEAR + 1 => {
+                // Past the linear length: index every live timer from now on.
+                for (p, t) in timers.iter().enumerate() {
+                    if let Some((k, n)) = t {
+                        self.index.insert_unique(timer_hash(k, n), p as u32, rehash);
+                    }
+                }
+            }
+            _ => {
+                self.index.insert_unique(hash, pos, rehash);
+            }
+        }
     }
 
     /// Empties position `pos` (a live timer found under `hash`).
     fn take_at(&mut self, hash: u64, pos: usize) -> Option<(K, N)> {
         let t = self.timers[pos].take();
-        if let Ok(o) = self.index.find_entry(hash, |&p| p as usize == pos) {
+        if self.timers.len() > LINEAR
+            && let Ok(o) = self.index.find_entry(hash, |&p| p as usize == pos)
+        {
             o.remove();
         }
         self.live -= 1;
         t
+    }
+}
+
+/// The timers of one time: one alone (no allocation: per-key timers at times of their own),
+/// or a run. The map's values stay small, so inserting into its nodes moves little.
+enum Slot<K, N> {
+    One(K, N),
+    Many(Box<Run<K, N>>),
+}
+
+impl<K: Hash + Eq, N: Hash + Eq> Slot<K, N> {
+    fn contains(&self, hash: u64, key: &K, namespace: &N) -> bool {
+        match self {
+            Slot::One(k, n) => k == key && n == namespace,
+            Slot::Many(r) => r.find(hash, key, namespace).is_some(),
+        }
+    }
+
+    fn live(&self) -> usize {
+        match self {
+            Slot::One(..) => 1,
+            Slot::Many(r) => r.live,
+        }
+    }
+
+    /// The slot's timers not yet taken, in order (empty positions included).
+    fn into_timers(self) -> Vec<Option<(K, N)>> {
+        match self {
+            Slot::One(k, n) => vec![Some((k, n))],
+            Slot::Many(mut r) => r.timers.split_off(r.next),
+        }
+    }
+
+    /// The slot of a run's live timers (None: it has none).
+    fn of_run(mut run: Run<K, N>) -> Option<Self> {
+        match run.live {
+            0 => None,
+            1 => {
+                let (k, n) = run.timers.drain(run.next..).flatten().next()?;
+                Some(Slot::One(k, n))
+            }
+            _ => Some(Slot::Many(Box::new(run))),
+        }
     }
 }
 
@@ -178,7 +247,7 @@ struct Spill<K, N> {
 
 /// One time domain's timers.
 pub struct TimerQueue<K, N> {
-    by_time: BTreeMap<i64, Run<K, N>>,
+    by_time: BTreeMap<i64, Slot<K, N>>,
     live: usize,
     spill: Option<Box<Spill<K, N>>>,
 }
@@ -222,8 +291,8 @@ impl<K: Data + Hash + Eq, N: Data + Hash + Eq> TimerQueue<K, N> {
 impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
     /// Bytes a timer takes in memory (its slot and its index entry).
     const TIMER_BYTES: usize = std::mem::size_of::<Option<(K, N)>>() + 8;
-    /// Bytes a distinct time takes (its run and its place in the map).
-    const TIME_BYTES: usize = std::mem::size_of::<Run<K, N>>() + 32;
+    /// Bytes a distinct time takes (its place in the map; a run of several, a little more).
+    const TIME_BYTES: usize = std::mem::size_of::<Slot<K, N>>() + 16;
 
     /// Live timers; once timers were spilled, an upper bound (records in the store count, some
     /// of which repeat or delete others).
@@ -244,11 +313,31 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
     /// store already: the store is not asked).
     pub fn register(&mut self, at: i64, key: &K, namespace: &N) -> bool {
         let hash = timer_hash(key, namespace);
-        let run = self.by_time.entry(at).or_default();
-        if run.find(hash, key, namespace).is_some() {
-            return false;
+        match self.by_time.entry(at) {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(Slot::One(key.clone(), namespace.clone()));
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                let slot = o.get_mut();
+                if slot.contains(hash, key, namespace) {
+                    return false;
+                }
+                if let Slot::One(..) = slot {
+                    let Slot::One(k, n) = std::mem::replace(slot, Slot::Many(Box::default()))
+                    else {
+                        unreachable!("matched above")
+                    };
+                    let Slot::Many(r) = slot else {
+                        unreachable!("replaced above")
+                    };
+                    r.push(timer_hash(&k, &n), (k, n));
+                }
+                let Slot::Many(r) = slot else {
+                    unreachable!("made a run above")
+                };
+                r.push(hash, (key.clone(), namespace.clone()));
+            }
         }
-        run.push(hash, (key.clone(), namespace.clone()));
         self.live += 1;
         if self.spill.is_some() && self.charge() {
             let s = self.spill.as_mut().expect("checked");
@@ -267,15 +356,26 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
     pub fn delete(&mut self, at: i64, key: &K, namespace: &N) -> bool {
         let hash = timer_hash(key, namespace);
         let mut found = false;
-        if let Some(run) = self.by_time.get_mut(&at)
-            && let Some(pos) = run.find(hash, key, namespace)
-        {
-            run.take_at(hash, pos);
-            self.live -= 1;
-            if run.live == 0 {
-                self.by_time.remove(&at);
+        if let std::collections::btree_map::Entry::Occupied(mut o) = self.by_time.entry(at) {
+            let empty = match o.get_mut() {
+                Slot::One(k, n) => {
+                    found = k == key && n == namespace;
+                    found
+                }
+                Slot::Many(run) => {
+                    if let Some(pos) = run.find(hash, key, namespace) {
+                        run.take_at(hash, pos);
+                        found = true;
+                    }
+                    run.live == 0
+                }
+            };
+            if found {
+                self.live -= 1;
             }
-            found = true;
+            if empty {
+                o.remove();
+            }
         }
         if let Some(s) = self.spill.as_mut() {
             if !s.runs.is_empty() && at >= s.front {
@@ -310,19 +410,22 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
             if at > time {
                 return None;
             }
-            let run = entry.get_mut();
             let mut popped = None;
-            while run.next < run.timers.len() {
-                let taken = run.timers[run.next].take();
-                run.next += 1;
-                if let Some((key, namespace)) = taken {
-                    run.live -= 1;
-                    popped = Some((at, key, namespace));
-                    break;
+            if let Slot::Many(run) = entry.get_mut() {
+                while run.next < run.timers.len() {
+                    let taken = run.timers[run.next].take();
+                    run.next += 1;
+                    if let Some((key, namespace)) = taken {
+                        run.live -= 1;
+                        popped = Some((at, key, namespace));
+                        break;
+                    }
                 }
-            }
-            if run.next == run.timers.len() {
-                entry.remove();
+                if run.next == run.timers.len() {
+                    entry.remove();
+                }
+            } else if let Slot::One(key, namespace) = entry.remove() {
+                popped = Some((at, key, namespace));
             }
             if let Some(p) = popped {
                 self.live -= 1;
@@ -337,7 +440,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
     /// The earliest live timer's time.
     pub fn next_time(&mut self) -> Option<i64> {
         loop {
-            let first = self.by_time.first_key_value().map(|(t, r)| (*t, r.live));
+            let first = self.by_time.first_key_value().map(|(t, r)| (*t, r.live()));
             if let Some(s) = &self.spill
                 && !s.runs.is_empty()
                 && s.front <= first.map_or(i64::MAX, |f| f.0)
@@ -376,12 +479,12 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
         let half = self.live / 2;
         let mut kept = 0;
         let mut cut = None;
-        for (i, (t, run)) in self.by_time.iter().enumerate() {
+        for (i, (t, slot)) in self.by_time.iter().enumerate() {
             if i > 0 && kept >= half {
                 cut = Some(*t);
                 break;
             }
-            kept += run.live;
+            kept += slot.live();
         }
         let Some(cut) = cut else {
             // One time holds them all: nothing to give back until more times come.
@@ -415,14 +518,14 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
                 s.dead_count -= deleted.len();
                 for (k, n) in deleted {
                     let h = timer_hash(k, n);
-                    if live.as_ref().is_none_or(|r| r.find(h, k, n).is_none()) {
+                    if live.as_ref().is_none_or(|r| !r.contains(h, k, n)) {
                         block.push((t, k.clone(), n.clone(), DEAD));
                     }
                 }
             }
             if let Some(live) = live {
-                moved += live.live;
-                for (k, n) in live.timers.into_iter().flatten() {
+                moved += live.live();
+                for (k, n) in live.into_timers().into_iter().flatten() {
                     let h = timer_hash(&k, &n);
                     let reborn = deleted
                         .as_ref()
@@ -499,7 +602,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
                     let deleted = dead
                         .as_ref()
                         .is_some_and(|d| d.find(h, |(dk, dn)| dk == k && dn == n).is_some());
-                    let in_memory = memory.is_some_and(|r| r.find(h, k, n).is_some());
+                    let in_memory = memory.is_some_and(|r| r.contains(h, k, n));
                     seen.push(Seen {
                         first: i,
                         chosen: None,
@@ -538,17 +641,17 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
         }
         let old = self.by_time.remove(&at);
         // Registered in memory again: the stored registration was first and keeps its place.
-        let old_live = old.as_ref().map_or(0, |r| r.live);
-        let old_timers = old.map(|mut r| {
-            for &i in &duplicates {
-                let (k, n, _) = &recs[i];
-                let h = timer_hash(k, n);
-                if let Some(pos) = r.find(h, k, n) {
-                    r.take_at(h, pos);
-                }
+        let old_live = old.as_ref().map_or(0, Slot::live);
+        let mut old_timers = old.map(Slot::into_timers).unwrap_or_default();
+        for &i in &duplicates {
+            let (k, n, _) = &recs[i];
+            if let Some(t) = old_timers
+                .iter_mut()
+                .find(|t| t.as_ref().is_some_and(|(tk, tn)| tk == k && tn == n))
+            {
+                *t = None;
             }
-            r.timers.split_off(r.next)
-        });
+        }
         let mut by_run: Vec<Vec<(K, N)>> = vec![Vec::new(); groups.len() - 1];
         let mut g = 0;
         for (i, (k, n, _)) in recs.into_iter().enumerate() {
@@ -563,12 +666,12 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
         for (k, n) in by_run.into_iter().rev().flatten() {
             run.push(timer_hash(&k, &n), (k, n));
         }
-        for (k, n) in old_timers.into_iter().flatten().flatten() {
+        for (k, n) in old_timers.into_iter().flatten() {
             run.push(timer_hash(&k, &n), (k, n));
         }
         self.live = self.live - old_live + run.live;
-        if run.live > 0 {
-            self.by_time.insert(at, run);
+        if let Some(slot) = Slot::of_run(run) {
+            self.by_time.insert(at, slot);
         }
         self.charge();
     }
@@ -745,7 +848,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let backend = StateBackend::new(
                 dir.path().to_path_buf(),
-                600,
+                200,
                 0,
                 crate::key::MAX_PARALLELISM_DEFAULT,
                 crate::time::ProcessingClock::System,
