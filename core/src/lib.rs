@@ -30,8 +30,10 @@
 //! 7. State ([`state`]): keyed tables are caches of live values in front of the shard's
 //!    log-structured store; past the job's memory budget, values are evicted (written with rkyv)
 //!    and read back on use, and the store's active segment is written through io_uring while
-//!    the tasks that drive chains wait for them ([`operator::ready`]). Functions declare typed states (`ValueState`, …, with
-//!    TTL) in `open`; non-keyed functions and sources hand over operator state.
+//!    the tasks that drive chains wait for them ([`operator::ready`]). Timers count in the same
+//!    budget; past it, the latest go to the store in sorted runs ([`keyed::timers`]). Functions
+//!    declare typed states (`ValueState`, …, with TTL) in `open`; non-keyed functions and
+//!    sources hand over operator state.
 //!
 //! ## Guarantees
 //!

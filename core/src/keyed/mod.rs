@@ -5,8 +5,10 @@
 //! A table is a cache of live values (a hash table on the key's stable hash, on the shard that
 //! owns the key) in front of the shard's state store (DESIGN.md, "State"; [`crate::state`]):
 //! values beyond the job's memory budget are evicted to the store and read back when used.
-//! Per-key timers are kept in memory (not in the store yet); event-time windows with the default
-//! trigger keep one timer per window instead (see the window operator).
+//! Timers are kept in memory, counted in the same budget; past it, a queue writes its latest
+//! timers to the store in sorted runs and reads them back before they are due ([`timers`]).
+//! Event-time windows with the default trigger keep one timer per window instead (see the
+//! window operator).
 
 pub mod co_process;
 pub mod interval_join;
