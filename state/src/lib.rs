@@ -8,10 +8,15 @@
 //!   group, with a footer of key-group offsets) read through memmap2, an in-memory index of the
 //!   newest entry of every key, compaction, and recovery that cuts a torn tail and refuses a
 //!   corrupt sealed segment, naming the file and the offset.
+//! - [`checkpoint`]: checkpoint storage — segments shared between incremental checkpoints,
+//!   each checkpoint's atomic `_metadata`, retention with reference counting; a store takes
+//!   part through [`Store::snapshot`] and [`Store::restore`].
 
+pub mod checkpoint;
 pub mod entry;
 pub mod index;
 pub mod store;
 
+pub use checkpoint::{CheckpointStorage, Metadata};
 pub use entry::Op;
-pub use store::{Store, StoreError, StoreOptions};
+pub use store::{SegmentHandle, Store, StoreError, StoreOptions};

@@ -100,6 +100,8 @@ struct Sealed {
     entries: u64,
     /// Bytes of entries the index points to.
     live: u64,
+    /// On disk for sure (synced when written, or found there): a checkpoint need not sync it.
+    synced: bool,
 }
 
 /// A log-structured store of `(key group, namespace, key) → value` in one directory.
@@ -115,6 +117,24 @@ pub struct Store {
     active_live: u64,
     /// Values compaction dropped as expired, ever.
     expired: u64,
+    /// Names this store's segments in checkpoints (`<uid>-<id>`): unique per opening, so a
+    /// segment of another run never takes the name of one of this run.
+    uid: u64,
+    /// Segments restored from a checkpoint, by id: the names they have there (a checkpoint of
+    /// this store refers to them again instead of uploading them anew).
+    origins: std::collections::HashMap<u32, String>,
+}
+
+/// A sealed segment as a checkpoint takes it: immutable, synced, and held open (a compaction
+/// may remove the store's name for it; the open file keeps its bytes until dropped).
+#[derive(Debug)]
+pub struct SegmentHandle {
+    /// The segment's name in checkpoint storage: the same for the same segment at every
+    /// checkpoint, different for any other segment.
+    pub name: String,
+    pub path: PathBuf,
+    pub bytes: u64,
+    pub file: File,
 }
 
 /// Writes all of `bytes` at `offset` of `file` through glommio, a MiB at a time (glommio's
@@ -172,7 +192,43 @@ impl Store {
     /// ones in order (a corrupt one is an error naming it and the offset), then the active one,
     /// whose torn tail (a crash mid-write) is cut off at the last whole entry.
     pub fn open(dir: impl Into<PathBuf>, options: StoreOptions) -> Result<Store, StoreError> {
+        Self::open_filtered(dir.into(), options, None)
+    }
+
+    /// A new store in `dir` (which must hold no segments) from segments of checkpoints: each
+    /// `(name, file)` is linked into the directory (copied if it is on another file system),
+    /// and only the entries of the key groups `keep` accepts are indexed (a rescale restores
+    /// the key groups a shard now owns from the segments of the shards that owned them; the
+    /// others are dead and go at the next compaction). A segment that is missing or corrupt is
+    /// an error naming it.
+    pub fn restore(
+        dir: impl Into<PathBuf>,
+        options: StoreOptions,
+        segments: &[(String, PathBuf)],
+        keep: &dyn Fn(u16) -> bool,
+    ) -> Result<Store, StoreError> {
         let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(io(&dir, "cannot create the store directory"))?;
+        let mut origins = std::collections::HashMap::new();
+        for (i, (name, from)) in segments.iter().enumerate() {
+            let id = i as u32 + 1;
+            let to = segment_path(&dir, id, true);
+            if std::fs::hard_link(from, &to).is_err() {
+                std::fs::copy(from, &to)
+                    .map_err(io(from, "cannot restore a checkpointed segment"))?;
+            }
+            origins.insert(id, name.clone());
+        }
+        let mut store = Self::open_filtered(dir, options, Some(keep))?;
+        store.origins = origins;
+        Ok(store)
+    }
+
+    fn open_filtered(
+        dir: PathBuf,
+        options: StoreOptions,
+        keep: Option<&dyn Fn(u16) -> bool>,
+    ) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&dir).map_err(io(&dir, "cannot create the store directory"))?;
         let mut logs = Vec::new();
         let mut sealed = BTreeMap::new();
@@ -190,9 +246,11 @@ impl Store {
                 logs.push((id, e.path()));
             }
         }
-        // Segments a compaction replaced, left behind by a crash before their deletion.
+        // Segments a compaction replaced, left behind by a crash before their deletion. (Not in
+        // a restore: the segments come from other stores, whose ids the lists name.)
         let replaced: BTreeSet<u32> = sealed
             .values()
+            .filter(|_| keep.is_none())
             .flat_map(|s: &(Sealed, Vec<u32>)| s.1.iter().copied())
             .collect();
         let mut segments: BTreeMap<u32, Sealed> = BTreeMap::new();
@@ -231,16 +289,18 @@ impl Store {
             while offset < s.entries_end {
                 let (e, n) = entry::decode(&s.map[offset..s.entries_end])
                     .map_err(|err| corrupt(&s.path, offset, err))?;
-                apply(
-                    &mut store_index,
-                    e,
-                    Loc {
-                        segment: id,
-                        offset: offset as u64,
-                        len: n as u32,
-                    },
-                    None,
-                );
+                if keep.is_none_or(|keep| keep(e.key_group)) {
+                    apply(
+                        &mut store_index,
+                        e,
+                        Loc {
+                            segment: id,
+                            offset: offset as u64,
+                            len: n as u32,
+                        },
+                        None,
+                    );
+                }
                 offset += n;
                 count += 1;
             }
@@ -352,6 +412,8 @@ impl Store {
             index: store_index,
             active_live: 0,
             expired: 0,
+            uid: unique_id(),
+            origins: std::collections::HashMap::new(),
         };
         store.recount_live();
         Ok(store)
@@ -671,6 +733,43 @@ impl Store {
         self.finish_seal(id, written, &entries)
     }
 
+    /// The store's contents as immutable files, for a checkpoint: seals the active segment if
+    /// it holds anything, syncs the sealed segments not synced yet (and the directory), and
+    /// hands every sealed segment over, open. Its cost follows what changed since the last
+    /// snapshot: what the active segment gathered, and segments compaction wrote.
+    pub fn snapshot(&mut self) -> Result<Vec<SegmentHandle>, StoreError> {
+        if !self.active.bytes.is_empty() {
+            self.seal()?;
+        }
+        let mut synced_any = false;
+        let mut out = Vec::with_capacity(self.sealed.len());
+        for (id, s) in &mut self.sealed {
+            let file = File::open(&s.path).map_err(io(&s.path, "cannot open a sealed segment"))?;
+            if !s.synced {
+                file.sync_all()
+                    .map_err(io(&s.path, "cannot sync a sealed segment"))?;
+                s.synced = true;
+                synced_any = true;
+            }
+            let name = match self.origins.get(id) {
+                Some(n) => n.clone(),
+                None => format!("{:016x}-{id:010}.sst", self.uid),
+            };
+            out.push(SegmentHandle {
+                name,
+                path: s.path.clone(),
+                bytes: s.map.len() as u64,
+                file,
+            });
+        }
+        if synced_any {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.dir, "cannot sync the store directory"))?;
+        }
+        Ok(out)
+    }
+
     /// Bytes the active segment holds.
     pub fn active_bytes(&self) -> usize {
         self.active.bytes.len()
@@ -858,6 +957,7 @@ impl Store {
         let path = segment_path(&self.dir, id, true);
         let (mut sealed, _) = open_sealed(&path)?;
         sealed.live = 0;
+        sealed.synced = self.options.sync;
         for ((k, old), new) in entries.iter().zip(locs) {
             if old.is_some() {
                 self.index.insert(k, new);
@@ -1096,7 +1196,26 @@ fn open_sealed(path: &Path) -> Result<(Sealed, Vec<u32>), StoreError> {
             order,
             entries,
             live: 0,
+            synced: true,
         },
         replaced,
     ))
+}
+
+/// An id unlikely to repeat across openings: the clock, the process and a counter, mixed.
+fn unique_id() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut x = nanos
+        ^ (u64::from(std::process::id()) << 32)
+        ^ COUNTER
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    // splitmix64's finalizer
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
 }
