@@ -31,7 +31,7 @@ use crate::operator::{
 };
 use crate::runtime::{CancelToken, JobMetrics};
 use crate::source::{Source, SourceStatus};
-use crate::state::StateBackend;
+use crate::state::ShardState;
 
 /// A node of the job graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -137,12 +137,7 @@ pub struct ExchangeShard {
 }
 
 type MakeExchange = Arc<
-    dyn Fn(
-            &ShardContext,
-            &StateBackend,
-            ExchangeShard,
-            AnyPush,
-        ) -> Result<(AnyPush, Task), JobError>
+    dyn Fn(&ShardContext, &ShardState, ExchangeShard, AnyPush) -> Result<(AnyPush, Task), JobError>
         + Send
         + Sync,
 >;
@@ -499,7 +494,7 @@ impl JobGraph {
         let mut exchanges: Vec<Option<ExchangeShard>> = exchanges.into_iter().map(Some).collect();
         // Side outputs are added after their parents, so built before them.
         let mut side_ports: HashMap<(usize, u32), (AnyPush, MakeSidePort)> = HashMap::new();
-        let state = StateBackend::new(
+        let state = ShardState::new(
             shard.state_dir.clone(),
             shard.state_budget,
             shard.shard,
@@ -532,7 +527,8 @@ impl JobGraph {
                 config: shard.config.clone(),
                 counters: counters[idx].clone(),
                 tick_resolution: shard.tick_resolution,
-                state: state.clone(),
+                state: state.backend(idx as u32, &node.name),
+                shard_state: state.clone(),
                 node: idx as u32,
             };
             match &node.kind {
@@ -645,7 +641,7 @@ async fn drive_source<T: Data, S: Source<T>>(
         if cancel.is_cancelled() {
             return Err(JobError::Cancelled);
         }
-        crate::operator::ready(chain.as_mut(), mode, &ctx.state).await?;
+        crate::operator::ready(chain.as_mut(), mode, &ctx.shard_state).await?;
         ctx.enter();
         let status = {
             let mut next = std::pin::pin!(source.next_timed_batch(&mut batch, max_records));

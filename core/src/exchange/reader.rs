@@ -32,7 +32,7 @@ pub struct ReaderSettings {
     pub ticker: crate::time::Ticker,
     /// The shard's state, whose store writes what its chain's operators evicted while the
     /// reader waits for its chain.
-    pub state: crate::state::StateBackend,
+    pub state: crate::state::ShardState,
 }
 
 enum Link<T> {

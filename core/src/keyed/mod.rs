@@ -248,7 +248,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
         if let Some(s) = &mut self.spill {
             let over = {
                 let b = s.backend.inner.borrow();
-                b.used + s.cost > b.budget
+                b.budget.used() + s.cost > b.budget.limit()
             };
             if over {
                 if s.sweep_skip == 0 {
@@ -260,7 +260,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
             // Charged after the sweep: a sweep may learn a new cost per entry and charge the
             // cached entries at it; this one is charged at the same.
             let s = self.spill.as_ref().expect("backed");
-            s.backend.inner.borrow_mut().used += s.cost;
+            s.backend.inner.borrow().budget.add(s.cost);
         }
         let e = Cached {
             key: key.clone(),
@@ -380,7 +380,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
         };
         let (value, stored) = match removed {
             Some((v, flags)) => {
-                s.backend.inner.borrow_mut().used -= s.cost;
+                s.backend.inner.borrow().budget.sub(s.cost);
                 (Some(v), flags & STORED != 0)
             }
             None if s.any_stored => {
@@ -470,7 +470,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
         let (Some(s), Some(mut b)) = (spill, b) else {
             return;
         };
-        b.used -= n * s.cost;
+        b.budget.sub(n * s.cost);
         if s.any_stored {
             match (s.take_all)(&mut b, s.id, namespace) {
                 Ok(stored) => {
@@ -490,8 +490,13 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
         let Some(s) = &mut self.spill else { return };
         let backend = s.backend.clone();
         let mut b = backend.inner.borrow_mut();
-        let target = b.budget - b.budget / 8;
-        let want = b.used.saturating_sub(target).div_ceil(s.cost.max(1));
+        let limit = b.budget.limit();
+        let target = limit - limit / 8;
+        let want = b
+            .budget
+            .used()
+            .saturating_sub(target)
+            .div_ceil(s.cost.max(1));
         let mut evicted = 0usize;
         let hand = s.hand;
         // Two passes: from the hand to the end, then from the start to the hand.
@@ -541,7 +546,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
                 break;
             }
         }
-        b.used -= evicted * s.cost;
+        b.budget.sub(evicted * s.cost);
         // When the budget is held elsewhere (other tables of the shard) and this table is too
         // small to give back what is wanted, sweeping it whole again on every insert would cost
         // O(n) each: it waits for an eighth of its size in inserts before the next try. (A
@@ -555,7 +560,8 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
             let inline = std::mem::size_of::<Cached<K, N, V>>() + 1;
             let heap = (s.written.1 / s.written.0) as usize;
             let cost = inline + heap.saturating_sub(std::mem::size_of::<V>());
-            b.used = b.used - cached * s.cost + cached * cost;
+            b.budget
+                .set(b.budget.used().saturating_sub(cached * s.cost) + cached * cost);
             s.cost = cost;
             s.written = (0, 0);
         }

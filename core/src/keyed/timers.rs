@@ -464,10 +464,11 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
         };
         let bytes = (self.live + s.dead_count) * Self::TIMER_BYTES
             + (self.by_time.len() + s.dead.len()) * Self::TIME_BYTES;
-        let mut b = s.backend.inner.borrow_mut();
-        b.used = b.used.saturating_sub(s.charged) + bytes;
+        let b = s.backend.inner.borrow();
+        let budget = &b.budget;
+        budget.set(budget.used().saturating_sub(s.charged) + bytes);
         s.charged = bytes;
-        b.used > b.budget && bytes > b.budget / 8
+        budget.used() > budget.limit() && bytes > budget.limit() / 8
     }
 
     /// Writes the latest half of the timers in memory (whole times; never the earliest) to

@@ -352,8 +352,11 @@ pub struct OperatorContext {
     /// How often the driving task ticks the chain with processing time (None: never; the job
     /// has no operator acting on it).
     pub tick_resolution: Option<std::time::Duration>,
-    /// The shard's keyed state (shared by its operators).
+    /// This operator's keyed state on the shard (its own store; the shard's memory budget).
     pub state: crate::state::StateBackend,
+    /// The shard's states, every operator's (the task driving a chain has their stores'
+    /// appends written).
+    pub shard_state: crate::state::ShardState,
     /// The operator's place in the job graph (names need not be unique; state names must).
     pub node: u32,
 }
@@ -511,14 +514,14 @@ pub async fn wait<R>(mode: SchedulingMode, mut poll: impl FnMut(&mut Context<'_>
     }
 }
 
-/// Waits until `chain` may take more input, and until the shard's state store has written
-/// enough of what the chain's keyed operators evicted (see
+/// Waits until `chain` may take more input, and until the shard's state stores have written
+/// enough of what its keyed operators evicted (see
 /// [`StateBackend::poll_maintenance`](crate::state::StateBackend::poll_maintenance)): every task
 /// that drives a chain waits here before each batch.
 pub async fn ready<T>(
     chain: &mut dyn Push<T>,
     mode: SchedulingMode,
-    state: &crate::state::StateBackend,
+    state: &crate::state::ShardState,
 ) -> Result<(), JobError> {
     wait(mode, |cx| {
         std::task::ready!(state.poll_maintenance(cx))?;

@@ -42,6 +42,7 @@ impl<K: Data + Hash + Eq> KeyedStateHarness<K> {
             counters: counters.clone(),
             tick_resolution: None,
             state: backend.clone(),
+            shard_state: super::ShardState::in_memory(),
             node: 0,
         };
         Self {

@@ -46,21 +46,165 @@ pub use kinds::{
 };
 pub use operator::{OperatorStateStore, Redistribution, redistribute};
 
-/// A shard's state: its store (opened when a value is first written to it), the memory budget
-/// its tables share, and its states' names. Cloning shares it.
+/// The bytes of cached values (and timers) a shard's states may hold together, and hold now
+/// (an estimate: see `KeyedTable`). Every operator's backend on the shard shares one.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    used: std::cell::Cell<usize>,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Rc<Self> {
+        Rc::new(Self {
+            limit,
+            used: std::cell::Cell::new(0),
+        })
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, n: usize) {
+        self.used.set(self.used.get() + n);
+    }
+
+    /// Takes `n` back (never below zero: the count is an estimate).
+    #[inline]
+    pub(crate) fn sub(&self, n: usize) {
+        self.used.set(self.used.get().saturating_sub(n));
+    }
+
+    pub(crate) fn set(&self, n: usize) {
+        self.used.set(n);
+    }
+}
+
+/// One operator's state on one shard: its own store (opened when a value is first written to
+/// it), the shard's memory budget, and its states' names. Cloning shares it.
+///
+/// A store per operator and shard, as Flink keeps a RocksDB instance per keyed operator and
+/// subtask: an operator's snapshot at a checkpoint barrier is its store alone, taken when the
+/// barrier reaches that operator, whatever the shard's other operators (in other tasks, before
+/// or past the barrier) have written since.
 #[derive(Clone)]
 pub struct StateBackend {
     pub(crate) inner: Rc<RefCell<Backend>>,
+}
+
+/// A shard's states: a backend per operator, all sharing the shard's memory budget; what the
+/// tasks driving the shard's chains ask to write the stores' appends.
+#[derive(Clone)]
+pub struct ShardState {
+    inner: Rc<ShardStateInner>,
+}
+
+struct ShardStateInner {
+    /// None: no stores (every value stays cached).
+    dir: Option<PathBuf>,
+    budget: Rc<MemoryBudget>,
+    shard: u32,
+    max_parallelism: u32,
+    clock: ProcessingClock,
+    backends: RefCell<Vec<StateBackend>>,
+}
+
+impl ShardState {
+    /// The states of shard `shard`, with their stores under `dir` and `budget` bytes of cached
+    /// values between them.
+    pub fn new(
+        dir: PathBuf,
+        budget: usize,
+        shard: u32,
+        max_parallelism: u32,
+        clock: ProcessingClock,
+    ) -> Self {
+        Self::make(Some(dir), budget, shard, max_parallelism, clock)
+    }
+
+    /// States without stores: every value stays cached.
+    pub fn in_memory() -> Self {
+        Self::make(
+            None,
+            usize::MAX,
+            0,
+            crate::key::MAX_PARALLELISM_DEFAULT,
+            ProcessingClock::System,
+        )
+    }
+
+    fn make(
+        dir: Option<PathBuf>,
+        budget: usize,
+        shard: u32,
+        max_parallelism: u32,
+        clock: ProcessingClock,
+    ) -> Self {
+        Self {
+            inner: Rc::new(ShardStateInner {
+                dir,
+                budget: MemoryBudget::new(budget),
+                shard,
+                max_parallelism,
+                clock,
+                backends: RefCell::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The backend of operator `node` (named `operator`), its store in a directory of its own.
+    pub fn backend(&self, node: u32, operator: &str) -> StateBackend {
+        let i = &self.inner;
+        let name: String = operator
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let dir = i.dir.as_ref().map(|d| d.join(format!("op-{node}-{name}")));
+        let b = StateBackend::make(dir, i.budget.clone(), i.shard, i.max_parallelism);
+        b.inner.borrow_mut().clock = i.clock.clone();
+        i.backends.borrow_mut().push(b.clone());
+        b
+    }
+
+    /// The shard's memory budget.
+    pub fn budget(&self) -> &Rc<MemoryBudget> {
+        &self.inner.budget
+    }
+
+    /// [`StateBackend::poll_maintenance`] of every backend of the shard: Pending while one of
+    /// them has too much waiting to be written.
+    pub fn poll_maintenance(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), JobError>> {
+        let mut pending = false;
+        for b in self.inner.backends.borrow().iter() {
+            match b.poll_maintenance(cx) {
+                std::task::Poll::Ready(Ok(())) => {}
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => pending = true,
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
 }
 
 pub(crate) struct Backend {
     /// Where the shard's store lives (None: nowhere; the budget is then unlimited).
     dir: Option<PathBuf>,
     store: Option<Store>,
-    /// Bytes of cached values the shard's tables may hold together.
-    pub(crate) budget: usize,
-    /// Bytes of cached values they hold (an estimate: see `KeyedTable`).
-    pub(crate) used: usize,
+    /// The shard's memory budget (shared with its other operators' backends).
+    pub(crate) budget: Rc<MemoryBudget>,
     max_parallelism: u32,
     shard: u32,
     names: Vec<String>,
@@ -159,23 +303,32 @@ impl StateBackend {
         max_parallelism: u32,
         clock: ProcessingClock,
     ) -> Self {
-        let b = Self::make(Some(dir), budget, shard, max_parallelism);
+        let b = Self::make(Some(dir), MemoryBudget::new(budget), shard, max_parallelism);
         b.inner.borrow_mut().clock = clock;
         b
     }
 
     /// A backend without a store: every value stays cached (tests, operators outside a job).
     pub fn in_memory() -> Self {
-        Self::make(None, usize::MAX, 0, crate::key::MAX_PARALLELISM_DEFAULT)
+        Self::make(
+            None,
+            MemoryBudget::new(usize::MAX),
+            0,
+            crate::key::MAX_PARALLELISM_DEFAULT,
+        )
     }
 
-    fn make(dir: Option<PathBuf>, budget: usize, shard: u32, max_parallelism: u32) -> Self {
+    fn make(
+        dir: Option<PathBuf>,
+        budget: Rc<MemoryBudget>,
+        shard: u32,
+        max_parallelism: u32,
+    ) -> Self {
         Self {
             inner: Rc::new(RefCell::new(Backend {
                 dir,
                 store: None,
                 budget,
-                used: 0,
                 max_parallelism,
                 shard,
                 names: Vec::new(),
@@ -311,7 +464,7 @@ impl StateBackend {
     /// Bytes of cached values (an estimate) and the budget.
     pub fn memory(&self) -> (usize, usize) {
         let b = self.inner.borrow();
-        (b.used, b.budget)
+        (b.budget.used(), b.budget.limit())
     }
 
     /// Values written to the store and values read back from it so far.
