@@ -119,6 +119,8 @@ pub struct JobConfig {
     /// shards; beyond it, keyed state is evicted to the shards' stores and read back when used
     /// (DESIGN.md, "State"). None: no limit (state stays in memory).
     pub state_memory_bytes: Option<usize>,
+    /// Periodic checkpoints (DESIGN.md, "Checkpoints and recovery"). None: none.
+    pub checkpoints: Option<crate::checkpoint::CheckpointConfig>,
 }
 
 impl Default for JobConfig {
@@ -142,6 +144,7 @@ impl Default for JobConfig {
             clock: crate::time::ProcessingClock::System,
             state_dir: None,
             state_memory_bytes: None,
+            checkpoints: None,
         }
     }
 }
@@ -158,6 +161,9 @@ impl JobConfig {
     /// Checks every setting against its limit.
     pub fn validate(&self) -> Result<(), JobError> {
         let bad = |what: &str| Err(JobError::Config(what.to_string()));
+        if let Some(c) = &self.checkpoints {
+            c.validate()?;
+        }
         if self.parallelism == 0 || self.parallelism > PARALLELISM_LIMIT {
             return bad(&format!(
                 "parallelism {} is outside 1..={PARALLELISM_LIMIT}",

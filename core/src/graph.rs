@@ -208,6 +208,8 @@ pub struct ShardContext {
     /// This shard's state store directory and its budget of cached state bytes.
     pub state_dir: std::path::PathBuf,
     pub state_budget: usize,
+    /// The job's checkpoint coordinator, if it takes checkpoints.
+    pub checkpoints: Option<Arc<crate::checkpoint::Coordinator>>,
 }
 
 impl JobGraph {
@@ -530,9 +532,11 @@ impl JobGraph {
                 state: state.backend(idx as u32, &node.name),
                 shard_state: state.clone(),
                 node: idx as u32,
+                checkpoints: shard.checkpoints.clone(),
             };
             match &node.kind {
                 NodeKind::Source(make) => {
+                    ctx.expect_checkpoints();
                     tasks.push((node.name.clone(), make(&ctx, down, shard.cancel.clone())?));
                 }
                 NodeKind::SideOutput { parent, tag, port } => {
@@ -617,6 +621,35 @@ impl JobGraph {
     }
 }
 
+/// Injects the barrier of the newest checkpoint triggered since `last`, if any: the source's
+/// position (its operator state) goes to the checkpoint, and the barrier down the chain ahead
+/// of the records that follow.
+fn inject_barrier<T: Data, S: Source<T>>(
+    ctx: &OperatorContext,
+    source: &mut S,
+    op_state: &mut crate::state::OperatorStateStore,
+    chain: &mut BoxPush<T>,
+    last: &mut u64,
+) -> Result<(), JobError> {
+    let Some(c) = &ctx.checkpoints else {
+        return Ok(());
+    };
+    let id = c.triggered();
+    if id <= *last {
+        return Ok(());
+    }
+    *last = id;
+    let barrier = crate::checkpoint::Barrier {
+        id,
+        timestamp_ms: crate::time::ProcessingClock::System.now_ms(),
+    };
+    source.snapshot_state(op_state)?;
+    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&op_state.snapshot()?)
+        .map_err(|e| ctx.error(format!("cannot archive the source's state: {e}")))?;
+    ctx.snapshot(barrier, bytes.to_vec())?;
+    chain.barrier(barrier)
+}
+
 /// Drives one shard's share of a source: pull a batch, push it down the chain, wait for credit;
 /// when the source has to wait for input, flush the chain first; at the end, finish the chain
 /// and wait until everything has been shipped.
@@ -637,10 +670,19 @@ async fn drive_source<T: Data, S: Source<T>>(
     // A fresh run: nothing to restore (a restore hands the source its share here).
     let mut op_state = crate::state::OperatorStateStore::default();
     source.initialize_state(&mut op_state)?;
+    // From this run's first checkpoint on, even one triggered before this task first ran.
+    let mut last_barrier = ctx.checkpoints.as_ref().map_or(0, |c| c.base());
     loop {
         if cancel.is_cancelled() {
             return Err(JobError::Cancelled);
         }
+        inject_barrier(
+            &ctx,
+            &mut source,
+            &mut op_state,
+            &mut chain,
+            &mut last_barrier,
+        )?;
         crate::operator::ready(chain.as_mut(), mode, &ctx.shard_state).await?;
         ctx.enter();
         let status = {
@@ -714,6 +756,18 @@ async fn drive_source<T: Data, S: Source<T>>(
             break;
         }
         cooperate.tick().await;
+    }
+    // A finished source acks no later checkpoint: none is triggered after this, and one
+    // triggered before gets its barrier now, ahead of the end of input.
+    if let Some(c) = &ctx.checkpoints {
+        c.source_finished();
+        inject_barrier(
+            &ctx,
+            &mut source,
+            &mut op_state,
+            &mut chain,
+            &mut last_barrier,
+        )?;
     }
     // End of input is the end of event time: every window and timer downstream fires.
     chain.watermark(crate::operator::WATERMARK_MAX)?;

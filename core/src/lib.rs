@@ -44,6 +44,7 @@
 //!   the exchange, the channel and the offset. A user function that fails or panics fails the job
 //!   with an error naming the operator and shard; nothing panics out of [`runtime::execute`].
 
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -220,6 +220,9 @@ pub struct JobResult {
     pub parallelism: u32,
     pub elapsed: Duration,
     pub metrics: MetricsSnapshot,
+    /// Checkpoints completed, in order, and those abandoned with why.
+    pub checkpoints: Vec<crate::checkpoint::CheckpointStats>,
+    pub checkpoints_failed: Vec<(u64, String)>,
 }
 
 impl JobResult {
@@ -288,6 +291,29 @@ impl std::fmt::Display for JobResult {
                 o.name, o.state_writes, o.state_reads, o.timers_spilled
             )?;
         }
+        if !self.checkpoints.is_empty() || !self.checkpoints_failed.is_empty() {
+            let mut d: Vec<Duration> = self.checkpoints.iter().map(|c| c.duration).collect();
+            d.sort();
+            let pct = |q: f64| {
+                d.get(((d.len() as f64 - 1.0) * q).round() as usize)
+                    .copied()
+            };
+            writeln!(
+                f,
+                "  checkpoints: {} complete, {} abandoned; duration p50 {:?}, max {:?}",
+                self.checkpoints.len(),
+                self.checkpoints_failed.len(),
+                pct(0.5).unwrap_or_default(),
+                d.last().copied().unwrap_or_default(),
+            )?;
+            if let Some(c) = self.checkpoints.last() {
+                writeln!(
+                    f,
+                    "    last: checkpoint {} in {:?}, {} bytes written, {} bytes in all",
+                    c.id, c.duration, c.bytes_added, c.bytes_total
+                )?;
+            }
+        }
         for e in &self.metrics.exchanges {
             writeln!(
                 f,
@@ -345,6 +371,13 @@ pub fn execute(
     let state_budget = config
         .state_memory_bytes
         .map_or(usize::MAX, |b| (b / p as usize).max(1));
+    let coordinator = match &config.checkpoints {
+        Some(c) => Some(Arc::new(crate::checkpoint::Coordinator::new(c.clone())?)),
+        None => None,
+    };
+    // Shards that have built their tasks (and so registered the acks a checkpoint waits for):
+    // no checkpoint is triggered before all have.
+    let built = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let config = Arc::new(config);
     let graph = Arc::new(graph);
     let cancel = CancelToken::default();
@@ -423,7 +456,9 @@ pub fn execute(
                 .then_some(config.timer_resolution),
             state_dir: state_dir.path().join(format!("shard-{shard}")),
             state_budget,
+            checkpoints: coordinator.clone(),
         };
+        let built = built.clone();
         let graph = graph.clone();
         let counters: Vec<_> = metrics
             .operators
@@ -445,7 +480,7 @@ pub fn execute(
             builder = builder.spin_before_park(THROUGHPUT_SPIN_BEFORE_PARK);
         }
         let spawned = builder.spawn(move || async move {
-            let result = run_shard(&graph, &ctx, shard_ends, &counters).await;
+            let result = run_shard(&graph, &ctx, shard_ends, &counters, &built).await;
             let _ = done.send((shard, result));
         });
         match spawned {
@@ -464,6 +499,7 @@ pub fn execute(
     let mut finished = 0;
     let started = joins.len();
     let mut last_progress = Instant::now();
+    let mut last_trigger = Instant::now();
     while finished < started {
         match done_rx.recv_timeout(KICK_INTERVAL) {
             Ok((_shard, result)) => {
@@ -475,6 +511,13 @@ pub fn execute(
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(c) = &coordinator
+                    && built.load(std::sync::atomic::Ordering::Acquire) == p
+                    && last_trigger.elapsed() >= c.config().interval
+                {
+                    last_trigger = Instant::now();
+                    c.trigger();
+                }
                 for k in &kicks {
                     k.wake();
                 }
@@ -495,6 +538,9 @@ pub fn execute(
         }
     }
     let elapsed = start.elapsed();
+    if let Some(c) = &coordinator {
+        c.abandon_pending();
+    }
     if let Some(root) = cancel.take_root() {
         return Err(root);
     }
@@ -503,6 +549,10 @@ pub fn execute(
         parallelism: p,
         elapsed,
         metrics: metrics.snapshot(),
+        checkpoints: coordinator
+            .as_ref()
+            .map_or_else(Vec::new, |c| c.completed()),
+        checkpoints_failed: coordinator.as_ref().map_or_else(Vec::new, |c| c.failed()),
     })
 }
 
@@ -561,6 +611,7 @@ async fn run_shard(
     ctx: &ShardContext,
     ends: Vec<ExchangeShard>,
     counters: &[Arc<OperatorCounters>],
+    built: &std::sync::atomic::AtomicU32,
 ) -> Result<(), JobError> {
     // glommio 0.9 parks an executor that still has runnable tasks when its preempt timer fires
     // before `run_task_queues` picks a queue (it then reports that nothing ran), and sleeps with
@@ -575,7 +626,7 @@ async fn run_shard(
     })
     .await;
     let shard = ctx.shard;
-    let built =
+    let built_tasks =
         std::panic::catch_unwind(AssertUnwindSafe(|| graph.instantiate(ctx, ends, counters)))
             .map_err(|p| JobError::Panicked {
                 operator: "(building the job on this shard)".into(),
@@ -583,8 +634,11 @@ async fn run_shard(
                 message: panic_message(p.as_ref()),
             })
             .and_then(|r| r);
-    let tasks = match built {
-        Ok(tasks) => tasks,
+    let tasks = match built_tasks {
+        Ok(tasks) => {
+            built.fetch_add(1, std::sync::atomic::Ordering::Release);
+            tasks
+        }
         Err(e) => {
             // The other shards may have built theirs and wait for this one: cancel them.
             ctx.cancel.fail(e);

@@ -98,6 +98,9 @@ impl Push<u64> for Record {
     fn watermark_status(&mut self, _idle: bool) -> Result<(), JobError> {
         Ok(())
     }
+    fn barrier(&mut self, _barrier: shardflow_core::checkpoint::Barrier) -> Result<(), JobError> {
+        Ok(())
+    }
     fn finish(&mut self) -> Result<(), JobError> {
         *self.1.borrow_mut() = true;
         Ok(())

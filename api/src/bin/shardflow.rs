@@ -71,6 +71,12 @@ struct Common {
     /// directory). Removed when the job ends.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<std::path::PathBuf>,
+    /// Take checkpoints into this directory (incremental; the newest three are kept).
+    #[arg(long, value_name = "DIR")]
+    checkpoint_dir: Option<std::path::PathBuf>,
+    /// Milliseconds between checkpoints (with --checkpoint-dir).
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
 }
 
 #[derive(Subcommand)]
@@ -229,6 +235,12 @@ fn configure(env: &mut StreamExecutionEnvironment, common: &Common) {
     });
     env.config_mut().state_memory_bytes = common.state_memory_mib.map(|m| m << 20);
     env.config_mut().state_dir = common.state_dir.clone();
+    if let Some(dir) = &common.checkpoint_dir {
+        env.config_mut().checkpoints = Some(shardflow_core::checkpoint::CheckpointConfig::new(
+            dir,
+            Duration::from_millis(common.checkpoint_interval_ms.max(1)),
+        ));
+    }
 }
 
 /// Prints, every second on one refreshed line of standard error: records in/s (out of the job's

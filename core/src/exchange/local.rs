@@ -15,6 +15,7 @@ pub enum LocalMessage<T> {
     Watermark(i64),
     /// The writer's input went idle (true) or active again (false).
     Status(bool),
+    Barrier(crate::checkpoint::Barrier),
     End,
 }
 
@@ -102,6 +103,12 @@ impl<T> LocalChannel<T> {
     }
 
     /// Sends a watermark status (it needs no slot).
+    pub fn send_barrier(&self, barrier: crate::checkpoint::Barrier) {
+        self.inner
+            .borrow_mut()
+            .deliver(LocalMessage::Barrier(barrier));
+    }
+
     pub fn send_status(&self, idle: bool) {
         self.inner.borrow_mut().deliver(LocalMessage::Status(idle));
     }

@@ -84,6 +84,9 @@ pub async fn run_reader<T: Data>(
     let mut timestamps: Vec<i64> = Vec::new();
     // The watermark handed to the chain: the minimum over the active inputs, never going back.
     let mut valve = WatermarkValve::new(inputs.len());
+    // Checkpoint barriers, aligned across the inputs: a channel that delivered one is not read
+    // again (its ring fills, its sender waits) until every open channel has.
+    let mut aligner = crate::checkpoint::BarrierAligner::new(inputs.len());
     let mut cooperate = crate::operator::Cooperate::new();
     let shard = settings.shard;
     let name = &settings.name;
@@ -104,7 +107,7 @@ pub async fn run_reader<T: Data>(
         let mut progressed = false;
         let mut i = 0;
         while i < inputs.len() {
-            if inputs[i].ended {
+            if inputs[i].ended || aligner.blocked(i) {
                 i += 1;
                 continue;
             }
@@ -119,6 +122,18 @@ pub async fn run_reader<T: Data>(
                                 channel: name.describe(from, shard),
                                 source,
                             })?;
+                            if aligner.blocked(i) && frame.kind != FrameKind::End {
+                                // Writers end a buffer at a barrier; a frame past it would
+                                // belong to the next checkpoint before this one is aligned.
+                                return Err(JobError::Decode {
+                                    channel: name.describe(from, shard),
+                                    offset: frame.payload.as_ptr() as usize - buf.as_ptr() as usize,
+                                    message: format!(
+                                        "a {:?} frame after a barrier in one buffer",
+                                        frame.kind
+                                    ),
+                                });
+                            }
                             // Where the frame's payload lies: errors name it.
                             let offset = frame.payload.as_ptr() as usize - buf.as_ptr() as usize;
                             let decode_error = |message: String| JobError::Decode {
@@ -182,9 +197,25 @@ pub async fn run_reader<T: Data>(
                                     apply(&mut chain, valve.status(i, idle))?;
                                 }
                                 FrameKind::End => ended = true,
-                                // Checkpoints arrive with their issue; until then no writer sends
-                                // barriers, and credits travel by hand in process.
-                                FrameKind::Barrier | FrameKind::Credit => {}
+                                FrameKind::Barrier => {
+                                    let p: [u8; 16] = frame.payload.try_into().map_err(|_| {
+                                        decode_error(format!(
+                                            "a barrier frame of {} bytes (not 16)",
+                                            frame.payload.len()
+                                        ))
+                                    })?;
+                                    let b = crate::checkpoint::Barrier {
+                                        id: u64::from_le_bytes(p[..8].try_into().expect("8")),
+                                        timestamp_ms: i64::from_le_bytes(
+                                            p[8..].try_into().expect("8"),
+                                        ),
+                                    };
+                                    if let Some(b) = aligner.barrier(i, b) {
+                                        chain.barrier(b)?;
+                                    }
+                                }
+                                // Credits travel by hand in process.
+                                FrameKind::Credit => {}
                             }
                         }
                         ring.release(buf);
@@ -204,6 +235,11 @@ pub async fn run_reader<T: Data>(
                             LocalMessage::Status(idle) => {
                                 apply(&mut chain, valve.status(i, idle))?;
                             }
+                            LocalMessage::Barrier(b) => {
+                                if let Some(b) = aligner.barrier(i, b) {
+                                    chain.barrier(b)?;
+                                }
+                            }
                             LocalMessage::End => ended = true,
                         }
                     }
@@ -213,6 +249,9 @@ pub async fn run_reader<T: Data>(
                 inputs[i].ended = true;
                 open -= 1;
                 apply(&mut chain, valve.remove(i))?;
+                if let Some(b) = aligner.remove(i) {
+                    chain.barrier(b)?;
+                }
             }
             i += 1;
         }
@@ -251,7 +290,9 @@ pub async fn run_reader<T: Data>(
             {
                 return Poll::Ready(Ok(()));
             }
-            for input in inputs.iter().filter(|i| !i.ended) {
+            // A channel blocked by a barrier alignment is not read: it does not wake the task.
+            let readable = |(j, input): &(usize, &Input<T>)| !input.ended && !aligner.blocked(*j);
+            for (_, input) in inputs.iter().enumerate().filter(readable) {
                 match &input.link {
                     Link::Remote { ring, .. } => ring.register(cx),
                     Link::Local(ch) => ch.register(cx),
@@ -259,8 +300,9 @@ pub async fn run_reader<T: Data>(
             }
             let any = inputs
                 .iter()
-                .filter(|i| !i.ended)
-                .any(|input| match &input.link {
+                .enumerate()
+                .filter(readable)
+                .any(|(_, input)| match &input.link {
                     Link::Remote { ring, .. } => ring.is_ready(),
                     Link::Local(ch) => ch.is_ready(),
                 });

@@ -67,6 +67,7 @@ pub struct WriterSettings {
 enum Mark {
     Watermark(i64),
     Status(bool),
+    Barrier(crate::checkpoint::Barrier),
 }
 
 /// What a destination owes next.
@@ -221,6 +222,7 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                         match d.marks.pop_front().expect("a mark is due").1 {
                             Mark::Watermark(w) => ch.send_watermark(w),
                             Mark::Status(idle) => ch.send_status(idle),
+                            Mark::Barrier(b) => ch.send_barrier(b),
                         }
                     }
                     if owed.end && d.marks.is_empty() {
@@ -291,6 +293,15 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                                 FrameKind::Status,
                                 channel,
                                 &[idle as u8],
+                                self.checksum,
+                            ),
+                            // A barrier ends its buffer (nothing but end of input follows it
+                            // there): a reader aligning it stops reading the channel at it.
+                            Mark::Barrier(b) => write_frame(
+                                &mut buf,
+                                FrameKind::Barrier,
+                                channel,
+                                &barrier_payload(b),
                                 self.checksum,
                             ),
                         };
@@ -437,6 +448,16 @@ impl<T: Data, P: Partition<T>> Push<T> for ExchangeWriter<T, P> {
         Ok(())
     }
 
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        for i in 0..self.dests.len() {
+            let d = &mut self.dests[i];
+            let at = d.staged.len();
+            d.marks.push_back((at, Mark::Barrier(barrier)));
+            self.ship(i, None)?;
+        }
+        Ok(())
+    }
+
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
         self.poll_all(cx, false)
     }
@@ -464,6 +485,14 @@ impl<T: Data, P: Partition<T>> Push<T> for ExchangeWriter<T, P> {
         }
         Ok(())
     }
+}
+
+/// A barrier frame's payload: the checkpoint id and the trigger time, little-endian.
+pub fn barrier_payload(b: crate::checkpoint::Barrier) -> [u8; 16] {
+    let mut p = [0; 16];
+    p[..8].copy_from_slice(&b.id.to_le_bytes());
+    p[8..].copy_from_slice(&b.timestamp_ms.to_le_bytes());
+    p
 }
 
 /// Which checksum frames of an in-process ring carry, from the job's policy.

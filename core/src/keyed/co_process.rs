@@ -157,6 +157,11 @@ where
         self.core.poll_flush(cx)
     }
 
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        self.open()?;
+        self.core.barrier(barrier)
+    }
+
     fn finish(&mut self) -> Result<(), JobError> {
         self.open()?;
         self.core.finish()

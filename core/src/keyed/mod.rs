@@ -166,6 +166,15 @@ where
 }
 
 impl<K, N, V> KeyedTable<K, N, V> {
+    /// Says that the store may hold values of this table already (it was restored from a
+    /// checkpoint): a miss asks the store from the first lookup.
+    pub fn restored(mut self) -> Self {
+        if let Some(s) = &mut self.spill {
+            s.any_stored = true;
+        }
+        self
+    }
+
     /// Counts the values this table writes to and reads from the store in `counters`.
     pub fn counted(mut self, counters: std::sync::Arc<crate::operator::OperatorCounters>) -> Self {
         if let Some(s) = &mut self.spill {
@@ -398,6 +407,43 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
             }
         }
         value
+    }
+
+    /// Writes every changed cached value to the store and marks it clean (it stays cached): the
+    /// store then holds the table's whole contents, as a checkpoint needs. Costs what changed
+    /// since the last flush or eviction. A store error is kept for the operator's check.
+    pub fn flush_dirty(&mut self) {
+        let Some(s) = &mut self.spill else { return };
+        let backend = s.backend.clone();
+        let mut b = backend.inner.borrow_mut();
+        let mut write = |key: &K, namespace: &N, value: &V, flags: &mut u8| {
+            if *flags & DIRTY == 0 {
+                return;
+            }
+            match (s.put)(&mut b, s.id, key, namespace, value) {
+                Ok(bytes) => {
+                    *flags = (*flags & !DIRTY) | STORED;
+                    s.any_stored = true;
+                    s.written.0 += 1;
+                    s.written.1 += bytes as u64;
+                }
+                Err(e) => b.fail(e),
+            }
+        };
+        match &mut self.layout {
+            Layout::Pairs(t) => {
+                for e in t.entries.iter_mut() {
+                    write(&e.key, &e.namespace, &e.value, &mut e.flags);
+                }
+            }
+            Layout::ByNamespace(v) => {
+                for (ns, t) in v.iter_mut() {
+                    for e in t.entries.iter_mut() {
+                        write(&e.key, ns, &e.value, &mut e.flags);
+                    }
+                }
+            }
+        }
     }
 
     /// The namespaces that have cached entries (in no particular order). Only for tables not

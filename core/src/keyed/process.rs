@@ -193,6 +193,7 @@ pub(crate) struct KeyedCore<K, S, O> {
 
 impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
     pub(crate) fn new(down: BoxPush<O>, side: SideOutputSet, ctx: OperatorContext) -> Self {
+        ctx.expect_checkpoints();
         Self {
             state: KeyedTable::new(),
             states: StateRegistry::default(),
@@ -374,6 +375,19 @@ impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
         self.side.finish()?;
         self.down.finish()
     }
+
+    /// A checkpoint barrier: the output so far goes first; the keys' state, typed states and
+    /// timers are written to the store, which goes to the checkpoint; then the barrier goes on.
+    pub(crate) fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        self.emit()?;
+        self.state.flush_dirty();
+        self.states.flush_dirty();
+        self.timers.checkpoint();
+        self.ctx.state.check()?;
+        self.ctx.snapshot(barrier, Vec::new())?;
+        self.side.barrier(barrier)?;
+        self.down.barrier(barrier)
+    }
 }
 
 pub struct KeyedProcess<I, O, KS: KeySelector<I>, F: KeyedProcessFunction<KS::Key, I, O>> {
@@ -470,6 +484,11 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), JobError>> {
         self.core.poll_flush(cx)
+    }
+
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        self.open()?;
+        self.core.barrier(barrier)
     }
 
     fn finish(&mut self) -> Result<(), JobError> {

@@ -196,6 +196,16 @@ type PutBlock<K, N> =
 type GetBlock<K, N> =
     fn(&mut Backend, u32, &BlockId, &()) -> Result<Option<Vec<Record<K, N>>>, JobError>;
 type DeleteBlock = fn(&mut Backend, u32, &BlockId, &()) -> Result<(), JobError>;
+/// What a queue keeps outside its blocks, as a checkpoint stores it: the records of its timers
+/// and tombstones in memory; per run its id, blocks' first times, next block and records read
+/// but not merged; the next run's id.
+type QueueSnapshot<K, N> = (
+    Vec<Record<K, N>>,
+    Vec<(u32, Vec<i64>, u64, Vec<Record<K, N>>)>,
+    u32,
+);
+type PutSnapshot<K, N> =
+    fn(&mut Backend, u32, &u32, &(), &QueueSnapshot<K, N>) -> Result<usize, JobError>;
 
 /// Timers written to the store at one spill, sorted by time.
 struct SpilledRun<K, N> {
@@ -225,6 +235,7 @@ struct Spill<K, N> {
     put: PutBlock<K, N>,
     get: GetBlock<K, N>,
     delete: DeleteBlock,
+    put_snapshot: PutSnapshot<K, N>,
     /// Oldest first.
     runs: Vec<SpilledRun<K, N>>,
     next_run: u32,
@@ -273,6 +284,7 @@ impl<K: Data + Hash + Eq, N: Data + Hash + Eq> TimerQueue<K, N> {
             put: Backend::put::<BlockId, (), Vec<Record<K, N>>>,
             get: Backend::get::<BlockId, (), Vec<Record<K, N>>>,
             delete: Backend::delete::<BlockId, ()>,
+            put_snapshot: Backend::put::<u32, (), QueueSnapshot<K, N>>,
             runs: Vec::new(),
             next_run: 0,
             front: i64::MAX,
@@ -453,6 +465,61 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
                 return Some(at);
             }
             self.by_time.remove(&at);
+        }
+    }
+
+    /// Writes what this queue keeps outside the store (its timers and tombstones in memory,
+    /// its runs' descriptions and records read but not merged) to the store as one value,
+    /// replaced at every checkpoint: with the runs' blocks, the store then holds the whole
+    /// queue. A store error is kept for the operator's check.
+    pub fn checkpoint(&mut self) {
+        let Some(s) = self.spill.as_ref() else {
+            return;
+        };
+        let mut memory = Vec::with_capacity(self.live + s.dead_count);
+        for (t, slot) in &self.by_time {
+            let dead = s.dead.get(t);
+            let timers: Vec<&(K, N)> = match slot {
+                Slot::One(k, n) => {
+                    let h = timer_hash(k, n);
+                    let reborn =
+                        dead.is_some_and(|d| d.find(h, |(dk, dn)| dk == k && dn == n).is_some());
+                    memory.push((*t, k.clone(), n.clone(), if reborn { REBORN } else { LIVE }));
+                    continue;
+                }
+                Slot::Many(r) => r.timers[r.next..].iter().flatten().collect(),
+            };
+            for (k, n) in timers {
+                let h = timer_hash(k, n);
+                let reborn =
+                    dead.is_some_and(|d| d.find(h, |(dk, dn)| dk == k && dn == n).is_some());
+                memory.push((*t, k.clone(), n.clone(), if reborn { REBORN } else { LIVE }));
+            }
+        }
+        for (t, dead) in &s.dead {
+            let slot = self.by_time.get(t);
+            for (k, n) in dead {
+                if slot.is_none_or(|sl| !sl.contains(timer_hash(k, n), k, n)) {
+                    memory.push((*t, k.clone(), n.clone(), DEAD));
+                }
+            }
+        }
+        let runs = s
+            .runs
+            .iter()
+            .map(|r| {
+                (
+                    r.id,
+                    r.firsts.clone(),
+                    r.next as u64,
+                    r.pending.iter().cloned().collect(),
+                )
+            })
+            .collect();
+        let snapshot = (memory, runs, s.next_run);
+        let mut b = s.backend.inner.borrow_mut();
+        if let Err(e) = (s.put_snapshot)(&mut b, s.id, &0, &(), &snapshot) {
+            b.fail(e);
         }
     }
 
@@ -744,6 +811,14 @@ impl<K: Data + Hash + Eq, N: Data + Hash + Eq> TimerService<K, N> {
                 .processing
                 .in_store(backend, format!("{name}/processing"))?,
         })
+    }
+}
+
+impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerService<K, N> {
+    /// Both queues' [`TimerQueue::checkpoint`].
+    pub fn checkpoint(&mut self) {
+        self.event.checkpoint();
+        self.processing.checkpoint();
     }
 }
 

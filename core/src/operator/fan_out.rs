@@ -69,15 +69,30 @@ impl<T: Clone + 'static> Push<T> for FanOut<T> {
         }
         Poll::Ready(Ok(()))
     }
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        self.downs.iter_mut().try_for_each(|d| d.barrier(barrier))
+    }
     fn finish(&mut self) -> Result<(), JobError> {
         self.downs.iter_mut().try_for_each(|d| d.finish())
     }
+}
+
+/// What an input blocked by a barrier alignment handed over meanwhile, kept in order.
+pub(crate) enum Held<T> {
+    Batch(Batch<T>),
+    Watermark(i64),
+    Status(bool),
+    Barrier(crate::checkpoint::Barrier),
+    Finish,
 }
 
 struct SharedInner<T> {
     down: BoxPush<T>,
     inputs_open: usize,
     valve: WatermarkValve,
+    aligner: crate::checkpoint::BarrierAligner,
+    /// Per input: what it handed over while blocked.
+    held: Vec<std::collections::VecDeque<Held<T>>>,
 }
 
 impl<T> SharedInner<T> {
@@ -90,11 +105,62 @@ impl<T> SharedInner<T> {
         }
         Ok(())
     }
+
+    /// Takes what input `input` hands over: held while a barrier alignment blocks it.
+    fn handle(&mut self, input: usize, msg: Held<T>) -> Result<(), JobError> {
+        if self.aligner.blocked(input) {
+            self.held[input].push_back(msg);
+            return Ok(());
+        }
+        match msg {
+            Held::Batch(mut b) => self.down.push(&mut b),
+            Held::Watermark(w) => {
+                let out = self.valve.watermark(input, w);
+                self.apply(out)
+            }
+            Held::Status(idle) => {
+                let out = self.valve.status(input, idle);
+                self.apply(out)
+            }
+            Held::Barrier(b) => match self.aligner.barrier(input, b) {
+                Some(b) => self.aligned(b),
+                None => Ok(()),
+            },
+            Held::Finish => {
+                // An input that ended holds event time back no longer, nor a barrier.
+                let out = self.valve.remove(input);
+                self.apply(out)?;
+                self.inputs_open -= 1;
+                if let Some(b) = self.aligner.remove(input) {
+                    self.aligned(b)?;
+                }
+                if self.inputs_open == 0 {
+                    self.down.finish()
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Every input delivered barrier `b`: it goes on, and the inputs' held messages follow.
+    fn aligned(&mut self, b: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        self.down.barrier(b)?;
+        for i in 0..self.held.len() {
+            while !self.aligner.blocked(i)
+                && let Some(m) = self.held[i].pop_front()
+            {
+                self.handle(i, m)?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One of several inputs of the same operator (a `union`, or several chains feeding one exchange
 /// on this shard). The operator's watermark is the minimum of its inputs'; it finishes when the
-/// last of its inputs has finished.
+/// last of its inputs has finished; a checkpoint barrier goes on once every open input has
+/// delivered it, what an input hands over after its barrier waiting until then.
 pub struct Shared<T> {
     inner: Rc<RefCell<SharedInner<T>>>,
     input: usize,
@@ -109,6 +175,8 @@ impl<T: 'static> Shared<T> {
             down,
             inputs_open: inputs,
             valve: WatermarkValve::new(inputs),
+            aligner: crate::checkpoint::BarrierAligner::new(inputs),
+            held: (0..inputs).map(|_| Default::default()).collect(),
         }));
         (0..inputs)
             .map(|input| {
@@ -124,17 +192,28 @@ impl<T: 'static> Shared<T> {
 
 impl<T: 'static> Push<T> for Shared<T> {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
-        self.inner.borrow_mut().down.push(batch)
+        let mut inner = self.inner.borrow_mut();
+        if inner.aligner.blocked(self.input) {
+            let b = std::mem::take(batch);
+            inner.handle(self.input, Held::Batch(b))
+        } else {
+            inner.down.push(batch)
+        }
     }
     fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {
-        let mut inner = self.inner.borrow_mut();
-        let out = inner.valve.watermark(self.input, watermark);
-        inner.apply(out)
+        self.inner
+            .borrow_mut()
+            .handle(self.input, Held::Watermark(watermark))
     }
     fn watermark_status(&mut self, idle: bool) -> Result<(), JobError> {
-        let mut inner = self.inner.borrow_mut();
-        let out = inner.valve.status(self.input, idle);
-        inner.apply(out)
+        self.inner
+            .borrow_mut()
+            .handle(self.input, Held::Status(idle))
+    }
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        self.inner
+            .borrow_mut()
+            .handle(self.input, Held::Barrier(barrier))
     }
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         self.inner.borrow_mut().down.tick(now_ms)
@@ -151,16 +230,7 @@ impl<T: 'static> Push<T> for Shared<T> {
     fn finish(&mut self) -> Result<(), JobError> {
         assert!(!self.finished, "an input finished twice");
         self.finished = true;
-        let mut inner = self.inner.borrow_mut();
-        // An input that ended holds event time back no longer.
-        let out = inner.valve.remove(self.input);
-        inner.apply(out)?;
-        inner.inputs_open -= 1;
-        if inner.inputs_open == 0 {
-            inner.down.finish()
-        } else {
-            Ok(())
-        }
+        self.inner.borrow_mut().handle(self.input, Held::Finish)
     }
 }
 
@@ -176,6 +246,9 @@ impl<T: 'static> Push<T> for Discard {
         Ok(())
     }
     fn watermark_status(&mut self, _idle: bool) -> Result<(), JobError> {
+        Ok(())
+    }
+    fn barrier(&mut self, _barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
         Ok(())
     }
     fn finish(&mut self) -> Result<(), JobError> {

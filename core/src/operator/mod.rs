@@ -18,6 +18,15 @@
 /// `poll_ready`, `flush` and `poll_flush` to `self.down`.
 macro_rules! forward_flow_control {
     () => {
+        forward_flow_control!(except_barrier);
+        fn barrier(
+            &mut self,
+            barrier: crate::checkpoint::Barrier,
+        ) -> Result<(), crate::error::JobError> {
+            self.down.barrier(barrier)
+        }
+    };
+    (except_barrier) => {
         fn poll_ready(
             &mut self,
             cx: &mut std::task::Context<'_>,
@@ -50,6 +59,16 @@ macro_rules! forward_flow_control {
 /// to each side output.
 macro_rules! forward_flow_control_with_side {
     () => {
+        forward_flow_control_with_side!(except_barrier);
+        fn barrier(
+            &mut self,
+            barrier: crate::checkpoint::Barrier,
+        ) -> Result<(), crate::error::JobError> {
+            self.side.barrier(barrier)?;
+            self.down.barrier(barrier)
+        }
+    };
+    (except_barrier) => {
         fn poll_ready(
             &mut self,
             cx: &mut std::task::Context<'_>,
@@ -285,6 +304,12 @@ pub trait Push<T> {
         Poll::Ready(Ok(()))
     }
 
+    /// Checkpoint barrier: everything pushed before it belongs to checkpoint `barrier.id`,
+    /// nothing after it. An operator emits what it holds back for output, hands its snapshot
+    /// to the checkpoint if it keeps state ([`OperatorContext::snapshot`]), and passes the
+    /// barrier on; one with several inputs passes it on once every input has delivered it.
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError>;
+
     /// End of input: emit final results and pass the end on. Nothing is pushed after this.
     fn finish(&mut self) -> Result<(), JobError>;
 }
@@ -359,6 +384,8 @@ pub struct OperatorContext {
     pub shard_state: crate::state::ShardState,
     /// The operator's place in the job graph (names need not be unique; state names must).
     pub node: u32,
+    /// The job's checkpoint coordinator, if it takes checkpoints.
+    pub checkpoints: Option<Arc<crate::checkpoint::Coordinator>>,
 }
 
 thread_local! {
@@ -438,6 +465,50 @@ impl OperatorContext {
         Ok(crate::keyed::TimerService::default()
             .in_store(&self.state, &self.state_name("timers"))?
             .counted(self.counters.clone()))
+    }
+
+    /// Says that this operator hands a snapshot to every checkpoint (call it when built: the
+    /// coordinator counts the acks it waits for).
+    pub fn expect_checkpoints(&self) {
+        if let Some(c) = &self.checkpoints {
+            c.expect_ack();
+        }
+    }
+
+    /// Hands this operator's snapshot for `barrier` to the checkpoint: its store sealed,
+    /// synced and uploaded (the caller has written its cached changes to it first), and
+    /// `state`, the bytes of its operator state. Nothing without checkpoints.
+    pub fn snapshot(
+        &self,
+        barrier: crate::checkpoint::Barrier,
+        state: Vec<u8>,
+    ) -> Result<(), JobError> {
+        let Some(c) = &self.checkpoints else {
+            return Ok(());
+        };
+        let handles = self.state.snapshot()?;
+        let (mut added, mut total) = (0, 0);
+        let mut segments = Vec::with_capacity(handles.len());
+        for h in handles {
+            added += c
+                .storage()
+                .upload(&h)
+                .map_err(|e| self.error(format!("checkpoint {}: {e}", barrier.id)))?;
+            total += h.bytes;
+            segments.push(h.name);
+        }
+        c.ack(
+            barrier.id,
+            crate::checkpoint::OperatorSnapshot {
+                node: self.node,
+                operator: self.runtime.operator.to_string(),
+                shard: self.runtime.shard,
+                segments,
+                state,
+            },
+            added,
+            total,
+        )
     }
 
     /// The name state `name` of this operator has in the shard's store.

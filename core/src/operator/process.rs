@@ -156,6 +156,7 @@ impl<I, O: 'static, P: ProcessFunction<I, O>> Process<I, O, P> {
         side: SideOutputSet,
         ctx: OperatorContext,
     ) -> Self {
+        ctx.expect_checkpoints();
         Self {
             f,
             opened: false,
@@ -215,7 +216,19 @@ impl<I: 'static, O: 'static, P: ProcessFunction<I, O>> Push<I> for Process<I, O,
         }
         self.emit()
     }
-    forward_flow_control_with_side!();
+    forward_flow_control_with_side!(except_barrier);
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        self.open()?;
+        self.ctx.enter();
+        let snapshot = self.snapshot_state()?;
+        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot).map_err(|e| {
+            self.ctx
+                .error(format!("cannot archive the operator state: {e}"))
+        })?;
+        self.ctx.snapshot(barrier, bytes.to_vec())?;
+        self.side.barrier(barrier)?;
+        self.down.barrier(barrier)
+    }
     fn finish(&mut self) -> Result<(), JobError> {
         self.ctx.enter();
         self.open()?;

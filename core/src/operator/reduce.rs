@@ -65,6 +65,7 @@ where
         ctx: OperatorContext,
     ) -> Result<Self, JobError> {
         let accumulators = if owner {
+            ctx.expect_checkpoints();
             Accumulators::Keyed(ctx.keyed_state("accumulators", KeyedTable::new())?)
         } else {
             Accumulators::Buffer(HashTable::new())
@@ -186,7 +187,21 @@ where
         self.ctx.counters.add_out(self.out.len());
         self.down.push(&mut self.out)
     }
-    forward_flow_control!();
+    forward_flow_control!(except_barrier);
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        match &mut self.accumulators {
+            // The owner's accumulators go to the checkpoint.
+            Accumulators::Keyed(t) => {
+                t.flush_dirty();
+                self.ctx.state.check()?;
+                self.ctx.snapshot(barrier, Vec::new())?;
+            }
+            // A combiner's partial sums go on before the barrier (the owner folds them in):
+            // it keeps nothing a checkpoint needs.
+            Accumulators::Buffer(_) => self.emit_all()?,
+        }
+        self.down.barrier(barrier)
+    }
     fn finish(&mut self) -> Result<(), JobError> {
         if self.emit != Emit::EveryUpdate {
             self.emit_all()?;

@@ -71,6 +71,7 @@ pub trait SideOut {
     fn flush(&mut self) -> Result<(), JobError>;
     fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>>;
     fn finish(&mut self) -> Result<(), JobError>;
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError>;
 }
 
 /// The side output of records `X` feeding `down`.
@@ -123,6 +124,10 @@ impl<X: 'static> SideOut for SidePort<X> {
         self.push_buffered()?;
         self.down.finish()
     }
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        self.push_buffered()?;
+        self.down.barrier(barrier)
+    }
 }
 
 /// The side outputs of one operator on one shard.
@@ -173,6 +178,11 @@ impl SideOutputSet {
     }
     pub fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         self.ports.iter_mut().try_for_each(|(_, p)| p.tick(now_ms))
+    }
+    pub fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        self.ports
+            .iter_mut()
+            .try_for_each(|(_, p)| p.barrier(barrier))
     }
     pub fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
         for (_, p) in &mut self.ports {

@@ -36,6 +36,10 @@ impl<T: 'static, S: SinkFunction<T>> Push<T> for Sink<S> {
     fn watermark_status(&mut self, _idle: bool) -> Result<(), JobError> {
         Ok(())
     }
+    fn barrier(&mut self, _barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        // A sink without transactions keeps nothing: what it wrote is written.
+        Ok(())
+    }
     fn finish(&mut self) -> Result<(), JobError> {
         self.ctx.enter();
         self.sink.finish()

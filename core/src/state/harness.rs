@@ -43,6 +43,7 @@ impl<K: Data + Hash + Eq> KeyedStateHarness<K> {
             tick_resolution: None,
             state: backend.clone(),
             shard_state: super::ShardState::in_memory(),
+            checkpoints: None,
             node: 0,
         };
         Self {

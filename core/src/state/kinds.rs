@@ -130,6 +130,8 @@ pub struct StateRegistry<K> {
     /// Each state's table (`KeyedTable<K, (), X>`, or of `Stamped<X>` with a TTL), with its
     /// type's id: checked on every access instead of calling `Any::type_id` through the vtable.
     tables: Vec<(TypeId, Box<dyn Any>)>,
+    /// Per table: writes its changed values to the store (its type known where it was made).
+    flushes: Vec<fn(&mut dyn Any)>,
     names: Vec<String>,
     ctx: Option<OperatorContext>,
     _k: PhantomData<fn() -> K>,
@@ -139,9 +141,26 @@ impl<K> Default for StateRegistry<K> {
     fn default() -> Self {
         Self {
             tables: Vec::new(),
+            flushes: Vec::new(),
             names: Vec::new(),
             ctx: None,
             _k: PhantomData,
+        }
+    }
+}
+
+/// Writes a registered table's changed values to the store.
+fn flush_table<K: Data + Hash + Eq, X: Data>(table: &mut dyn Any) {
+    if let Some(t) = table.downcast_mut::<KeyedTable<K, (), X>>() {
+        t.flush_dirty();
+    }
+}
+
+impl<K> StateRegistry<K> {
+    /// Writes every state's changed values to the store (for a checkpoint).
+    pub fn flush_dirty(&mut self) {
+        for ((_, table), flush) in self.tables.iter_mut().zip(&self.flushes) {
+            flush(table.as_mut());
         }
     }
 }
@@ -168,7 +187,7 @@ impl<K: Data + Hash + Eq> StateRegistry<K> {
         if ttl.is_some_and(|t| t.ttl.is_zero()) {
             return Err(JobError::Config(format!("state '{name}': a TTL of zero")));
         }
-        let entry = match Ttl::of(ttl) {
+        let (entry, flush) = match Ttl::of(ttl) {
             Some(t) => {
                 let table = self.make::<Stamped<X>>(name)?;
                 if let Some(ctx) = &self.ctx {
@@ -176,16 +195,23 @@ impl<K: Data + Hash + Eq> StateRegistry<K> {
                         .expire_in_compaction::<X>(&ctx.state_name(name), t.ms);
                 }
                 (
-                    TypeId::of::<KeyedTable<K, (), Stamped<X>>>(),
-                    Box::new(table) as Box<dyn Any>,
+                    (
+                        TypeId::of::<KeyedTable<K, (), Stamped<X>>>(),
+                        Box::new(table) as Box<dyn Any>,
+                    ),
+                    flush_table::<K, Stamped<X>> as fn(&mut dyn Any),
                 )
             }
             None => (
-                TypeId::of::<KeyedTable<K, (), X>>(),
-                Box::new(self.make::<X>(name)?) as Box<dyn Any>,
+                (
+                    TypeId::of::<KeyedTable<K, (), X>>(),
+                    Box::new(self.make::<X>(name)?) as Box<dyn Any>,
+                ),
+                flush_table::<K, X> as fn(&mut dyn Any),
             ),
         };
         self.tables.push(entry);
+        self.flushes.push(flush);
         self.names.push(name.to_string());
         Ok(self.tables.len() as u32 - 1)
     }

@@ -473,6 +473,18 @@ impl StateBackend {
         (b.spilled, b.loaded)
     }
 
+    /// The store as immutable files for a checkpoint ([`Store::snapshot`]); none if nothing
+    /// was ever written to it.
+    pub fn snapshot(&self) -> Result<Vec<shardflow_state::SegmentHandle>, JobError> {
+        let mut b = self.inner.borrow_mut();
+        let b = &mut *b;
+        let Some(store) = b.store.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let r = store.snapshot();
+        r.map_err(|e| b.state_error("cannot snapshot the state store", e))
+    }
+
     /// Keys in the store (0 if it was never opened).
     pub fn stored_keys(&self) -> usize {
         self.inner.borrow().store.as_ref().map_or(0, Store::len)

@@ -29,7 +29,9 @@ use crate::data::Data;
 use crate::error::JobError;
 
 /// How a state is split when the job's parallelism changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
 pub enum Redistribution {
     /// Elements split round-robin among the new shards.
     Split,
@@ -40,7 +42,7 @@ pub enum Redistribution {
 }
 
 /// One state of a shard's snapshot: its elements (or a map's entries as key, value), archived.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct StateSnapshot {
     pub name: String,
     pub mode: Redistribution,

@@ -172,6 +172,12 @@ where
         Ok(())
     }
 
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        // The generator's state is not checkpointed (as in Flink): after a restore it starts
+        // again from the records it sees.
+        self.down.barrier(barrier)
+    }
+
     fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {
         // Event time is this operator's to decide; only the end of input passes.
         if watermark == WATERMARK_MAX && self.watermark < WATERMARK_MAX {

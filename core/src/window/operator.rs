@@ -118,6 +118,7 @@ where
             },
         )?;
         let sessions = ctx.keyed_state("sessions", KeyedTable::new())?;
+        ctx.expect_checkpoints();
         let shared = !merging
             && assigner.is_event_time()
             && settings.allowed_lateness_ms == 0
@@ -664,6 +665,27 @@ where
         self.emit()?;
         self.side.watermark_status(idle)?;
         self.down.watermark_status(idle)
+    }
+
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        self.emit()?;
+        self.contents.flush_dirty();
+        self.sessions.flush_dirty();
+        self.timers.checkpoint();
+        self.ctx.state.check()?;
+        // The shared window timers (a few per job) travel as the operator's state.
+        let shared: Vec<(i64, Vec<WA::W>)> = self
+            .window_timers
+            .iter()
+            .map(|(t, w)| (*t, w.clone()))
+            .collect();
+        let state = rkyv::to_bytes::<rkyv::rancor::Error>(&shared).map_err(|e| {
+            self.ctx
+                .error(format!("cannot serialize the window timers: {e}"))
+        })?;
+        self.ctx.snapshot(barrier, state.to_vec())?;
+        self.side.barrier(barrier)?;
+        self.down.barrier(barrier)
     }
 
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {

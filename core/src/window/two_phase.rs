@@ -164,6 +164,18 @@ where
         self.down.watermark_status(idle)
     }
 
+    fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
+        // The partials go on before the barrier (the second phase merges them with the later
+        // ones): the first phase keeps nothing a checkpoint needs.
+        let out = &mut self.out;
+        self.table.drain_all(|k, w, acc| {
+            let ts = w.max_timestamp();
+            out.push((k, w, acc), Some(ts));
+        });
+        self.emit()?;
+        self.down.barrier(barrier)
+    }
+
     fn tick(&mut self, now_ms: i64) -> Result<(), JobError> {
         self.down.tick(now_ms)
     }

@@ -1,0 +1,447 @@
+//! Checkpoints: barriers, the operators' snapshots, and the coordinator that completes them.
+//!
+//! Asynchronous barrier snapshots, as Flink takes them (DESIGN.md, "Checkpoints and
+//! recovery"): the [`Coordinator`] triggers checkpoint n; every source task, before its next
+//! batch, records its position and pushes [`Barrier`] n down its chain; an operator hands its
+//! snapshot to the checkpoint when the barrier reaches it (after the barriers of all its
+//! inputs: the exchange reader and two-input operators align them) and passes the barrier on.
+//! An operator's snapshot is its own store ([`crate::state::StateBackend`], sealed and synced)
+//! uploaded into the checkpoint directory's shared segments (incremental: a segment an earlier
+//! checkpoint holds is named, not copied), plus the bytes of its operator state. Each operator
+//! on each shard acks once; when every one has, the coordinator writes `chk-n/_metadata`
+//! atomically and checkpoint n is complete; it then keeps the newest `retain` checkpoints.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use shardflow_state::checkpoint::{CheckpointStorage, Metadata};
+
+use crate::error::JobError;
+
+/// Everything before it on its channel belongs to checkpoint `id`; nothing after it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Barrier {
+    pub id: u64,
+    /// When the coordinator triggered it (ms since the epoch).
+    pub timestamp_ms: i64,
+}
+
+/// How a job takes checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// Where checkpoints go (`chk-<n>/_metadata`, `shared/` segments).
+    pub dir: PathBuf,
+    /// Time between the triggers of two checkpoints.
+    pub interval: Duration,
+    /// A checkpoint not complete this long after its trigger is abandoned.
+    pub timeout: Duration,
+    /// The least time between the end of one checkpoint and the trigger of the next.
+    pub min_pause: Duration,
+    /// Checkpoints in flight at once.
+    pub max_concurrent: usize,
+    /// Complete checkpoints kept (older ones, and segments only they need, are removed).
+    pub retain: usize,
+}
+
+impl CheckpointConfig {
+    /// Checkpoints into `dir` every `interval`, with Flink's defaults for the rest: a ten-minute
+    /// timeout, no minimum pause, one in flight, the last three kept.
+    pub fn new(dir: impl Into<PathBuf>, interval: Duration) -> Self {
+        Self {
+            dir: dir.into(),
+            interval,
+            timeout: Duration::from_secs(600),
+            min_pause: Duration::ZERO,
+            max_concurrent: 1,
+            retain: 3,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), JobError> {
+        if self.interval.is_zero() {
+            return Err(JobError::Config(
+                "checkpoint interval must be above zero".into(),
+            ));
+        }
+        if self.max_concurrent == 0 || self.retain == 0 {
+            return Err(JobError::Config(
+                "checkpoints: max_concurrent and retain must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What one operator on one shard contributes to a checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct OperatorSnapshot {
+    /// The operator's node in the job graph, and its name.
+    pub node: u32,
+    pub operator: String,
+    pub shard: u32,
+    /// The shared segments of its store.
+    pub segments: Vec<String>,
+    /// Its operator state (a source's position, a function's `snapshot_state`), as bytes.
+    pub state: Vec<u8>,
+}
+
+/// A complete checkpoint, as the console and the job result show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointStats {
+    pub id: u64,
+    /// From the trigger to the metadata written.
+    pub duration: Duration,
+    /// Bytes of segments this checkpoint added to the shared directory (its incremental size).
+    pub bytes_added: u64,
+    /// Bytes of all the segments it needs.
+    pub bytes_total: u64,
+}
+
+struct Pending {
+    started: Instant,
+    acks: Vec<OperatorSnapshot>,
+    bytes_added: u64,
+    bytes_total: u64,
+}
+
+#[derive(Default)]
+struct State {
+    next_id: u64,
+    pending: BTreeMap<u64, Pending>,
+    completed: Vec<CheckpointStats>,
+    /// Checkpoints abandoned, with why.
+    failed: Vec<(u64, String)>,
+    last_completed_at: Option<Instant>,
+    /// A source finished: no checkpoint is triggered any more.
+    sources_finished: bool,
+}
+
+/// The job's checkpoint coordinator: triggers checkpoints, collects every operator's ack, and
+/// completes them. Shared by the shards (acks are rare: a lock per operator and checkpoint).
+pub struct Coordinator {
+    config: CheckpointConfig,
+    storage: CheckpointStorage,
+    /// Acks that complete a checkpoint: one per operator and shard.
+    expected: AtomicU64,
+    /// The newest checkpoint triggered: sources inject its barrier before their next batch.
+    triggered: AtomicU64,
+    /// The newest checkpoint before this run's first.
+    base: u64,
+    state: Mutex<State>,
+}
+
+impl Coordinator {
+    /// A coordinator writing into `config.dir`; checkpoint ids continue after the newest there.
+    pub fn new(config: CheckpointConfig) -> Result<Self, JobError> {
+        config.validate()?;
+        let storage = CheckpointStorage::new(&config.dir).map_err(|e| {
+            JobError::Config(format!(
+                "checkpoint directory {}: {e}",
+                config.dir.display()
+            ))
+        })?;
+        let newest = storage
+            .list()
+            .map_err(|e| JobError::Config(format!("checkpoints: {e}")))?
+            .first()
+            .map_or(0, |(id, _)| *id);
+        Ok(Self {
+            config,
+            storage,
+            expected: AtomicU64::new(0),
+            triggered: AtomicU64::new(newest),
+            base: newest,
+            state: Mutex::new(State {
+                next_id: newest + 1,
+                ..State::default()
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &CheckpointConfig {
+        &self.config
+    }
+
+    pub fn storage(&self) -> &CheckpointStorage {
+        &self.storage
+    }
+
+    /// One more operator on one shard will ack every checkpoint.
+    pub fn expect_ack(&self) {
+        self.expected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The newest checkpoint before this run's first (a source starts injecting after it).
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// The newest checkpoint triggered (0: none yet).
+    pub fn triggered(&self) -> u64 {
+        self.triggered.load(Ordering::Acquire)
+    }
+
+    /// Triggers the next checkpoint, unless `max_concurrent` are in flight or the minimum pause
+    /// since the last complete one has not passed; abandons checkpoints past their timeout.
+    pub fn trigger(&self) -> Option<u64> {
+        let mut s = self.state.lock().expect("coordinator lock");
+        if s.sources_finished {
+            return None;
+        }
+        let now = Instant::now();
+        let timeout = self.config.timeout;
+        let expired: Vec<u64> = s
+            .pending
+            .iter()
+            .filter(|(_, p)| now.duration_since(p.started) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            s.pending.remove(&id);
+            s.failed
+                .push((id, format!("not complete within {timeout:?}")));
+        }
+        if s.pending.len() >= self.config.max_concurrent {
+            return None;
+        }
+        if let Some(at) = s.last_completed_at
+            && now.duration_since(at) < self.config.min_pause
+        {
+            return None;
+        }
+        let id = s.next_id;
+        s.next_id += 1;
+        s.pending.insert(
+            id,
+            Pending {
+                started: now,
+                acks: Vec::new(),
+                bytes_added: 0,
+                bytes_total: 0,
+            },
+        );
+        self.triggered.store(id, Ordering::Release);
+        Some(id)
+    }
+
+    /// An operator's snapshot for checkpoint `id`: `bytes_added` of its segments were new to
+    /// the shared directory, `bytes_total` is all of them. The last ack completes the
+    /// checkpoint: its metadata is written, and old checkpoints beyond `retain` removed.
+    pub fn ack(
+        &self,
+        id: u64,
+        snapshot: OperatorSnapshot,
+        bytes_added: u64,
+        bytes_total: u64,
+    ) -> Result<(), JobError> {
+        let mut s = self.state.lock().expect("coordinator lock");
+        let Some(p) = s.pending.get_mut(&id) else {
+            // Abandoned (timed out) meanwhile: nothing to add to.
+            return Ok(());
+        };
+        p.acks.push(snapshot);
+        p.bytes_added += bytes_added;
+        p.bytes_total += bytes_total;
+        if (p.acks.len() as u64) < self.expected.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let p = s.pending.remove(&id).expect("found above");
+        let mut acks = p.acks;
+        acks.sort_by_key(|a| (a.node, a.shard));
+        let mut segments: Vec<String> = acks.iter().flat_map(|a| a.segments.clone()).collect();
+        segments.sort();
+        segments.dedup();
+        let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&acks)
+            .map_err(|e| self.error(id, format!("cannot serialize the snapshots: {e}")))?
+            .to_vec();
+        let meta = Metadata {
+            id,
+            segments,
+            payload,
+        };
+        self.storage
+            .commit(&meta)
+            .map_err(|e| self.error(id, e.to_string()))?;
+        // Segments uploaded for checkpoints still in flight stay.
+        let in_flight = s
+            .pending
+            .values()
+            .flat_map(|p| p.acks.iter().flat_map(|a| a.segments.iter().cloned()))
+            .collect();
+        self.storage
+            .retain(self.config.retain, &in_flight)
+            .map_err(|e| self.error(id, e.to_string()))?;
+        let now = Instant::now();
+        s.last_completed_at = Some(now);
+        s.completed.push(CheckpointStats {
+            id,
+            duration: now.duration_since(p.started),
+            bytes_added: p.bytes_added,
+            bytes_total: p.bytes_total,
+        });
+        Ok(())
+    }
+
+    /// A source reached its end: it will ack no later checkpoint, so none is triggered.
+    pub fn source_finished(&self) {
+        self.state
+            .lock()
+            .expect("coordinator lock")
+            .sources_finished = true;
+    }
+
+    /// The job ended: checkpoints still in flight are abandoned, saying which acks they had.
+    pub fn abandon_pending(&self) {
+        let mut s = self.state.lock().expect("coordinator lock");
+        let expected = self.expected.load(Ordering::Relaxed);
+        let pending = std::mem::take(&mut s.pending);
+        for (id, p) in pending {
+            let mut who: Vec<String> = p
+                .acks
+                .iter()
+                .map(|a| format!("{}#{}", a.operator, a.shard))
+                .collect();
+            who.sort();
+            s.failed.push((
+                id,
+                format!(
+                    "the job ended with {} of {expected} acks ({})",
+                    p.acks.len(),
+                    who.join(", ")
+                ),
+            ));
+        }
+    }
+
+    /// Checkpoints completed so far.
+    pub fn completed(&self) -> Vec<CheckpointStats> {
+        self.state
+            .lock()
+            .expect("coordinator lock")
+            .completed
+            .clone()
+    }
+
+    /// Checkpoints abandoned so far, with why.
+    pub fn failed(&self) -> Vec<(u64, String)> {
+        self.state.lock().expect("coordinator lock").failed.clone()
+    }
+
+    fn error(&self, id: u64, message: String) -> JobError {
+        JobError::Config(format!(
+            "checkpoint {id} in {}: {message}",
+            self.config.dir.display()
+        ))
+    }
+}
+
+/// The operators' snapshots in a checkpoint's metadata payload.
+pub fn decode_snapshots(payload: &[u8]) -> Result<Vec<OperatorSnapshot>, String> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(payload);
+    rkyv::from_bytes::<Vec<OperatorSnapshot>, rkyv::rancor::Error>(&aligned)
+        .map_err(|e| format!("the checkpoint's snapshots do not decode: {e}"))
+}
+
+/// Aligns the barriers of an operator's inputs (exactly-once): an input that delivered barrier
+/// n is blocked — its records wait — until every open input has delivered it; then barrier n
+/// goes on, once. A barrier newer than the one being aligned (the older was abandoned, and a
+/// source skipped it) restarts the alignment at the newer one; an older one is stale and
+/// ignored.
+#[derive(Debug, Clone)]
+pub struct BarrierAligner {
+    /// Per input: still open (not ended), and delivered the barrier being aligned.
+    open: Vec<bool>,
+    arrived: Vec<bool>,
+    current: Option<Barrier>,
+    /// The newest barrier passed on.
+    last: u64,
+}
+
+impl BarrierAligner {
+    pub fn new(inputs: usize) -> Self {
+        Self {
+            open: vec![true; inputs],
+            arrived: vec![false; inputs],
+            current: None,
+            last: 0,
+        }
+    }
+
+    /// Input `input` delivered `barrier`; the barrier to pass on if that completes it.
+    pub fn barrier(&mut self, input: usize, barrier: Barrier) -> Option<Barrier> {
+        if barrier.id <= self.last {
+            return None;
+        }
+        match self.current {
+            Some(c) if barrier.id < c.id => return None,
+            Some(c) if barrier.id == c.id => {}
+            _ => {
+                self.current = Some(barrier);
+                self.arrived.iter_mut().for_each(|a| *a = false);
+            }
+        }
+        self.arrived[input] = true;
+        self.complete()
+    }
+
+    /// Input `input` ended: it no longer holds an alignment back (which it may complete).
+    pub fn remove(&mut self, input: usize) -> Option<Barrier> {
+        self.open[input] = false;
+        self.complete()
+    }
+
+    /// Whether `input` waits for the others (its records must not go on yet).
+    pub fn blocked(&self, input: usize) -> bool {
+        self.current.is_some() && self.arrived[input]
+    }
+
+    /// Whether a barrier is being aligned.
+    pub fn aligning(&self) -> bool {
+        self.current.is_some()
+    }
+
+    fn complete(&mut self) -> Option<Barrier> {
+        let c = self.current?;
+        if self.open.iter().zip(&self.arrived).all(|(o, a)| !o || *a) {
+            self.current = None;
+            self.last = c.id;
+            self.arrived.iter_mut().for_each(|a| *a = false);
+            Some(c)
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(id: u64) -> Barrier {
+        Barrier {
+            id,
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn barriers_align_across_open_inputs() {
+        let mut a = BarrierAligner::new(3);
+        assert_eq!(a.barrier(0, b(1)), None);
+        assert!(a.blocked(0) && !a.blocked(1));
+        assert_eq!(a.barrier(2, b(1)), None);
+        // The last open input completes it; an ended input is not waited for.
+        assert_eq!(a.remove(1), Some(b(1)));
+        assert!(!a.blocked(0) && !a.aligning());
+        // A stale barrier is ignored; a newer one than the one aligned restarts.
+        assert_eq!(a.barrier(0, b(1)), None);
+        assert_eq!(a.barrier(0, b(2)), None);
+        assert_eq!(a.barrier(2, b(3)), None);
+        assert!(!a.blocked(0) && a.blocked(2));
+        assert_eq!(a.barrier(0, b(3)), Some(b(3)));
+    }
+}

@@ -1,0 +1,213 @@
+//! Checkpoints of running jobs: barriers flow from the sources through exchanges and aligned
+//! inputs, every operator with state acks each checkpoint, the coordinator completes them
+//! (metadata written, the newest three kept), and a checkpoint holds a consistent cut: the
+//! keyed state restored from it is exactly what a prefix of the input makes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use shardflow::prelude::*;
+use shardflow_core::checkpoint::{CheckpointConfig, OperatorSnapshot, decode_snapshots};
+use shardflow_core::keyed::KeyedTable;
+use shardflow_core::state::StateBackend;
+use shardflow_core::time::ProcessingClock;
+use shardflow_state::checkpoint::CheckpointStorage;
+use shardflow_state::{Store, StoreOptions};
+
+const KEYS: u64 = 1_000;
+
+fn run(p: u32, n: u64, dir: &std::path::Path) -> JobResult {
+    let mut env = StreamExecutionEnvironment::local();
+    env.set_parallelism(p);
+    let mut c = CheckpointConfig::new(dir, Duration::from_millis(5));
+    c.timeout = Duration::from_secs(60);
+    env.config_mut().checkpoints = Some(c);
+    let out = env
+        .from_iter((0..n).map(|i| (i % KEYS, 1u64)).collect::<Vec<_>>())
+        .key_by(|r: &(u64, u64)| r.0)
+        .reduce(|acc: &mut (u64, u64), x| acc.1 += x.1)
+        .collect();
+    let result = env.execute("checkpointed counts").unwrap();
+    // The job's own output is untouched by its checkpoints: every key's last count is whole.
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    for (k, c) in out.take() {
+        let e = last.entry(k).or_default();
+        *e = (*e).max(c);
+    }
+    assert_eq!(last.len() as u64, KEYS);
+    assert!(last.values().all(|&c| c == n / KEYS));
+    result
+}
+
+/// The reduce's counts per key in a checkpoint, read from its shards' restored stores.
+fn counts_in(
+    storage: &CheckpointStorage,
+    acks: &[OperatorSnapshot],
+    tmp: &std::path::Path,
+) -> HashMap<u64, u64> {
+    let mut counts = HashMap::new();
+    for a in acks.iter().filter(|a| a.operator == "reduce") {
+        let segments: Vec<(String, std::path::PathBuf)> = a
+            .segments
+            .iter()
+            .map(|s| (s.clone(), storage.segment_path(s)))
+            .collect();
+        let dir = tmp.join(format!("restore-{}-{}", a.node, a.shard));
+        Store::restore(&dir, StoreOptions::default(), &segments, &|_| true).unwrap();
+        let backend = StateBackend::new(
+            dir,
+            usize::MAX,
+            a.shard,
+            shardflow_core::key::MAX_PARALLELISM_DEFAULT,
+            ProcessingClock::System,
+        );
+        let name = format!("{}:{}/accumulators", a.node, a.operator);
+        let mut table: KeyedTable<u64, (), (u64, u64)> = KeyedTable::new()
+            .in_store(&backend, name)
+            .unwrap()
+            .restored();
+        table.drain_all(|k, (), (_, c)| {
+            assert!(counts.insert(k, c).is_none(), "key {k} on two shards");
+        });
+        backend.check().unwrap();
+    }
+    counts
+}
+
+#[test]
+fn checkpoints_complete_and_hold_a_consistent_cut() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoints");
+    let n = 4_000_000;
+    let result = run(1, n, &dir);
+    let done = &result.checkpoints;
+    assert!(done.len() >= 2, "{} checkpoints completed", done.len());
+    assert!(done.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(
+        result.checkpoints_failed.is_empty(),
+        "{:?}",
+        result.checkpoints_failed
+    );
+
+    let storage = CheckpointStorage::new(&dir).unwrap();
+    let listed: Vec<u64> = storage.list().unwrap().iter().map(|(id, _)| *id).collect();
+    let newest: Vec<u64> = done.iter().rev().take(3).map(|c| c.id).collect();
+    assert_eq!(listed, newest, "the newest three are kept");
+    for id in &listed {
+        let meta = storage.read(*id).unwrap();
+        let acks = decode_snapshots(&meta.payload).unwrap();
+        // The source and the reduce ack (the sink keeps nothing).
+        let mut who: Vec<&str> = acks.iter().map(|a| a.operator.as_str()).collect();
+        who.sort();
+        assert_eq!(who.len(), 2, "{who:?}");
+        assert!(who.contains(&"reduce"), "{who:?}");
+        // A consistent cut at P = 1: the counts of the first N records, N their sum.
+        let counts = counts_in(&storage, &acks, &tmp.path().join(format!("r{id}")));
+        let cut: u64 = counts.values().sum();
+        eprintln!("checkpoint {id}: a cut after {cut} of {n} records");
+        assert!(cut > 0 && cut <= n, "checkpoint {id}: {cut} records");
+        for k in 0..KEYS {
+            let want = if cut > k { (cut - k - 1) / KEYS + 1 } else { 0 };
+            assert_eq!(
+                counts.get(&k).copied().unwrap_or(0),
+                want,
+                "checkpoint {id}, key {k}"
+            );
+        }
+    }
+    // Incremental: a later checkpoint adds less than everything it needs.
+    let last = done.last().unwrap();
+    assert!(
+        last.bytes_added < last.bytes_total || last.bytes_total == 0,
+        "{last:?}"
+    );
+}
+
+/// At P = 2 barriers cross the exchange between the shards and are aligned at each reader;
+/// every checkpoint holds an ack from each operator with state on each shard, and the counts
+/// of its cut are a mix of two input prefixes: never more than the input has.
+#[test]
+fn checkpoints_align_across_shards() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("checkpoints");
+    let n = 4_000_000;
+    let result = run(2, n, &dir);
+    assert!(result.checkpoints.len() >= 2, "{:?}", result.checkpoints);
+    let storage = CheckpointStorage::new(&dir).unwrap();
+    let (latest, skipped) = storage.latest().unwrap();
+    assert!(skipped.is_empty());
+    let meta = latest.unwrap();
+    let acks = decode_snapshots(&meta.payload).unwrap();
+    let mut who: Vec<(String, u32)> = acks.iter().map(|a| (a.operator.clone(), a.shard)).collect();
+    who.sort();
+    assert_eq!(who.len(), 4, "{who:?}");
+    let counts = counts_in(&storage, &acks, tmp.path());
+    assert!(counts.values().all(|&c| c <= n / KEYS));
+    let cut = counts.values().sum::<u64>();
+    eprintln!("checkpoint {}: a cut after {cut} of {n} records", meta.id);
+    assert!(cut > 0 && cut <= n);
+}
+
+/// Checkpoints leave a job's output as it is: event-time tumbling windows (one timer per
+/// window, kept as operator state) and session windows (a timer per key and session, session
+/// lists in keyed state) at P = 2, with a checkpoint every few milliseconds and a budget that
+/// pages state, give what the same job gives without checkpoints.
+#[test]
+fn windows_give_the_same_output_with_checkpoints() {
+    let _cpus = shardflow_tests::shared_cpus();
+    type Ev = (u32, i64, u64);
+    let events: Vec<Ev> = (0..400_000u64)
+        .map(|i| {
+            let h = shardflow_core::rng::SplitMix64::new(i).next_u64();
+            (
+                (h % 5_000) as u32,
+                (i / 4) as i64 - (h >> 40) as i64 % 50,
+                h >> 50,
+            )
+        })
+        .collect();
+    let run = |session: bool, checkpoints: Option<&std::path::Path>| {
+        let mut env = StreamExecutionEnvironment::local();
+        env.set_parallelism(2);
+        env.config_mut().state_memory_bytes = Some(1 << 20);
+        if let Some(dir) = checkpoints {
+            env.config_mut().checkpoints =
+                Some(CheckpointConfig::new(dir, Duration::from_millis(3)));
+        }
+        let keyed = env
+            .from_iter(events.clone())
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(60))
+                    .with_timestamp_assigner(|e: &Ev| e.1),
+            )
+            .key_by(|e: &Ev| e.0);
+        let sum = |a: &mut Ev, b: Ev| {
+            a.1 = a.1.min(b.1);
+            a.2 += b.2;
+        };
+        let out = if session {
+            keyed
+                .window(SessionWindows::event_time(Duration::from_millis(40)))
+                .reduce(sum)
+        } else {
+            keyed
+                .window(TumblingWindows::event_time(Duration::from_millis(100)))
+                .reduce(sum)
+        }
+        .collect();
+        let result = env.execute("windows").unwrap();
+        let mut got = out.take();
+        got.sort();
+        (got, result.checkpoints.len())
+    };
+    for session in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (plain, _) = run(session, None);
+        let (checkpointed, taken) = run(session, Some(tmp.path()));
+        assert!(taken >= 2, "session {session}: {taken} checkpoints");
+        assert_eq!(plain.len(), checkpointed.len(), "session {session}");
+        assert!(plain == checkpointed, "session {session}: outputs differ");
+    }
+}
