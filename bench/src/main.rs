@@ -56,6 +56,11 @@ enum Bench {
         /// Every reading crosses the exchange (no pre-aggregation per shard).
         #[arg(long)]
         one_phase: bool,
+        /// Also run the engine (at --engine-only's P, default 2) with a checkpoint every this
+        /// many milliseconds, alternating with runs without: throughput ratio, checkpoint
+        /// durations and sizes.
+        #[arg(long, value_name = "MS")]
+        checkpoint_ms: Option<u64>,
     },
     /// The state store alone: puts, gets (active and sealed), scan, compaction, reopen.
     Store {
@@ -170,6 +175,7 @@ fn main() -> anyhow::Result<()> {
             engine_only,
             loop_only,
             one_phase,
+            checkpoint_ms,
         } => {
             let settings = shardflow::jobs::telemetry::TelemetrySettings {
                 readings: events,
@@ -197,6 +203,54 @@ fn main() -> anyhow::Result<()> {
                         r.events_per_second() / 1e6
                     );
                 }
+                return Ok(());
+            }
+            if let Some(ms) = checkpoint_ms {
+                let p = engine_only.unwrap_or(2);
+                let interval = Duration::from_millis(ms.max(1));
+                let (mut plain, mut with, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+                let mut stats = Vec::new();
+                for _ in 0..runs {
+                    let a = windows::engine(&settings, p);
+                    let (b, s) = windows::engine_checkpointed(&settings, p, Some(interval));
+                    assert_eq!(a.digest, b.digest, "checkpoints changed the windows");
+                    plain.push(a.events_per_second());
+                    with.push(b.events_per_second());
+                    ratio.push(b.events_per_second() / a.events_per_second());
+                    println!(
+                        "  P={p}: {:>7.1} M/s without, {:>7.1} M/s with {} checkpoints",
+                        a.events_per_second() / 1e6,
+                        b.events_per_second() / 1e6,
+                        s.len()
+                    );
+                    stats.extend(s);
+                }
+                let mut d: Vec<f64> = stats
+                    .iter()
+                    .map(|c| c.duration.as_secs_f64() * 1e3)
+                    .collect();
+                d.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                let q = |x: f64| {
+                    d.get(((d.len() as f64 - 1.0) * x).round() as usize)
+                        .copied()
+                        .unwrap_or(0.0)
+                };
+                let mut added: Vec<f64> = stats.iter().map(|c| c.bytes_added as f64).collect();
+                added.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                println!(
+                    "  medians: {:.1} M/s without, {:.1} M/s with checkpoints every {ms} ms: {:.2}x",
+                    median(plain) / 1e6,
+                    median(with) / 1e6,
+                    median(ratio)
+                );
+                println!(
+                    "  {} checkpoints: duration p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; bytes added per checkpoint median {:.0}",
+                    d.len(),
+                    q(0.5),
+                    q(0.99),
+                    d.last().copied().unwrap_or(0.0),
+                    added.get(added.len() / 2).copied().unwrap_or(0.0)
+                );
                 return Ok(());
             }
             if let Some(p) = engine_only {

@@ -42,8 +42,25 @@ impl SinkFunction<WindowStats> for DigestSink {
 
 /// The engine: the telemetry job's dataflow, windows digested by the sink.
 pub fn engine(settings: &TelemetrySettings, parallelism: u32) -> Run {
+    engine_checkpointed(settings, parallelism, None).0
+}
+
+/// As [`engine`], taking a checkpoint every `interval` into a temporary directory when given;
+/// with the checkpoints it completed.
+pub fn engine_checkpointed(
+    settings: &TelemetrySettings,
+    parallelism: u32,
+    interval: Option<Duration>,
+) -> (Run, Vec<shardflow_core::checkpoint::CheckpointStats>) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
     let mut env = StreamExecutionEnvironment::local();
     env.set_parallelism(parallelism);
+    if let Some(i) = interval {
+        env.config_mut().checkpoints = Some(shardflow_core::checkpoint::CheckpointConfig::new(
+            dir.path(),
+            i,
+        ));
+    }
     let total = Arc::new(Mutex::new(Digest::default()));
     let t = total.clone();
     let readings = telemetry::readings(&env, settings);
@@ -54,10 +71,10 @@ pub fn engine(settings: &TelemetrySettings, parallelism: u32) -> Run {
         })
     });
     let t0 = Instant::now();
-    env.execute("windows").expect("windows job");
+    let result = env.execute("windows").expect("windows job");
     let elapsed = t0.elapsed();
     let digest = *total.lock().unwrap();
-    Run { elapsed, digest }
+    (Run { elapsed, digest }, result.checkpoints)
 }
 
 /// The baseline: the same windows by a loop on one thread.

@@ -130,6 +130,8 @@ pub struct Coordinator {
     triggered: AtomicU64,
     /// The newest checkpoint before this run's first.
     base: u64,
+    /// The newest checkpoint complete (sinks commit up to it).
+    latest_completed: AtomicU64,
     state: Mutex<State>,
 }
 
@@ -154,6 +156,7 @@ impl Coordinator {
             expected: AtomicU64::new(0),
             triggered: AtomicU64::new(newest),
             base: newest,
+            latest_completed: AtomicU64::new(0),
             state: Mutex::new(State {
                 next_id: newest + 1,
                 ..State::default()
@@ -177,6 +180,11 @@ impl Coordinator {
     /// The newest checkpoint before this run's first (a source starts injecting after it).
     pub fn base(&self) -> u64 {
         self.base
+    }
+
+    /// The newest checkpoint complete in this run (0: none yet).
+    pub fn latest_completed(&self) -> u64 {
+        self.latest_completed.load(Ordering::Acquire)
     }
 
     /// The newest checkpoint triggered (0: none yet).
@@ -276,6 +284,7 @@ impl Coordinator {
             .map_err(|e| self.error(id, e.to_string()))?;
         let now = Instant::now();
         s.last_completed_at = Some(now);
+        self.latest_completed.fetch_max(id, Ordering::Release);
         s.completed.push(CheckpointStats {
             id,
             duration: now.duration_since(p.started),
@@ -335,6 +344,30 @@ impl Coordinator {
             "checkpoint {id} in {}: {message}",
             self.config.dir.display()
         ))
+    }
+}
+
+/// Decodes operator state bytes written at a checkpoint (rkyv, fully checked: they come from a
+/// file).
+pub fn decode_state<T: crate::data::Data>(bytes: &[u8]) -> Result<T, String> {
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<T, rkyv::rancor::Error>(&aligned)
+        .map_err(|e| format!("the operator's checkpointed state does not decode: {e}"))
+}
+
+/// The operator state store a function or source resumes with: what it handed to the
+/// checkpoint (an empty store on a fresh run).
+pub fn restored_operator_state(
+    ctx: &crate::operator::OperatorContext,
+) -> Result<crate::state::OperatorStateStore, JobError> {
+    match ctx.restored.as_deref() {
+        Some(bytes) if !bytes.is_empty() => {
+            let snapshot: crate::state::operator::OperatorStateSnapshot =
+                decode_state(bytes).map_err(|e| ctx.error(e))?;
+            Ok(crate::state::OperatorStateStore::restored(snapshot))
+        }
+        _ => Ok(crate::state::OperatorStateStore::default()),
     }
 }
 
@@ -414,6 +447,121 @@ impl BarrierAligner {
         } else {
             None
         }
+    }
+}
+
+/// What a job resumes from: a complete checkpoint's operator snapshots.
+pub struct RestorePlan {
+    storage: CheckpointStorage,
+    id: u64,
+    snapshots: Vec<OperatorSnapshot>,
+    /// The parallelism the checkpoint was taken at.
+    parallelism: u32,
+}
+
+impl RestorePlan {
+    /// The checkpoint at `path`: a checkpoint directory (`chk-<n>`), or a checkpoint storage
+    /// directory, whose newest complete checkpoint is taken (newer, incomplete ones are passed
+    /// over: they are returned, with why, for the caller to warn about).
+    pub fn load(
+        path: &std::path::Path,
+    ) -> Result<(Self, Vec<shardflow_state::checkpoint::Skipped>), JobError> {
+        let bad = |m: String| JobError::Config(format!("restore from {}: {m}", path.display()));
+        let id_of = |p: &std::path::Path| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_prefix("chk-"))
+                .and_then(|n| n.parse::<u64>().ok())
+        };
+        let (storage, meta, skipped) = match id_of(path) {
+            Some(id) => {
+                let root = path
+                    .parent()
+                    .ok_or_else(|| bad("no parent directory".into()))?;
+                let storage = CheckpointStorage::new(root).map_err(|e| bad(e.to_string()))?;
+                let meta = storage
+                    .read(id)
+                    .map_err(|s| bad(format!("{}: {}", s.path.display(), s.reason)))?;
+                (storage, meta, Vec::new())
+            }
+            None => {
+                let storage = CheckpointStorage::new(path).map_err(|e| bad(e.to_string()))?;
+                let (meta, skipped) = storage.latest().map_err(|e| bad(e.to_string()))?;
+                let meta = meta.ok_or_else(|| bad("no complete checkpoint there".into()))?;
+                (storage, meta, skipped)
+            }
+        };
+        let snapshots = decode_snapshots(&meta.payload).map_err(bad)?;
+        for name in &meta.segments {
+            let p = storage.segment_path(name);
+            if !p.exists() {
+                return Err(bad(format!(
+                    "checkpoint {} needs segment {}, which is missing",
+                    meta.id,
+                    p.display()
+                )));
+            }
+        }
+        let parallelism = snapshots.iter().map(|s| s.shard + 1).max().unwrap_or(1);
+        Ok((
+            Self {
+                storage,
+                id: meta.id,
+                snapshots,
+                parallelism,
+            },
+            skipped,
+        ))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The parallelism the checkpoint was taken at.
+    pub fn parallelism(&self) -> u32 {
+        self.parallelism
+    }
+
+    /// Whether this job (its nodes' names by index, its parallelism) can resume from it: the
+    /// same graph at the same parallelism. (Rescaling and operator ids come with savepoints.)
+    pub fn check(&self, nodes: &[&str], parallelism: u32) -> Result<(), JobError> {
+        if parallelism != self.parallelism {
+            return Err(JobError::Config(format!(
+                "checkpoint {} was taken at parallelism {}; this run has {parallelism} \
+                 (rescaling needs a savepoint)",
+                self.id, self.parallelism
+            )));
+        }
+        for s in &self.snapshots {
+            match nodes.get(s.node as usize) {
+                Some(name) if *name == s.operator => {}
+                other => {
+                    return Err(JobError::Config(format!(
+                        "checkpoint {} holds state of operator '{}' (node {}); this job has {} there",
+                        self.id,
+                        s.operator,
+                        s.node,
+                        other.map_or("nothing".to_string(), |n| format!("'{n}'"))
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The snapshot of operator `node` on `shard`, with its segments' paths.
+    pub fn of(&self, node: u32, shard: u32) -> Option<(&OperatorSnapshot, Vec<(String, PathBuf)>)> {
+        let s = self
+            .snapshots
+            .iter()
+            .find(|s| s.node == node && s.shard == shard)?;
+        let segments = s
+            .segments
+            .iter()
+            .map(|n| (n.clone(), self.storage.segment_path(n)))
+            .collect();
+        Some((s, segments))
     }
 }
 

@@ -121,6 +121,51 @@ pub struct JobConfig {
     pub state_memory_bytes: Option<usize>,
     /// Periodic checkpoints (DESIGN.md, "Checkpoints and recovery"). None: none.
     pub checkpoints: Option<crate::checkpoint::CheckpointConfig>,
+    /// Resume from this checkpoint (a `chk-<n>` directory, or a checkpoint directory whose
+    /// newest complete checkpoint is taken).
+    pub restore_from: Option<std::path::PathBuf>,
+    /// Whether a failed job with checkpoints restarts from its newest one.
+    pub restart: RestartStrategy,
+}
+
+/// How a job with checkpoints restarts after a failure (as Flink's restart strategies).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestartStrategy {
+    /// A failure fails the job.
+    None,
+    /// Up to `attempts` restarts, `delay` apart.
+    FixedDelay { attempts: u32, delay: Duration },
+    /// Up to `attempts` restarts, the delay doubling from `initial` up to `max`.
+    ExponentialBackoff {
+        attempts: u32,
+        initial: Duration,
+        max: Duration,
+    },
+}
+
+impl Default for RestartStrategy {
+    /// Three restarts, a second apart.
+    fn default() -> Self {
+        RestartStrategy::FixedDelay {
+            attempts: 3,
+            delay: Duration::from_secs(1),
+        }
+    }
+}
+
+impl RestartStrategy {
+    /// The delay before restart number `done + 1`, if there may be one.
+    pub fn delay(&self, done: u32) -> Option<Duration> {
+        match *self {
+            RestartStrategy::None => None,
+            RestartStrategy::FixedDelay { attempts, delay } => (done < attempts).then_some(delay),
+            RestartStrategy::ExponentialBackoff {
+                attempts,
+                initial,
+                max,
+            } => (done < attempts).then(|| initial.saturating_mul(1u32 << done.min(30)).min(max)),
+        }
+    }
 }
 
 impl Default for JobConfig {
@@ -145,6 +190,8 @@ impl Default for JobConfig {
             state_dir: None,
             state_memory_bytes: None,
             checkpoints: None,
+            restore_from: None,
+            restart: RestartStrategy::default(),
         }
     }
 }

@@ -210,6 +210,8 @@ pub struct ShardContext {
     pub state_budget: usize,
     /// The job's checkpoint coordinator, if it takes checkpoints.
     pub checkpoints: Option<Arc<crate::checkpoint::Coordinator>>,
+    /// The checkpoint the job resumes from, if it does.
+    pub restore: Option<Arc<crate::checkpoint::RestorePlan>>,
 }
 
 impl JobGraph {
@@ -518,6 +520,18 @@ impl JobGraph {
                 1 => outs.pop().unwrap(),
                 _ => (node.fan_out)(outs),
             };
+            let backend = state.backend(idx as u32, &node.name);
+            let mut restored = None;
+            if let Some((snap, segments)) = shard
+                .restore
+                .as_ref()
+                .and_then(|p| p.of(idx as u32, shard.shard))
+            {
+                if !segments.is_empty() {
+                    backend.restore(&segments)?;
+                }
+                restored = Some(Arc::from(snap.state.as_slice()));
+            }
             let ctx = OperatorContext {
                 runtime: RuntimeContext {
                     shard: shard.shard,
@@ -529,10 +543,12 @@ impl JobGraph {
                 config: shard.config.clone(),
                 counters: counters[idx].clone(),
                 tick_resolution: shard.tick_resolution,
-                state: state.backend(idx as u32, &node.name),
+                state: backend,
                 shard_state: state.clone(),
                 node: idx as u32,
                 checkpoints: shard.checkpoints.clone(),
+                restored,
+                restored_from: shard.restore.as_ref().map(|p| p.id()),
             };
             match &node.kind {
                 NodeKind::Source(make) => {
@@ -668,7 +684,7 @@ async fn drive_source<T: Data, S: Source<T>>(
     let mut ticker = crate::time::Ticker::new(ctx.config.clock.clone(), ctx.tick_resolution);
     let mut source_watermark = crate::operator::WATERMARK_MIN;
     // A fresh run: nothing to restore (a restore hands the source its share here).
-    let mut op_state = crate::state::OperatorStateStore::default();
+    let mut op_state = crate::checkpoint::restored_operator_state(&ctx)?;
     source.initialize_state(&mut op_state)?;
     // From this run's first checkpoint on, even one triggered before this task first ran.
     let mut last_barrier = ctx.checkpoints.as_ref().map_or(0, |c| c.base());

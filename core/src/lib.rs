@@ -34,6 +34,10 @@
 //!    budget; past it, the latest go to the store in sorted runs ([`keyed::timers`]). Functions
 //!    declare typed states (`ValueState`, …, with TTL) in `open`; non-keyed functions and
 //!    sources hand over operator state.
+//! 8. Checkpoints ([`checkpoint`]): sources inject barriers; exchange readers, unions and
+//!    two-input operators align them; each operator with state seals its own store and hands
+//!    its segments and operator state to the coordinator, which writes `chk-<n>/_metadata`
+//!    when every one has; a failed job restarts from the newest.
 //!
 //! ## Guarantees
 //!

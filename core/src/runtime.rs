@@ -220,9 +220,12 @@ pub struct JobResult {
     pub parallelism: u32,
     pub elapsed: Duration,
     pub metrics: MetricsSnapshot,
-    /// Checkpoints completed, in order, and those abandoned with why.
+    /// Checkpoints completed, in order, and those abandoned with why (of the last attempt).
     pub checkpoints: Vec<crate::checkpoint::CheckpointStats>,
     pub checkpoints_failed: Vec<(u64, String)>,
+    /// The checkpoint the last attempt resumed from, and how many times the job restarted.
+    pub restored_from: Option<u64>,
+    pub restarts: u32,
 }
 
 impl JobResult {
@@ -352,6 +355,10 @@ fn cpus() -> Vec<usize> {
 
 /// Runs `graph` to completion under `config`, calling `on_progress` on the calling thread every
 /// `config.progress_interval` with the live counters and the time since the start.
+///
+/// A job that takes checkpoints and fails (an operator returns an error or panics, a source
+/// fails) is restarted from its newest complete checkpoint as `config.restart` allows; a job
+/// with `config.restore_from` starts from that checkpoint.
 pub fn execute(
     graph: JobGraph,
     config: JobConfig,
@@ -360,6 +367,64 @@ pub fn execute(
 ) -> Result<JobResult, JobError> {
     config.validate()?;
     graph.validate()?;
+    let graph = Arc::new(graph);
+    let mut config = config;
+    let mut restarts = 0u32;
+    loop {
+        let attempt = execute_attempt(graph.clone(), config.clone(), job_name, on_progress);
+        let (e, completed) = match attempt {
+            Ok(mut r) => {
+                r.restarts = restarts;
+                return Ok(r);
+            }
+            Err(failed) => failed,
+        };
+        let Some(checkpoints) = &config.checkpoints else {
+            return Err(e);
+        };
+        // A job cancelled from outside, or one that cannot start, is not restarted.
+        if matches!(
+            e,
+            JobError::Cancelled | JobError::Config(_) | JobError::Graph(_)
+        ) {
+            return Err(e);
+        }
+        let Some(delay) = config.restart.delay(restarts) else {
+            return Err(e);
+        };
+        // Restart from the newest complete checkpoint: this attempt's newest, or (if it
+        // completed none) what it resumed from; with none at all, from the start.
+        if completed > 0 {
+            config.restore_from = Some(checkpoints.dir.clone());
+        }
+        eprintln!(
+            "job '{job_name}' failed ({e}); restarting in {delay:?} (restart {})",
+            restarts + 1
+        );
+        std::thread::sleep(delay);
+        restarts += 1;
+    }
+}
+
+/// One attempt of a job: its error comes with the number of checkpoints it completed.
+fn execute_attempt(
+    graph: Arc<JobGraph>,
+    config: JobConfig,
+    job_name: &str,
+    on_progress: &mut dyn FnMut(&MetricsSnapshot, Duration),
+) -> Result<JobResult, (JobError, usize)> {
+    let coordinator_completed = std::cell::Cell::new(0usize);
+    let r = execute_inner(graph, config, job_name, on_progress, &coordinator_completed);
+    r.map_err(|e| (e, coordinator_completed.get()))
+}
+
+fn execute_inner(
+    graph: Arc<JobGraph>,
+    config: JobConfig,
+    job_name: &str,
+    on_progress: &mut dyn FnMut(&MetricsSnapshot, Duration),
+    completed_out: &std::cell::Cell<usize>,
+) -> Result<JobResult, JobError> {
     let p = config.parallelism;
     let exchange_count = graph.exchange_count() as u64;
     if exchange_count * (p as u64) * (p as u64) > u32::MAX as u64 {
@@ -375,11 +440,27 @@ pub fn execute(
         Some(c) => Some(Arc::new(crate::checkpoint::Coordinator::new(c.clone())?)),
         None => None,
     };
+    let restore = match &config.restore_from {
+        Some(path) => {
+            let (plan, skipped) = crate::checkpoint::RestorePlan::load(path)?;
+            for s in skipped {
+                eprintln!(
+                    "warning: checkpoint {} passed over: {}",
+                    s.path.display(),
+                    s.reason
+                );
+            }
+            let names = graph.node_names();
+            let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+            plan.check(&names, p)?;
+            Some(Arc::new(plan))
+        }
+        None => None,
+    };
     // Shards that have built their tasks (and so registered the acks a checkpoint waits for):
     // no checkpoint is triggered before all have.
     let built = Arc::new(std::sync::atomic::AtomicU32::new(0));
     let config = Arc::new(config);
-    let graph = Arc::new(graph);
     let cancel = CancelToken::default();
     let mut metrics = graph.metrics_shape(p);
 
@@ -457,6 +538,7 @@ pub fn execute(
             state_dir: state_dir.path().join(format!("shard-{shard}")),
             state_budget,
             checkpoints: coordinator.clone(),
+            restore: restore.clone(),
         };
         let built = built.clone();
         let graph = graph.clone();
@@ -540,6 +622,7 @@ pub fn execute(
     let elapsed = start.elapsed();
     if let Some(c) = &coordinator {
         c.abandon_pending();
+        completed_out.set(c.completed().len());
     }
     if let Some(root) = cancel.take_root() {
         return Err(root);
@@ -553,6 +636,8 @@ pub fn execute(
             .as_ref()
             .map_or_else(Vec::new, |c| c.completed()),
         checkpoints_failed: coordinator.as_ref().map_or_else(Vec::new, |c| c.failed()),
+        restored_from: restore.as_ref().map(|r| r.id()),
+        restarts: 0,
     })
 }
 

@@ -1,5 +1,12 @@
 //! `collect`: every record back to the program, after the job.
+//!
+//! Exactly-once through restarts: the sink is transactional. What a shard took between two
+//! checkpoint barriers is staged in the handle under the second's id, and becomes part of
+//! the result when that checkpoint completes; a restart from checkpoint n commits what was
+//! staged up to n and drops what was staged after (the restart replays it), and records not
+//! staged yet die with the failed attempt.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use shardflow_core::JobError;
@@ -8,7 +15,12 @@ use shardflow_core::operator::sink::SinkFunction;
 /// Yields what a `collect` sink gathered, once the job has run.
 pub struct CollectHandle<T> {
     shards: Arc<Mutex<Vec<ShardRecords<T>>>>,
+    /// Records staged per (shard, checkpoint), not committed yet.
+    staged: Arc<Mutex<Staged<T>>>,
 }
+
+/// Records staged per (shard, checkpoint).
+type Staged<T> = BTreeMap<(u32, u64), Vec<T>>;
 
 /// The records one shard collected, with its index.
 type ShardRecords<T> = (u32, Vec<T>);
@@ -17,6 +29,7 @@ impl<T> Clone for CollectHandle<T> {
     fn clone(&self) -> Self {
         Self {
             shards: self.shards.clone(),
+            staged: self.staged.clone(),
         }
     }
 }
@@ -31,6 +44,23 @@ impl<T> CollectHandle<T> {
     pub fn new() -> Self {
         Self {
             shards: Arc::new(Mutex::new(Vec::new())),
+            staged: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+
+    /// Commits what `shard` staged for checkpoints up to `upto`, in checkpoint order, after
+    /// what it committed before.
+    fn commit(&self, shard: u32, upto: u64) {
+        let mut staged = self.staged.lock().unwrap_or_else(|e| e.into_inner());
+        let ids: Vec<u64> = staged
+            .range((shard, 0)..=(shard, upto))
+            .map(|(k, _)| k.1)
+            .collect();
+        let mut shards = self.shards.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            if let Some(records) = staged.remove(&(shard, id)) {
+                shards.push((shard, records));
+            }
         }
     }
 
@@ -75,12 +105,40 @@ impl<T: Send + 'static> SinkFunction<T> for CollectSink<T> {
     }
 
     fn finish(&mut self) -> Result<(), JobError> {
+        // The job ended well: everything staged, then what came after the last barrier.
+        self.handle.commit(self.shard, u64::MAX);
         let records = std::mem::take(&mut self.records);
         self.handle
             .shards
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push((self.shard, records));
+        Ok(())
+    }
+
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<(), JobError> {
+        let records = std::mem::take(&mut self.records);
+        self.handle
+            .staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert((self.shard, checkpoint), records);
+        Ok(())
+    }
+
+    fn commit(&mut self, checkpoint: u64) -> Result<(), JobError> {
+        self.handle.commit(self.shard, checkpoint);
+        Ok(())
+    }
+
+    fn restore(&mut self, checkpoint: u64) -> Result<(), JobError> {
+        self.handle.commit(self.shard, checkpoint);
+        // Staged after the checkpoint resumed from: the restart replays those records.
+        self.handle
+            .staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| k.0 != self.shard);
         Ok(())
     }
 }

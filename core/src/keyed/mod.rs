@@ -154,7 +154,7 @@ where
             get: Backend::get::<K, N, V>,
             delete: Backend::delete::<K, N>,
             take_all: Backend::take_all::<K, N, V>,
-            any_stored: false,
+            any_stored: backend.is_restored(),
             cost: std::mem::size_of::<Cached<K, N, V>>() + 1,
             written: (0, 0),
             hand: 0,

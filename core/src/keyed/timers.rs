@@ -296,7 +296,72 @@ impl<K: Data + Hash + Eq, N: Data + Hash + Eq> TimerQueue<K, N> {
             block_records: BLOCK_RECORDS,
             counters: None,
         }));
+        if backend.is_restored() {
+            let got = {
+                let mut b = backend.inner.borrow_mut();
+                Backend::get::<u32, (), QueueSnapshot<K, N>>(&mut b, id, &0, &())?
+            };
+            if let Some(snapshot) = got {
+                self.restore(snapshot);
+            }
+        }
         Ok(self)
+    }
+
+    /// Takes back what [`checkpoint`](Self::checkpoint) wrote (the runs' blocks are in the
+    /// restored store already).
+    fn restore(&mut self, (memory, runs, next_run): QueueSnapshot<K, N>) {
+        let s = self.spill.as_mut().expect("in the store");
+        for (t, k, n, what) in memory {
+            let h = timer_hash(&k, &n);
+            if what != LIVE {
+                let dead = s.dead.entry(t).or_default();
+                dead.insert_unique(h, (k.clone(), n.clone()), |(k, n)| timer_hash(k, n));
+                s.dead_count += 1;
+            }
+            if what == DEAD {
+                continue;
+            }
+            self.live += 1;
+            match self.by_time.entry(t) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(Slot::One(k, n));
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    let slot = o.get_mut();
+                    if let Slot::One(..) = slot {
+                        let Slot::One(k0, n0) = std::mem::replace(slot, Slot::Many(Box::default()))
+                        else {
+                            unreachable!("matched above")
+                        };
+                        if let Slot::Many(r) = slot {
+                            r.push(timer_hash(&k0, &n0), (k0, n0));
+                        }
+                    }
+                    if let Slot::Many(r) = slot {
+                        r.push(h, (k, n));
+                    }
+                }
+            }
+        }
+        s.runs = runs
+            .into_iter()
+            .map(|(id, firsts, next, pending)| SpilledRun {
+                id,
+                firsts,
+                next: next as usize,
+                pending: pending.into(),
+            })
+            .collect();
+        s.stored = s.runs.iter().map(|r| r.pending.len()).sum();
+        s.next_run = next_run;
+        s.front = s
+            .runs
+            .iter()
+            .filter_map(SpilledRun::front)
+            .min()
+            .unwrap_or(i64::MAX);
+        self.charge();
     }
 }
 

@@ -386,6 +386,11 @@ pub struct OperatorContext {
     pub node: u32,
     /// The job's checkpoint coordinator, if it takes checkpoints.
     pub checkpoints: Option<Arc<crate::checkpoint::Coordinator>>,
+    /// The operator state this operator handed to the checkpoint the job resumed from (its
+    /// keyed state is in its restored store already).
+    pub restored: Option<Arc<[u8]>>,
+    /// The checkpoint the job resumed from, if it did.
+    pub restored_from: Option<u64>,
 }
 
 thread_local! {

@@ -172,6 +172,7 @@ impl<I, O: 'static, P: ProcessFunction<I, O>> Process<I, O, P> {
     fn open(&mut self) -> Result<(), JobError> {
         if !self.opened {
             self.opened = true;
+            self.op_state = crate::checkpoint::restored_operator_state(&self.ctx)?;
             self.f
                 .initialize_state(&mut self.op_state)
                 .and_then(|()| self.f.open(&self.ctx.runtime))

@@ -44,6 +44,8 @@ impl<K: Data + Hash + Eq> KeyedStateHarness<K> {
             state: backend.clone(),
             shard_state: super::ShardState::in_memory(),
             checkpoints: None,
+            restored: None,
+            restored_from: None,
             node: 0,
         };
         Self {

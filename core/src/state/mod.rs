@@ -232,6 +232,8 @@ pub(crate) struct Backend {
     /// in flight; and the active segment's file, opened for those writes.
     flush: Option<FlushFuture>,
     flush_file: ActiveFile,
+    /// The store was restored from a checkpoint: it may hold values of every state.
+    restored: bool,
 }
 
 /// The active segment's file as glommio opened it (with its path: a seal starts another).
@@ -344,6 +346,7 @@ impl StateBackend {
                 sealed_since_full: 0,
                 clock: ProcessingClock::System,
                 expired: 0,
+                restored: false,
             })),
         }
     }
@@ -485,9 +488,43 @@ impl StateBackend {
         r.map_err(|e| b.state_error("cannot snapshot the state store", e))
     }
 
+    /// Makes the store the checkpointed `segments` (each `(name, file)`), before any state is
+    /// declared: tables and timers then find their values there.
+    pub fn restore(&self, segments: &[(String, PathBuf)]) -> Result<(), JobError> {
+        let mut b = self.inner.borrow_mut();
+        let Some(dir) = b.dir.clone() else {
+            return Err(JobError::Config(
+                "a state without a store cannot be restored".into(),
+            ));
+        };
+        let store = Store::restore(dir, working_store_options(), segments, &|_| true)
+            .map_err(|e| b.state_error("cannot restore the state store", e))?;
+        b.segments_seen = store.segments();
+        b.store = Some(store);
+        b.restored = true;
+        Ok(())
+    }
+
+    /// Whether the store was restored from a checkpoint.
+    pub fn is_restored(&self) -> bool {
+        self.inner.borrow().restored
+    }
+
     /// Keys in the store (0 if it was never opened).
     pub fn stored_keys(&self) -> usize {
         self.inner.borrow().store.as_ref().map_or(0, Store::len)
+    }
+}
+
+/// A running job's working store: a crash loses it anyway (a checkpoint syncs what it keeps),
+/// so sealing does not wait for the disk. Appends are written by `poll_maintenance` through
+/// io_uring; the store writes them itself (blocking) only if that falls 32 MiB behind (outside
+/// an executor, say).
+fn working_store_options() -> StoreOptions {
+    StoreOptions {
+        sync: false,
+        flush_bytes: 32 << 20,
+        ..StoreOptions::default()
     }
 }
 
@@ -499,16 +536,7 @@ impl Backend {
                     "state outgrew its memory budget, and this backend has no store".into(),
                 ));
             };
-            // A running job's working state: a crash loses it anyway (a checkpoint syncs what
-            // it keeps), so sealing does not wait for the disk.
-            // Appends are written by `poll_maintenance` through io_uring; the store writes them
-            // itself (blocking) only if that falls 32 MiB behind (outside an executor, say).
-            let options = StoreOptions {
-                sync: false,
-                flush_bytes: 32 << 20,
-                ..StoreOptions::default()
-            };
-            let store = Store::open(dir.clone(), options)
+            let store = Store::open(dir.clone(), working_store_options())
                 .map_err(|e| self.state_error("cannot open the state store", e))?;
             self.store = Some(store);
         }

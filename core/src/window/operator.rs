@@ -119,6 +119,13 @@ where
         )?;
         let sessions = ctx.keyed_state("sessions", KeyedTable::new())?;
         ctx.expect_checkpoints();
+        // The shared window timers of the checkpoint the job resumed from.
+        let mut window_timers = std::collections::BTreeMap::new();
+        if let Some(bytes) = ctx.restored.as_deref().filter(|b| !b.is_empty()) {
+            let shared: Vec<(i64, Vec<WA::W>)> =
+                crate::checkpoint::decode_state(bytes).map_err(|e| ctx.error(e))?;
+            window_timers.extend(shared);
+        }
         let shared = !merging
             && assigner.is_event_time()
             && settings.allowed_lateness_ms == 0
@@ -134,7 +141,7 @@ where
             sessions,
             timers: ctx.timer_service()?,
             shared,
-            window_timers: std::collections::BTreeMap::new(),
+            window_timers,
             watermark: WATERMARK_MIN,
             clock: ctx.config.clock.clone(),
             windows: Vec::new(),
