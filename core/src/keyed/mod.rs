@@ -108,7 +108,9 @@ struct Spill<K, N, V> {
     get: Get<K, N, V>,
     delete: Delete<K, N>,
     take_all: TakeAll<K, N, V>,
-    /// Anything of this table was ever written to the store (until then a miss is a miss).
+    /// The store may hold values this cache does not (one was evicted, or the store was
+    /// restored). Until then a miss is a miss and a drain reads no store: values a checkpoint
+    /// wrote stay cached, marked stored.
     any_stored: bool,
     /// The estimated bytes of one cached entry: its size, plus what its values have been seen
     /// to take serialized beyond their inline size (their heap parts).
@@ -423,7 +425,6 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
             match (s.put)(&mut b, s.id, key, namespace, value) {
                 Ok(bytes) => {
                     *flags = (*flags & !DIRTY) | STORED;
-                    s.any_stored = true;
                     s.written.0 += 1;
                     s.written.1 += bytes as u64;
                 }
@@ -628,6 +629,10 @@ fn evict<K, N, V>(
     if *flags & REFERENCED != 0 {
         *flags &= !REFERENCED;
         return true;
+    }
+    // Leaving the cache: the store keeps its value (written now, or before).
+    if *flags & (DIRTY | STORED) != 0 {
+        s.any_stored = true;
     }
     if *flags & DIRTY != 0 {
         match (s.put)(b, s.id, key, namespace, value) {

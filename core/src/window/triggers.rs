@@ -588,6 +588,11 @@ pub struct TimeTrigger {
 impl<T, W: Window> Trigger<T, W> for TimeTrigger {
     type State = ();
 
+    /// As [`EventTimeTrigger`] in event time: its only timer is the window's end.
+    fn timers_at_window_end_only(&self) -> bool {
+        self.event_time
+    }
+
     #[inline]
     fn on_element<K: Hash + Eq + Clone>(
         &mut self,
