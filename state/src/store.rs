@@ -64,6 +64,10 @@ pub struct StoreOptions {
     /// sealed segment whole). Off for a running job's working store, whose contents a crash
     /// loses anyway: a checkpoint syncs what it keeps.
     pub sync: bool,
+    /// Write the active segment to its file as it fills (a log: a reopen after a crash finds
+    /// every entry written). Off for a running job's working store, which a crash loses anyway
+    /// (the job resumes from a checkpoint): its appends then reach the disk only sealed.
+    pub log: bool,
 }
 
 impl Default for StoreOptions {
@@ -73,6 +77,7 @@ impl Default for StoreOptions {
             compact_live_ratio: 0.5,
             flush_bytes: 1 << 20,
             sync: true,
+            log: true,
         }
     }
 }
@@ -522,7 +527,9 @@ impl Store {
         if let Some(old) = old {
             self.forget(old);
         }
-        if self.active.bytes.len() - self.active.flushed >= self.options.flush_bytes {
+        if self.options.log
+            && self.active.bytes.len() - self.active.flushed >= self.options.flush_bytes
+        {
             self.flush()?;
         }
         if self.active.bytes.len() >= self.options.segment_bytes {
@@ -536,7 +543,7 @@ impl Store {
     /// so that appends never flush by themselves, and call this (and `sync_async`) instead.
     pub async fn flush_async(&mut self) -> Result<(), StoreError> {
         let a = &mut self.active;
-        if a.flushed == a.bytes.len() {
+        if !self.options.log || a.flushed == a.bytes.len() {
             return Ok(());
         }
         if a.async_file.is_none() {
@@ -582,7 +589,7 @@ impl Store {
     pub fn flush(&mut self) -> Result<(), StoreError> {
         use std::os::unix::fs::FileExt;
         let a = &mut self.active;
-        if a.flushed < a.bytes.len() {
+        if self.options.log && a.flushed < a.bytes.len() {
             // At its offset, not appended: a write handed out by `unflushed_chunk` may still be
             // in flight, and writing the same bytes at the same place twice is harmless.
             a.file
@@ -595,6 +602,9 @@ impl Store {
 
     /// Bytes of the active segment not yet written to its file.
     pub fn unflushed_bytes(&self) -> usize {
+        if !self.options.log {
+            return 0;
+        }
         self.active.bytes.len() - self.active.flushed
     }
 

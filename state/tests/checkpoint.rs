@@ -15,9 +15,11 @@ type Model = BTreeMap<(u16, Vec<u8>), Vec<u8>>;
 const GROUPS: u16 = 128;
 
 fn options() -> StoreOptions {
-    // A running job's working store: sealed segments unsynced (the snapshot syncs them).
+    // A running job's working store: no log, sealed segments unsynced (the snapshot seals and
+    // syncs them).
     StoreOptions {
         sync: false,
+        log: false,
         segment_bytes: 4 << 20,
         ..StoreOptions::default()
     }

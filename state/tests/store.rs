@@ -75,6 +75,8 @@ fn random_operations_seals_compactions_and_reopens_agree_with_a_model() {
             flush_bytes: 512,
             // Unsynced stores must read back the same (only a machine crash tells them apart).
             sync: seed % 2 == 0,
+            // Reopens read the active segment's log back.
+            log: true,
         };
         let mut store = Store::open(dir.path(), options.clone()).unwrap();
         let mut model = Model::new();

@@ -523,6 +523,7 @@ impl StateBackend {
 fn working_store_options() -> StoreOptions {
     StoreOptions {
         sync: false,
+        log: false,
         flush_bytes: 32 << 20,
         ..StoreOptions::default()
     }
