@@ -27,6 +27,20 @@ pub struct Barrier {
     pub id: u64,
     /// When the coordinator triggered it (ms since the epoch).
     pub timestamp_ms: i64,
+    /// At-least-once: inputs are not held while the barrier is aligned (records after it
+    /// from a fast input may reach the snapshot, and are replayed after a restore).
+    pub at_least_once: bool,
+}
+
+/// What a checkpoint promises after a restore (as Flink's `CheckpointingMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CheckpointingMode {
+    /// Barriers are aligned: every record counts in the state exactly once.
+    #[default]
+    ExactlyOnce,
+    /// Barriers are not aligned (no input waits): a record may count twice after a restore.
+    /// Lower latency under skew.
+    AtLeastOnce,
 }
 
 /// How a job takes checkpoints.
@@ -44,6 +58,7 @@ pub struct CheckpointConfig {
     pub max_concurrent: usize,
     /// Complete checkpoints kept (older ones, and segments only they need, are removed).
     pub retain: usize,
+    pub mode: CheckpointingMode,
 }
 
 impl CheckpointConfig {
@@ -57,6 +72,7 @@ impl CheckpointConfig {
             min_pause: Duration::ZERO,
             max_concurrent: 1,
             retain: 3,
+            mode: CheckpointingMode::ExactlyOnce,
         }
     }
 
@@ -427,9 +443,10 @@ impl BarrierAligner {
         self.complete()
     }
 
-    /// Whether `input` waits for the others (its records must not go on yet).
+    /// Whether `input` waits for the others (its records must not go on yet): never for an
+    /// at-least-once barrier.
     pub fn blocked(&self, input: usize) -> bool {
-        self.current.is_some() && self.arrived[input]
+        self.current.is_some_and(|c| !c.at_least_once) && self.arrived[input]
     }
 
     /// Whether a barrier is being aligned.
@@ -573,6 +590,7 @@ mod tests {
         Barrier {
             id,
             timestamp_ms: 0,
+            at_least_once: false,
         }
     }
 
@@ -591,5 +609,13 @@ mod tests {
         assert_eq!(a.barrier(2, b(3)), None);
         assert!(!a.blocked(0) && a.blocked(2));
         assert_eq!(a.barrier(0, b(3)), Some(b(3)));
+        // At least once: no input is held, the barrier still goes on once all delivered it.
+        let alo = Barrier {
+            at_least_once: true,
+            ..b(4)
+        };
+        assert_eq!(a.barrier(2, alo), None);
+        assert!(!a.blocked(2) && a.aligning());
+        assert_eq!(a.barrier(0, alo), Some(alo));
     }
 }

@@ -658,6 +658,7 @@ fn inject_barrier<T: Data, S: Source<T>>(
     let barrier = crate::checkpoint::Barrier {
         id,
         timestamp_ms: crate::time::ProcessingClock::System.now_ms(),
+        at_least_once: c.config().mode == crate::checkpoint::CheckpointingMode::AtLeastOnce,
     };
     source.snapshot_state(op_state)?;
     let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&op_state.snapshot()?)

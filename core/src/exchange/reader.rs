@@ -198,17 +198,23 @@ pub async fn run_reader<T: Data>(
                                 }
                                 FrameKind::End => ended = true,
                                 FrameKind::Barrier => {
-                                    let p: [u8; 16] = frame.payload.try_into().map_err(|_| {
-                                        decode_error(format!(
-                                            "a barrier frame of {} bytes (not 16)",
-                                            frame.payload.len()
-                                        ))
-                                    })?;
+                                    let p: [u8; 17] = frame
+                                        .payload
+                                        .try_into()
+                                        .ok()
+                                        .filter(|p: &[u8; 17]| p[16] <= 1)
+                                        .ok_or_else(|| {
+                                            decode_error(format!(
+                                                "a barrier frame of {} bytes (not 16 and a 0 or 1)",
+                                                frame.payload.len()
+                                            ))
+                                        })?;
                                     let b = crate::checkpoint::Barrier {
                                         id: u64::from_le_bytes(p[..8].try_into().expect("8")),
                                         timestamp_ms: i64::from_le_bytes(
-                                            p[8..].try_into().expect("8"),
+                                            p[8..16].try_into().expect("8"),
                                         ),
+                                        at_least_once: p[16] == 1,
                                     };
                                     if let Some(b) = aligner.barrier(i, b) {
                                         chain.barrier(b)?;

@@ -487,11 +487,13 @@ impl<T: Data, P: Partition<T>> Push<T> for ExchangeWriter<T, P> {
     }
 }
 
-/// A barrier frame's payload: the checkpoint id and the trigger time, little-endian.
-pub fn barrier_payload(b: crate::checkpoint::Barrier) -> [u8; 16] {
-    let mut p = [0; 16];
+/// A barrier frame's payload: the checkpoint id and the trigger time, little-endian, and a
+/// byte 1 for an at-least-once barrier (0: aligned).
+pub fn barrier_payload(b: crate::checkpoint::Barrier) -> [u8; 17] {
+    let mut p = [0; 17];
     p[..8].copy_from_slice(&b.id.to_le_bytes());
-    p[8..].copy_from_slice(&b.timestamp_ms.to_le_bytes());
+    p[8..16].copy_from_slice(&b.timestamp_ms.to_le_bytes());
+    p[16] = b.at_least_once as u8;
     p
 }
 
