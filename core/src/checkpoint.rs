@@ -310,6 +310,15 @@ impl Coordinator {
         Ok(())
     }
 
+    /// An operator could not snapshot for checkpoint `id`: the checkpoint is aborted (the job
+    /// goes on; the next checkpoint is triggered as usual).
+    pub fn decline(&self, id: u64, reason: String) {
+        let mut s = self.state.lock().expect("coordinator lock");
+        if s.pending.remove(&id).is_some() {
+            s.failed.push((id, reason));
+        }
+    }
+
     /// A source reached its end: it will ack no later checkpoint, so none is triggered.
     pub fn source_finished(&self) {
         self.state

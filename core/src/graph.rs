@@ -660,10 +660,20 @@ fn inject_barrier<T: Data, S: Source<T>>(
         timestamp_ms: crate::time::ProcessingClock::System.now_ms(),
         at_least_once: c.config().mode == crate::checkpoint::CheckpointingMode::AtLeastOnce,
     };
-    source.snapshot_state(op_state)?;
-    let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&op_state.snapshot()?)
-        .map_err(|e| ctx.error(format!("cannot archive the source's state: {e}")))?;
-    ctx.snapshot(barrier, bytes.to_vec())?;
+    // A source that cannot record its position aborts the checkpoint, not the job; the
+    // barrier still goes on (what follows it acks a checkpoint that no longer waits).
+    let bytes = source
+        .snapshot_state(op_state)
+        .and_then(|()| op_state.snapshot())
+        .and_then(|s| {
+            rkyv::to_bytes::<rkyv::rancor::Error>(&s)
+                .map(|b| b.to_vec())
+                .map_err(|e| ctx.error(format!("cannot archive the source's state: {e}")))
+        });
+    match bytes {
+        Ok(bytes) => ctx.snapshot(barrier, bytes)?,
+        Err(e) => ctx.decline(barrier, e.to_string()),
+    }
     chain.barrier(barrier)
 }
 

@@ -4,7 +4,8 @@
 //! checkpoint barriers is staged in the handle under the second's id, and becomes part of
 //! the result when that checkpoint completes; a restart from checkpoint n commits what was
 //! staged up to n and drops what was staged after (the restart replays it), and records not
-//! staged yet die with the failed attempt.
+//! staged yet die with the failed attempt. A shard whose input ended stages the rest as final;
+//! `take` commits it, after the job has ended (another shard may fail after this one ended).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -64,8 +65,24 @@ impl<T> CollectHandle<T> {
         }
     }
 
+    /// Commits whatever is staged: once the job has run to its end, all of it is output (what
+    /// failed attempts staged was aborted when the next one started).
+    fn commit_all(&self) {
+        let shards: Vec<u32> = self
+            .staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .map(|k| k.0)
+            .collect();
+        for s in shards {
+            self.commit(s, u64::MAX);
+        }
+    }
+
     /// The records, shard 0's first; each shard's in the order it received them.
     pub fn take(&self) -> Vec<T> {
+        self.commit_all();
         let mut shards =
             std::mem::take(&mut *self.shards.lock().unwrap_or_else(|e| e.into_inner()));
         shards.sort_by_key(|s| s.0);
@@ -74,6 +91,7 @@ impl<T> CollectHandle<T> {
 
     /// The records each shard received, by shard.
     pub fn take_by_shard(&self) -> Vec<(u32, Vec<T>)> {
+        self.commit_all();
         let mut shards =
             std::mem::take(&mut *self.shards.lock().unwrap_or_else(|e| e.into_inner()));
         shards.sort_by_key(|s| s.0);
@@ -105,14 +123,16 @@ impl<T: Send + 'static> SinkFunction<T> for CollectSink<T> {
     }
 
     fn finish(&mut self) -> Result<(), JobError> {
-        // The job ended well: everything staged, then what came after the last barrier.
-        self.handle.commit(self.shard, u64::MAX);
+        // This shard's input ended, not necessarily the job: another shard may still fail and
+        // restart the job from a checkpoint. What came after the last barrier is staged as
+        // final; the handle commits it once the job has ended (`take`), and a restart aborts
+        // it like any staged output after the checkpoint it resumes from.
         let records = std::mem::take(&mut self.records);
         self.handle
-            .shards
+            .staged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push((self.shard, records));
+            .insert((self.shard, u64::MAX), records);
         Ok(())
     }
 

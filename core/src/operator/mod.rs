@@ -491,17 +491,29 @@ impl OperatorContext {
         let Some(c) = &self.checkpoints else {
             return Ok(());
         };
-        let handles = self.state.snapshot()?;
-        let (mut added, mut total) = (0, 0);
-        let mut segments = Vec::with_capacity(handles.len());
-        for h in handles {
-            added += c
-                .storage()
-                .upload(&h)
-                .map_err(|e| self.error(format!("checkpoint {}: {e}", barrier.id)))?;
-            total += h.bytes;
-            segments.push(h.name);
-        }
+        // A snapshot that cannot be taken aborts its checkpoint, not the job: the store stays
+        // as it was (a failed seal leaves the active segment in place), and the next
+        // checkpoint tries again.
+        let taken = self.state.snapshot().and_then(|handles| {
+            let (mut added, mut total) = (0, 0);
+            let mut segments = Vec::with_capacity(handles.len());
+            for h in handles {
+                added += c
+                    .storage()
+                    .upload(&h)
+                    .map_err(|e| self.error(format!("checkpoint {}: {e}", barrier.id)))?;
+                total += h.bytes;
+                segments.push(h.name);
+            }
+            Ok((segments, added, total))
+        });
+        let (segments, added, total) = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                self.decline(barrier, e.to_string());
+                return Ok(());
+            }
+        };
         c.ack(
             barrier.id,
             crate::checkpoint::OperatorSnapshot {
@@ -514,6 +526,19 @@ impl OperatorContext {
             added,
             total,
         )
+    }
+
+    /// Aborts checkpoint `barrier` for a reason of this operator's (its snapshot failed).
+    pub fn decline(&self, barrier: crate::checkpoint::Barrier, reason: String) {
+        if let Some(c) = &self.checkpoints {
+            c.decline(
+                barrier.id,
+                format!(
+                    "operator '{}' on shard {}: {reason}",
+                    self.runtime.operator, self.runtime.shard
+                ),
+            );
+        }
     }
 
     /// The name state `name` of this operator has in the shard's store.

@@ -221,12 +221,19 @@ impl<I: 'static, O: 'static, P: ProcessFunction<I, O>> Push<I> for Process<I, O,
     fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
         self.open()?;
         self.ctx.enter();
-        let snapshot = self.snapshot_state()?;
-        let bytes = rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot).map_err(|e| {
-            self.ctx
-                .error(format!("cannot archive the operator state: {e}"))
-        })?;
-        self.ctx.snapshot(barrier, bytes.to_vec())?;
+        // A function that cannot snapshot aborts the checkpoint, not the job.
+        let bytes = self.snapshot_state().and_then(|snapshot| {
+            rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
+                .map(|b| b.to_vec())
+                .map_err(|e| {
+                    self.ctx
+                        .error(format!("cannot archive the operator state: {e}"))
+                })
+        });
+        match bytes {
+            Ok(bytes) => self.ctx.snapshot(barrier, bytes)?,
+            Err(e) => self.ctx.decline(barrier, e.to_string()),
+        }
         self.side.barrier(barrier)?;
         self.down.barrier(barrier)
     }

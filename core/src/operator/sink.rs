@@ -61,8 +61,10 @@ impl<S> Sink<S> {
     {
         if !self.restored {
             self.restored = true;
-            if let Some(c) = self.ctx.restored_from {
-                self.sink.restore(c)?;
+            // A fresh start restores "checkpoint 0": what an earlier attempt staged is
+            // aborted (a restart before any checkpoint completed replays everything).
+            if self.ctx.checkpoints.is_some() || self.ctx.restored_from.is_some() {
+                self.sink.restore(self.ctx.restored_from.unwrap_or(0))?;
             }
         }
         if let Some(c) = &self.ctx.checkpoints {
