@@ -569,3 +569,39 @@ fn a_failure_during_a_checkpoint_aborts_only_that_checkpoint() {
     }
     assert!(last.values().all(|&c| c == n / KEYS) && last.len() as u64 == KEYS);
 }
+
+/// Incremental checkpoints at job level: 300,000 keys written once, then only 1% of them
+/// updated; a checkpoint taken while only those change adds a few percent of the state's bytes,
+/// not all of it.
+#[test]
+fn a_checkpoint_writes_what_changed_since_the_last() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let (keys, hot, updates) = (300_000u64, 3_000u64, 2_000_000u64);
+    let input: Vec<(u64, u64)> = (0..keys)
+        .map(|k| (k, 1))
+        .chain((0..updates).map(|i| (i % hot, 1)))
+        .collect();
+    let mut env = StreamExecutionEnvironment::local();
+    env.set_parallelism(1);
+    env.config_mut().checkpoints =
+        Some(CheckpointConfig::new(tmp.path(), Duration::from_millis(10)));
+    let out = env
+        .from_iter(input)
+        .key_by(|r: &(u64, u64)| r.0)
+        .reduce(|acc: &mut (u64, u64), x| acc.1 += x.1)
+        .collect();
+    let result = env.execute("incremental").unwrap();
+    drop(out);
+    let done = &result.checkpoints;
+    let full = done.iter().map(|c| c.bytes_total).max().unwrap_or(0);
+    // Checkpoints of the whole state (every key written) that added little.
+    let small: Vec<_> = done
+        .iter()
+        .filter(|c| c.bytes_total * 10 >= full * 9 && c.bytes_added * 20 <= c.bytes_total)
+        .collect();
+    assert!(
+        full > 10 << 20 && !small.is_empty(),
+        "no checkpoint of the full state added under 5%: {done:?}"
+    );
+}
