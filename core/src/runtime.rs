@@ -148,6 +148,8 @@ pub struct ExchangeTotals {
 pub struct MetricsSnapshot {
     pub operators: Vec<OperatorTotals>,
     pub exchanges: Vec<ExchangeTotals>,
+    /// Checkpoints completed so far, in order (in progress reports).
+    pub checkpoints: Vec<crate::checkpoint::CheckpointStats>,
 }
 
 impl JobMetrics {
@@ -209,6 +211,7 @@ impl JobMetrics {
                     }
                 })
                 .collect(),
+            checkpoints: Vec::new(),
         }
     }
 }
@@ -605,7 +608,11 @@ fn execute_inner(
                 }
                 if last_progress.elapsed() >= config.progress_interval {
                     last_progress = Instant::now();
-                    on_progress(&metrics.snapshot(), start.elapsed());
+                    let mut m = metrics.snapshot();
+                    if let Some(c) = &coordinator {
+                        m.checkpoints = c.completed();
+                    }
+                    on_progress(&m, start.elapsed());
                 }
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => break,

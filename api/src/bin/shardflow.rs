@@ -248,7 +248,20 @@ fn configure(env: &mut StreamExecutionEnvironment, common: &Common) {
 /// sender found no credit in the last second).
 fn progress_reporter(job: &'static str) -> impl FnMut(&MetricsSnapshot, Duration) {
     let mut last: Option<(u64, u64, u64, Duration)> = None;
+    let mut checkpoints_shown = 0;
     move |m: &MetricsSnapshot, t: Duration| {
+        // Each checkpoint completed since the last report, on a line of its own.
+        for c in m.checkpoints.iter().skip(checkpoints_shown) {
+            eprintln!(
+                "\r[{job}] checkpoint {}: {:.0} ms, {:.1} MB written, {:.1} MB in all{:30}",
+                c.id,
+                c.duration.as_secs_f64() * 1e3,
+                c.bytes_added as f64 / 1e6,
+                c.bytes_total as f64 / 1e6,
+                ""
+            );
+        }
+        checkpoints_shown = m.checkpoints.len();
         let input = m.operators.first().map_or(0, |o| o.records_out);
         let output: u64 = m
             .operators
