@@ -605,3 +605,70 @@ fn a_checkpoint_writes_what_changed_since_the_last() {
         "no checkpoint of the full state added under 5%: {done:?}"
     );
 }
+
+/// The text file source records its splits and the line it is at: a job reading three files
+/// (lines of uneven length, the last without a newline) through a failure, at P = 1 and 2,
+/// counts every line exactly once.
+#[test]
+fn the_file_source_resumes_at_its_line() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("input");
+    std::fs::create_dir(&input).unwrap();
+    let mut total = 0u64;
+    for f in 0..3u64 {
+        let mut text = String::new();
+        let lines = 200_000 + f * 50_000;
+        for i in 0..lines {
+            let key = (i * 7 + f) % KEYS;
+            // Keys padded to uneven widths: lines straddle reads and shard boundaries.
+            text.push_str(&format!("{key:0width$}\n", width = 1 + (i % 9) as usize));
+        }
+        text.pop(); // the last line has no newline
+        std::fs::write(input.join(format!("part-{f}.txt")), text).unwrap();
+        total += lines;
+    }
+    for (p, at) in [(1u32, 333_333u64), (2, 500_000)] {
+        let dir = tmp.path().join(format!("checkpoints-{p}"));
+        let mut env = StreamExecutionEnvironment::local();
+        env.set_parallelism(p);
+        env.config_mut().checkpoints = Some(CheckpointConfig::new(&dir, Duration::from_millis(3)));
+        env.config_mut().restart = shardflow_core::config::RestartStrategy::FixedDelay {
+            attempts: 2,
+            delay: Duration::from_millis(5),
+        };
+        let out = env
+            .read_text_file(&input)
+            .map(|line: String| (line.trim().parse::<u64>().unwrap(), 1u64))
+            .map(fail_once_at(at))
+            .key_by(|r: &(u64, u64)| r.0)
+            .reduce(|acc: &mut (u64, u64), x| acc.1 += x.1)
+            .collect();
+        let result = env.execute("file counts").unwrap();
+        assert_eq!(result.restarts, 1);
+        // The reference: counts per key over every line of the three files.
+        let mut want: HashMap<u64, u64> = HashMap::new();
+        for f in 0..3u64 {
+            for i in 0..200_000 + f * 50_000 {
+                *want.entry((i * 7 + f) % KEYS).or_default() += 1;
+            }
+        }
+        let mut seen: HashMap<u64, Vec<u64>> = HashMap::new();
+        for (k, c) in out.take() {
+            seen.entry(k).or_default().push(c);
+        }
+        assert_eq!(seen.len(), want.len(), "P = {p}");
+        let mut lines = 0;
+        for (k, mut c) in seen {
+            c.sort_unstable();
+            let n = want[&k];
+            lines += n;
+            assert!(
+                c == (1..=n).collect::<Vec<_>>(),
+                "P = {p}: key {k}: {} updates of {n}",
+                c.len()
+            );
+        }
+        assert_eq!(lines, total);
+    }
+}

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use glommio::io::{BufferedFile, ReadResult};
 use shardflow_core::operator::OperatorContext;
 use shardflow_core::source::{Source, SourceStatus};
+use shardflow_core::state::OperatorStateStore;
 use shardflow_core::{JobError, OnMalformed};
 
 use super::split_range;
@@ -140,6 +141,9 @@ struct Split {
     index: u32,
     start: u64,
     end: u64,
+    /// `start` is where a line begins (a checkpoint's position): read from there, skip
+    /// nothing. Otherwise the line `start` falls in belongs to the previous shard.
+    exact: bool,
 }
 
 struct OpenSplit {
@@ -161,6 +165,8 @@ struct OpenSplit {
 }
 
 pub struct TextFileSource<R = String> {
+    /// The input files, in order (a restored position names them by index).
+    files: Vec<PathBuf>,
     splits: std::vec::IntoIter<Split>,
     current: Option<OpenSplit>,
     carry: Vec<u8>,
@@ -180,6 +186,7 @@ impl<R: FromLine> TextFileSource<R> {
         let mine = split_range(0, total, ctx.runtime.shard, ctx.runtime.parallelism);
         let mut splits = Vec::new();
         let mut base = 0u64;
+        let paths: Vec<PathBuf> = files.iter().map(|f| f.0.clone()).collect();
         for (index, (p, len)) in files.into_iter().enumerate() {
             let (a, b) = (mine.start.max(base), mine.end.min(base + len));
             if a < b {
@@ -188,11 +195,13 @@ impl<R: FromLine> TextFileSource<R> {
                     index: index as u32,
                     start: a - base,
                     end: b - base,
+                    exact: false,
                 });
             }
             base += len;
         }
         Ok(Self {
+            files: paths,
             splits: splits.into_iter(),
             current: None,
             carry: Vec::new(),
@@ -209,7 +218,11 @@ impl<R: FromLine> TextFileSource<R> {
         let file = BufferedFile::open(&split.path)
             .await
             .map_err(|e| JobError::io(&split.path, "cannot open input", e.into()))?;
-        let read_from = split.start.saturating_sub(1);
+        let read_from = if split.exact {
+            split.start
+        } else {
+            split.start.saturating_sub(1)
+        };
         self.carry.clear();
         self.current = Some(OpenSplit {
             file,
@@ -221,7 +234,7 @@ impl<R: FromLine> TextFileSource<R> {
             chunk_pos: 0,
             eof: false,
             line_start: read_from,
-            skip_first: split.start > 0,
+            skip_first: !split.exact && split.start > 0,
         });
         Ok(true)
     }
@@ -362,5 +375,57 @@ impl<R: FromLine> Source<R> for TextFileSource<R> {
             }
         }
         Ok(SourceStatus::More)
+    }
+
+    /// The position: per split not finished, `(file index, start, end, start is a line
+    /// start)` — the open split from the line it has not emitted yet.
+    fn snapshot_state(&mut self, state: &mut OperatorStateStore) -> Result<(), JobError> {
+        let positions = state.list_state::<(u32, u64, u64, bool)>("position")?;
+        positions.clear();
+        if let Some(s) = &self.current {
+            positions.push(if s.skip_first {
+                // No line taken yet: the split as it was.
+                (s.index, s.line_start + 1, s.end, false)
+            } else {
+                (s.index, s.line_start, s.end, true)
+            });
+        }
+        positions.extend(
+            self.splits
+                .as_slice()
+                .iter()
+                .map(|s| (s.index, s.start, s.end, s.exact)),
+        );
+        Ok(())
+    }
+
+    /// A restored position replaces the shard's splits (the same files, at the same
+    /// parallelism: a checkpoint is restored only so).
+    fn initialize_state(&mut self, state: &mut OperatorStateStore) -> Result<(), JobError> {
+        if !state.is_restored() {
+            return Ok(());
+        }
+        let positions = state
+            .list_state::<(u32, u64, u64, bool)>("position")?
+            .clone();
+        let mut splits = Vec::with_capacity(positions.len());
+        for (index, start, end, exact) in positions {
+            let path = self.files.get(index as usize).cloned().ok_or_else(|| {
+                JobError::Config(format!(
+                    "the checkpoint reads input file {index}; only {} are there now",
+                    self.files.len()
+                ))
+            })?;
+            splits.push(Split {
+                path,
+                index,
+                start,
+                end,
+                exact,
+            });
+        }
+        self.current = None;
+        self.splits = splits.into_iter();
+        Ok(())
     }
 }
