@@ -672,3 +672,37 @@ fn the_file_source_resumes_at_its_line() {
         assert_eq!(lines, total);
     }
 }
+
+/// The built-in telemetry job (generated readings, two-phase windows) through a failure, at
+/// P = 2: its sources resume at their recorded readings, and the windows are exactly those of
+/// the single-threaded loop.
+#[test]
+fn the_telemetry_job_resumes_with_exact_windows() {
+    use shardflow::jobs::telemetry::{self, TelemetrySettings};
+    let _cpus = shardflow_tests::shared_cpus();
+    let settings = TelemetrySettings {
+        readings: 1_500_000,
+        sensors: 2_000,
+        ..Default::default()
+    };
+    let mut want = Vec::new();
+    telemetry::window_stats_loop(&settings, |w| want.push(w));
+    want.sort();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut env = StreamExecutionEnvironment::local();
+    env.set_parallelism(2);
+    env.config_mut().checkpoints =
+        Some(CheckpointConfig::new(tmp.path(), Duration::from_millis(3)));
+    env.config_mut().restart = shardflow_core::config::RestartStrategy::FixedDelay {
+        attempts: 2,
+        delay: Duration::from_millis(5),
+    };
+    let readings = telemetry::readings(&env, &settings).map(fail_once_at(1_000_000));
+    let out = telemetry::window_stats(&readings, &settings).collect();
+    let result = env.execute("telemetry through a failure").unwrap();
+    assert_eq!(result.restarts, 1);
+    let mut got = out.take();
+    got.sort();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the windows differ from the loop's");
+}

@@ -111,6 +111,7 @@ pub fn reading(s: &TelemetrySettings, i: u64) -> Reading {
 /// One shard's share of the generated readings.
 pub struct ReadingSource {
     settings: TelemetrySettings,
+    start: u64,
     next: u64,
     end: u64,
     started: std::time::Instant,
@@ -141,6 +142,32 @@ impl Source<Reading> for ReadingSource {
             SourceStatus::More
         })
     }
+
+    /// A checkpoint records the next reading; a restore goes on from it (paced: as if the
+    /// readings before it had been sent on time).
+    fn initialize_state(
+        &mut self,
+        state: &mut shardflow_core::state::OperatorStateStore,
+    ) -> Result<(), JobError> {
+        if let Some(next) =
+            crate::source::restored_position(state, "readings", self.start, self.end)?
+        {
+            self.next = next.clamp(self.start, self.end);
+            let ahead =
+                Duration::from_secs_f64(self.next as f64 / self.settings.rate.max(1) as f64);
+            self.started = std::time::Instant::now()
+                .checked_sub(ahead)
+                .unwrap_or(self.started);
+        }
+        Ok(())
+    }
+
+    fn snapshot_state(
+        &mut self,
+        state: &mut shardflow_core::state::OperatorStateStore,
+    ) -> Result<(), JobError> {
+        crate::source::save_position(state, self.start, self.end, self.next)
+    }
 }
 
 /// The readings, generated on every shard.
@@ -153,6 +180,7 @@ pub fn readings(
         let r = split_range(0, s.readings, ctx.runtime.shard, ctx.runtime.parallelism);
         Ok(ReadingSource {
             settings: s.clone(),
+            start: r.start,
             next: r.start,
             end: r.end,
             started: std::time::Instant::now(),

@@ -11,12 +11,18 @@ use crate::datagen::ZipfText;
 
 pub struct GeneratedTextSource {
     text: Arc<ZipfText>,
+    /// The shard's share, and what of it is left.
+    share: Range<u64>,
     lines: Range<u64>,
 }
 
 impl GeneratedTextSource {
     pub fn new(text: Arc<ZipfText>, lines: Range<u64>) -> Self {
-        Self { text, lines }
+        Self {
+            text,
+            share: lines.clone(),
+            lines,
+        }
     }
 }
 
@@ -37,5 +43,24 @@ impl Source<String> for GeneratedTextSource {
         } else {
             SourceStatus::More
         })
+    }
+
+    /// A checkpoint records the next line; a restore goes on from it.
+    fn initialize_state(
+        &mut self,
+        state: &mut shardflow_core::state::OperatorStateStore,
+    ) -> Result<(), JobError> {
+        let (start, end) = (self.share.start, self.share.end);
+        if let Some(next) = super::restored_position(state, "generated text", start, end)? {
+            self.lines = next.clamp(start, end)..end;
+        }
+        Ok(())
+    }
+
+    fn snapshot_state(
+        &mut self,
+        state: &mut shardflow_core::state::OperatorStateStore,
+    ) -> Result<(), JobError> {
+        super::save_position(state, self.share.start, self.share.end, self.lines.start)
     }
 }

@@ -14,7 +14,7 @@ use shardflow_core::state::OperatorStateStore;
 /// Takes a shard's position in `[start, end)` back from a checkpoint's `position` list state
 /// (`(start, end, next)` per shard): `next`, or an error if the checkpoint split the input
 /// differently (a rescaled in-memory source cannot find its share).
-fn restored_position(
+pub(crate) fn restored_position(
     state: &mut OperatorStateStore,
     what: &str,
     start: u64,
@@ -35,7 +35,7 @@ fn restored_position(
 }
 
 /// Saves a shard's position in `[start, end)` as its `position` list state.
-fn save_position(
+pub(crate) fn save_position(
     state: &mut OperatorStateStore,
     start: u64,
     end: u64,
