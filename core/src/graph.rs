@@ -137,7 +137,7 @@ pub struct ExchangeShard {
 }
 
 type MakeExchange = Arc<
-    dyn Fn(&ShardContext, &ShardState, ExchangeShard, AnyPush) -> Result<(AnyPush, Task), JobError>
+    dyn Fn(&ShardContext, ExchangeShard, AnyPush) -> Result<(AnyPush, Task), JobError>
         + Send
         + Sync,
 >;
@@ -406,7 +406,7 @@ impl JobGraph {
     ) -> ExchangeId {
         assert!(!producers.is_empty(), "an exchange needs a producer");
         let id = ExchangeId(self.exchanges.len());
-        let make: MakeExchange = Arc::new(move |shard, state, ends, down| {
+        let make: MakeExchange = Arc::new(move |shard, ends, down| {
             let local = LocalChannel::<T>::new(shard.config.channel_buffers);
             let writer = ExchangeWriter::new(
                 partition.clone(),
@@ -427,7 +427,6 @@ impl JobGraph {
                 name: ends.name,
                 cancel: shard.cancel.clone(),
                 ticker: crate::time::Ticker::new(shard.config.clock.clone(), shard.tick_resolution),
-                state: state.clone(),
             };
             let reader = run_reader::<T>(ends.remote.receivers, local, unbox::<T>(down), settings);
             Ok((erase::<T>(Box::new(writer)), Box::pin(reader) as Task))
@@ -544,7 +543,6 @@ impl JobGraph {
                 counters: counters[idx].clone(),
                 tick_resolution: shard.tick_resolution,
                 state: backend,
-                shard_state: state.clone(),
                 node: idx as u32,
                 checkpoints: shard.checkpoints.clone(),
                 restored,
@@ -598,7 +596,7 @@ impl JobGraph {
                                 let ex = &self.exchanges[e.0];
                                 let ends =
                                     exchanges[e.0].take().expect("each exchange is built once");
-                                let (writer, reader) = (ex.make)(shard, &state, ends, port)?;
+                                let (writer, reader) = (ex.make)(shard, ends, port)?;
                                 tasks.push((ex.name.clone(), reader));
                                 for (i, w) in (ex.split_writer)(writer, ex.producers.len())
                                     .into_iter()
@@ -710,7 +708,7 @@ async fn drive_source<T: Data, S: Source<T>>(
             &mut chain,
             &mut last_barrier,
         )?;
-        crate::operator::ready(chain.as_mut(), mode, &ctx.shard_state).await?;
+        crate::operator::ready(chain.as_mut(), mode).await?;
         ctx.enter();
         let status = {
             let mut next = std::pin::pin!(source.next_timed_batch(&mut batch, max_records));

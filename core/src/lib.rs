@@ -27,10 +27,10 @@
 //!    and every operator with several inputs keeps the minimum of its active inputs
 //!    ([`operator::WatermarkValve`]). Keyed operators keep their state and timers in the keyed
 //!    state interface ([`keyed`]); windows ([`window`]) are built on it.
-//! 7. State ([`state`]): keyed tables are caches of live values in front of the shard's
-//!    log-structured store; past the job's memory budget, values are evicted (written with rkyv)
-//!    and read back on use, and the store's active segment is written through io_uring while
-//!    the tasks that drive chains wait for them ([`operator::ready`]). Timers count in the same
+//! 7. State ([`state`]): keyed tables are caches of live values in front of each operator's
+//!    log-structured store on the shard; past the job's memory budget, values are evicted
+//!    (written with rkyv) and read back on use; a working store keeps no log (a job resumes
+//!    from checkpoints), so entries reach the disk once, sealed. Timers count in the same
 //!    budget; past it, the latest go to the store in sorted runs ([`keyed::timers`]). Functions
 //!    declare typed states (`ValueState`, …, with TTL) in `open`; non-keyed functions and
 //!    sources hand over operator state.

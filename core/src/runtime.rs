@@ -374,14 +374,22 @@ pub fn execute(
     let mut config = config;
     let mut restarts = 0u32;
     loop {
-        let attempt = execute_attempt(graph.clone(), config.clone(), job_name, on_progress);
-        let (e, completed) = match attempt {
+        // Checkpoints the attempt completed (known even when it fails).
+        let completed = std::cell::Cell::new(0usize);
+        let e = match execute_inner(
+            graph.clone(),
+            config.clone(),
+            job_name,
+            on_progress,
+            &completed,
+        ) {
             Ok(mut r) => {
                 r.restarts = restarts;
                 return Ok(r);
             }
-            Err(failed) => failed,
+            Err(e) => e,
         };
+        let completed = completed.get();
         let Some(checkpoints) = &config.checkpoints else {
             return Err(e);
         };
@@ -409,18 +417,7 @@ pub fn execute(
     }
 }
 
-/// One attempt of a job: its error comes with the number of checkpoints it completed.
-fn execute_attempt(
-    graph: Arc<JobGraph>,
-    config: JobConfig,
-    job_name: &str,
-    on_progress: &mut dyn FnMut(&MetricsSnapshot, Duration),
-) -> Result<JobResult, (JobError, usize)> {
-    let coordinator_completed = std::cell::Cell::new(0usize);
-    let r = execute_inner(graph, config, job_name, on_progress, &coordinator_completed);
-    r.map_err(|e| (e, coordinator_completed.get()))
-}
-
+/// One attempt of a job; `completed_out` learns how many checkpoints it completed.
 fn execute_inner(
     graph: Arc<JobGraph>,
     config: JobConfig,

@@ -155,7 +155,6 @@ fn read_buffer(
                 name,
                 cancel: CancelToken::default(),
                 ticker: shardflow_core::time::Ticker::new(Default::default(), None),
-                state: shardflow_core::state::ShardState::in_memory(),
             };
             let r = run_reader::<u64>(
                 vec![None, Some(rx)],

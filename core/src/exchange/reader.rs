@@ -30,9 +30,6 @@ pub struct ReaderSettings {
     pub cancel: CancelToken,
     /// Ticks the chain with processing time (when the job has operators acting on it).
     pub ticker: crate::time::Ticker,
-    /// The shard's state, whose store writes what its chain's operators evicted while the
-    /// reader waits for its chain.
-    pub state: crate::state::ShardState,
 }
 
 enum Link<T> {
@@ -103,7 +100,7 @@ pub async fn run_reader<T: Data>(
     };
 
     while open > 0 {
-        ready(chain.as_mut(), settings.scheduling, &settings.state).await?;
+        ready(chain.as_mut(), settings.scheduling).await?;
         let mut progressed = false;
         let mut i = 0;
         while i < inputs.len() {

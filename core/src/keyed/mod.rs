@@ -103,6 +103,9 @@ impl<K, N, V> Cached<K, N, V> {
 /// types are known to be serializable, so the table's own methods need no such bounds).
 struct Spill<K, N, V> {
     backend: StateBackend,
+    /// The backend's memory budget, held here: every insert checks it without borrowing the
+    /// backend.
+    budget: std::rc::Rc<crate::state::MemoryBudget>,
     id: u32,
     put: Put<K, N, V>,
     get: Get<K, N, V>,
@@ -151,6 +154,7 @@ where
         let id = backend.register(name)?;
         self.spill = Some(Spill {
             backend: backend.clone(),
+            budget: backend.inner.borrow().budget.clone(),
             id,
             put: Backend::put::<K, N, V>,
             get: Backend::get::<K, N, V>,
@@ -257,11 +261,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
     /// The entry must not be cached.
     fn insert_new(&mut self, key: &K, namespace: &N, value: V, flags: u8) -> &mut V {
         if let Some(s) = &mut self.spill {
-            let over = {
-                let b = s.backend.inner.borrow();
-                b.budget.used() + s.cost > b.budget.limit()
-            };
-            if over {
+            if s.budget.used() + s.cost > s.budget.limit() {
                 if s.sweep_skip == 0 {
                     self.sweep();
                 } else {
@@ -271,7 +271,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
             // Charged after the sweep: a sweep may learn a new cost per entry and charge the
             // cached entries at it; this one is charged at the same.
             let s = self.spill.as_ref().expect("backed");
-            s.backend.inner.borrow().budget.add(s.cost);
+            s.budget.add(s.cost);
         }
         let e = Cached {
             key: key.clone(),
@@ -391,7 +391,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
         };
         let (value, stored) = match removed {
             Some((v, flags)) => {
-                s.backend.inner.borrow().budget.sub(s.cost);
+                s.budget.sub(s.cost);
                 (Some(v), flags & STORED != 0)
             }
             None if s.any_stored => {

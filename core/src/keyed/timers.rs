@@ -159,6 +159,21 @@ impl<K: Hash + Eq, N: Hash + Eq> Slot<K, N> {
         }
     }
 
+    /// Adds a timer that is not in the slot (a slot of one becomes a run).
+    fn push(&mut self, hash: u64, timer: (K, N)) {
+        if let Slot::One(..) = self {
+            let Slot::One(k, n) = std::mem::replace(self, Slot::Many(Box::default())) else {
+                unreachable!("matched above")
+            };
+            if let Slot::Many(r) = self {
+                r.push(timer_hash(&k, &n), (k, n));
+            }
+        }
+        if let Slot::Many(r) = self {
+            r.push(hash, timer);
+        }
+    }
+
     /// The slot's timers not yet taken, in order (empty positions included).
     fn into_timers(self) -> Vec<Option<(K, N)>> {
         match self {
@@ -231,6 +246,8 @@ impl<K, N> SpilledRun<K, N> {
 /// A queue's way to the store, and what it keeps there.
 struct Spill<K, N> {
     backend: StateBackend,
+    /// The backend's memory budget (charged without borrowing the backend).
+    budget: std::rc::Rc<crate::state::MemoryBudget>,
     id: u32,
     put: PutBlock<K, N>,
     get: GetBlock<K, N>,
@@ -280,6 +297,7 @@ impl<K: Data + Hash + Eq, N: Data + Hash + Eq> TimerQueue<K, N> {
         let id = backend.register(name)?;
         self.spill = Some(Box::new(Spill {
             backend: backend.clone(),
+            budget: backend.inner.borrow().budget.clone(),
             id,
             put: Backend::put::<BlockId, (), Vec<Record<K, N>>>,
             get: Backend::get::<BlockId, (), Vec<Record<K, N>>>,
@@ -328,19 +346,7 @@ impl<K: Data + Hash + Eq, N: Data + Hash + Eq> TimerQueue<K, N> {
                     v.insert(Slot::One(k, n));
                 }
                 std::collections::btree_map::Entry::Occupied(mut o) => {
-                    let slot = o.get_mut();
-                    if let Slot::One(..) = slot {
-                        let Slot::One(k0, n0) = std::mem::replace(slot, Slot::Many(Box::default()))
-                        else {
-                            unreachable!("matched above")
-                        };
-                        if let Slot::Many(r) = slot {
-                            r.push(timer_hash(&k0, &n0), (k0, n0));
-                        }
-                    }
-                    if let Slot::Many(r) = slot {
-                        r.push(h, (k, n));
-                    }
+                    o.get_mut().push(h, (k, n));
                 }
             }
         }
@@ -355,12 +361,7 @@ impl<K: Data + Hash + Eq, N: Data + Hash + Eq> TimerQueue<K, N> {
             .collect();
         s.stored = s.runs.iter().map(|r| r.pending.len()).sum();
         s.next_run = next_run;
-        s.front = s
-            .runs
-            .iter()
-            .filter_map(SpilledRun::front)
-            .min()
-            .unwrap_or(i64::MAX);
+        s.refront();
         self.charge();
     }
 }
@@ -399,20 +400,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
                 if slot.contains(hash, key, namespace) {
                     return false;
                 }
-                if let Slot::One(..) = slot {
-                    let Slot::One(k, n) = std::mem::replace(slot, Slot::Many(Box::default()))
-                    else {
-                        unreachable!("matched above")
-                    };
-                    let Slot::Many(r) = slot else {
-                        unreachable!("replaced above")
-                    };
-                    r.push(timer_hash(&k, &n), (k, n));
-                }
-                let Slot::Many(r) = slot else {
-                    unreachable!("made a run above")
-                };
-                r.push(hash, (key.clone(), namespace.clone()));
+                slot.push(hash, (key.clone(), namespace.clone()));
             }
         }
         self.live += 1;
@@ -596,8 +584,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
         };
         let bytes = (self.live + s.dead_count) * Self::TIMER_BYTES
             + (self.by_time.len() + s.dead.len()) * Self::TIME_BYTES;
-        let b = s.backend.inner.borrow();
-        let budget = &b.budget;
+        let budget = &s.budget;
         budget.set(budget.used().saturating_sub(s.charged) + bytes);
         s.charged = bytes;
         budget.used() > budget.limit() && bytes > budget.limit() / 8
@@ -698,12 +685,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
         }
         s.stored -= recs.len().min(s.stored);
         s.runs.retain(|r| r.front().is_some());
-        s.front = s
-            .runs
-            .iter()
-            .filter_map(SpilledRun::front)
-            .min()
-            .unwrap_or(i64::MAX);
+        s.refront();
         // Tombstones before the new front hide nothing any more (no run holds their times);
         // those of `at` are the newest layer below.
         let mut stale = s.dead.split_off(&s.front);
@@ -811,6 +793,16 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerQueue<K, N> {
 }
 
 impl<K: Clone, N: Clone> Spill<K, N> {
+    /// Recomputes the earliest time the runs hold.
+    fn refront(&mut self) {
+        self.front = self
+            .runs
+            .iter()
+            .filter_map(SpilledRun::front)
+            .min()
+            .unwrap_or(i64::MAX);
+    }
+
     /// Writes `block` (records of whole times, in order) as the next block of `run`.
     fn write_block(&mut self, run: &mut SpilledRun<K, N>, block: &mut Vec<Record<K, N>>) {
         let id = (run.id, run.firsts.len() as u32);

@@ -379,9 +379,6 @@ pub struct OperatorContext {
     pub tick_resolution: Option<std::time::Duration>,
     /// This operator's keyed state on the shard (its own store; the shard's memory budget).
     pub state: crate::state::StateBackend,
-    /// The shard's states, every operator's (the task driving a chain has their stores'
-    /// appends written).
-    pub shard_state: crate::state::ShardState,
     /// The operator's place in the job graph (names need not be unique; state names must).
     pub node: u32,
     /// The job's checkpoint coordinator, if it takes checkpoints.
@@ -615,20 +612,10 @@ pub async fn wait<R>(mode: SchedulingMode, mut poll: impl FnMut(&mut Context<'_>
     }
 }
 
-/// Waits until `chain` may take more input, and until the shard's state stores have written
-/// enough of what its keyed operators evicted (see
-/// [`StateBackend::poll_maintenance`](crate::state::StateBackend::poll_maintenance)): every task
-/// that drives a chain waits here before each batch.
-pub async fn ready<T>(
-    chain: &mut dyn Push<T>,
-    mode: SchedulingMode,
-    state: &crate::state::ShardState,
-) -> Result<(), JobError> {
-    wait(mode, |cx| {
-        std::task::ready!(state.poll_maintenance(cx))?;
-        chain.poll_ready(cx)
-    })
-    .await
+/// Waits until `chain` may take more input: every task that drives a chain waits here before
+/// each batch.
+pub async fn ready<T>(chain: &mut dyn Push<T>, mode: SchedulingMode) -> Result<(), JobError> {
+    wait(mode, |cx| chain.poll_ready(cx)).await
 }
 
 /// Waits until everything `chain` was given has been shipped.

@@ -42,7 +42,6 @@ impl<K: Data + Hash + Eq> KeyedStateHarness<K> {
             counters: counters.clone(),
             tick_resolution: None,
             state: backend.clone(),
-            shard_state: super::ShardState::in_memory(),
             checkpoints: None,
             restored: None,
             restored_from: None,

@@ -23,10 +23,8 @@ pub mod kinds;
 pub mod operator;
 
 use std::cell::RefCell;
-use std::future::Future;
 use std::hash::Hash;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::rc::Rc;
 
 use rkyv::rancor;
@@ -98,8 +96,7 @@ pub struct StateBackend {
     pub(crate) inner: Rc<RefCell<Backend>>,
 }
 
-/// A shard's states: a backend per operator, all sharing the shard's memory budget; what the
-/// tasks driving the shard's chains ask to write the stores' appends.
+/// A shard's states: a backend per operator, all sharing the shard's memory budget.
 #[derive(Clone)]
 pub struct ShardState {
     inner: Rc<ShardStateInner>,
@@ -112,7 +109,6 @@ struct ShardStateInner {
     shard: u32,
     max_parallelism: u32,
     clock: ProcessingClock,
-    backends: RefCell<Vec<StateBackend>>,
 }
 
 impl ShardState {
@@ -153,7 +149,6 @@ impl ShardState {
                 shard,
                 max_parallelism,
                 clock,
-                backends: RefCell::new(Vec::new()),
             }),
         }
     }
@@ -166,36 +161,18 @@ impl ShardState {
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
         let dir = i.dir.as_ref().map(|d| d.join(format!("op-{node}-{name}")));
-        let b = StateBackend::make(dir, i.budget.clone(), i.shard, i.max_parallelism);
-        b.inner.borrow_mut().clock = i.clock.clone();
-        i.backends.borrow_mut().push(b.clone());
-        b
+        StateBackend::make(
+            dir,
+            i.budget.clone(),
+            i.shard,
+            i.max_parallelism,
+            i.clock.clone(),
+        )
     }
 
     /// The shard's memory budget.
     pub fn budget(&self) -> &Rc<MemoryBudget> {
         &self.inner.budget
-    }
-
-    /// [`StateBackend::poll_maintenance`] of every backend of the shard: Pending while one of
-    /// them has too much waiting to be written.
-    pub fn poll_maintenance(
-        &self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), JobError>> {
-        let mut pending = false;
-        for b in self.inner.backends.borrow().iter() {
-            match b.poll_maintenance(cx) {
-                std::task::Poll::Ready(Ok(())) => {}
-                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
-                std::task::Poll::Pending => pending = true,
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(Ok(()))
-        }
     }
 }
 
@@ -228,64 +205,8 @@ pub(crate) struct Backend {
     clock: ProcessingClock,
     /// Values compaction dropped as expired.
     pub(crate) expired: u64,
-    /// The write of the active segment's next chunk, through glommio (io_uring), when one is
-    /// in flight; and the active segment's file, opened for those writes.
-    flush: Option<FlushFuture>,
-    flush_file: ActiveFile,
     /// The store was restored from a checkpoint: it may hold values of every state.
     restored: bool,
-}
-
-/// The active segment's file as glommio opened it (with its path: a seal starts another).
-type ActiveFile = Rc<RefCell<Option<(PathBuf, Rc<glommio::io::BufferedFile>)>>>;
-
-/// A chunk of the active segment being written: the file and where its bytes now end, or why
-/// they could not be written.
-type FlushFuture = Pin<Box<dyn Future<Output = (PathBuf, Result<usize, String>)>>>;
-
-/// Bytes of the active segment written per asynchronous write (at most four of these).
-const FLUSH_CHUNK: usize = 1 << 20;
-/// Unflushed bytes beyond which operators wait for the write in flight instead of going on.
-const UNFLUSHED_MAX: usize = 16 << 20;
-
-/// Writes `bytes` at `offset` of the active segment `path` through glommio, opening the file
-/// the first time (and again after a seal started another one).
-async fn write_chunk(
-    slot: ActiveFile,
-    path: PathBuf,
-    offset: u64,
-    bytes: Vec<u8>,
-) -> (PathBuf, Result<usize, String>) {
-    let open = slot
-        .borrow()
-        .as_ref()
-        .filter(|(p, _)| *p == path)
-        .map(|(_, f)| f.clone());
-    let file = match open {
-        Some(f) => f,
-        None => match glommio::io::OpenOptions::new()
-            .write(true)
-            .buffered_open(&path)
-            .await
-        {
-            Ok(f) => {
-                let f = Rc::new(f);
-                *slot.borrow_mut() = Some((path.clone(), f.clone()));
-                f
-            }
-            Err(e) => return (path, Err(format!("cannot open the active segment: {e}"))),
-        },
-    };
-    // The chunk moves into the write (no second copy); a short write reports where the file
-    // ends, and the next round writes the rest from the store.
-    match file.write_at(bytes, offset).await {
-        Ok(0) => (path, Err("the active segment took no bytes".into())),
-        Ok(n) => (path, Ok(offset as usize + n)),
-        Err(e) => (
-            path,
-            Err(format!("cannot append to the active segment: {e}")),
-        ),
-    }
 }
 
 /// Reads the stamp of a stored `(value, stamp)` (None: it does not decode; kept).
@@ -305,9 +226,13 @@ impl StateBackend {
         max_parallelism: u32,
         clock: ProcessingClock,
     ) -> Self {
-        let b = Self::make(Some(dir), MemoryBudget::new(budget), shard, max_parallelism);
-        b.inner.borrow_mut().clock = clock;
-        b
+        Self::make(
+            Some(dir),
+            MemoryBudget::new(budget),
+            shard,
+            max_parallelism,
+            clock,
+        )
     }
 
     /// A backend without a store: every value stays cached (tests, operators outside a job).
@@ -317,6 +242,7 @@ impl StateBackend {
             MemoryBudget::new(usize::MAX),
             0,
             crate::key::MAX_PARALLELISM_DEFAULT,
+            ProcessingClock::System,
         )
     }
 
@@ -325,6 +251,7 @@ impl StateBackend {
         budget: Rc<MemoryBudget>,
         shard: u32,
         max_parallelism: u32,
+        clock: ProcessingClock,
     ) -> Self {
         Self {
             inner: Rc::new(RefCell::new(Backend {
@@ -340,11 +267,9 @@ impl StateBackend {
                 spilled: 0,
                 loaded: 0,
                 ttls: Vec::new(),
-                flush: None,
-                flush_file: Rc::new(RefCell::new(None)),
                 segments_seen: 0,
                 sealed_since_full: 0,
-                clock: ProcessingClock::System,
+                clock,
                 expired: 0,
                 restored: false,
             })),
@@ -392,68 +317,6 @@ impl StateBackend {
             b.compact(true)?;
         }
         Ok(())
-    }
-
-    /// Writes the store's active segment to its file through glommio (io_uring), a chunk at a
-    /// time, while the shard goes on: every task driving a chain calls this before each batch
-    /// ([`crate::operator::ready`]). Pending only while more than `UNFLUSHED_MAX` bytes wait for a write in flight
-    /// (the task is woken when it lands). Outside an executor nobody calls it, and the store
-    /// writes synchronously once `flush_bytes` pile up.
-    pub fn poll_maintenance(
-        &self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), JobError>> {
-        use std::task::Poll;
-        let mut b = self.inner.borrow_mut();
-        let b = &mut *b;
-        loop {
-            if let Some(f) = b.flush.as_mut() {
-                match f.as_mut().poll(cx) {
-                    Poll::Pending => {
-                        let waiting = b.store.as_ref().map_or(0, Store::unflushed_bytes);
-                        return if waiting > UNFLUSHED_MAX {
-                            Poll::Pending
-                        } else {
-                            Poll::Ready(Ok(()))
-                        };
-                    }
-                    Poll::Ready((path, r)) => {
-                        b.flush = None;
-                        match r {
-                            Ok(to) => {
-                                if let Some(s) = b.store.as_mut() {
-                                    s.mark_flushed(&path, to);
-                                }
-                            }
-                            // A segment sealed while its chunk was on the way (its log
-                            // removed): the seal wrote everything; nothing is lost.
-                            Err(_) if b.store.as_ref().is_some_and(|s| s.active_path() != path) => {
-                            }
-                            Err(e) => {
-                                return Poll::Ready(Err(
-                                    b.state_error(&format!("{}", path.display()), e)
-                                ));
-                            }
-                        }
-                    }
-                }
-            }
-            let Some(store) = b.store.as_ref() else {
-                return Poll::Ready(Ok(()));
-            };
-            if store.unflushed_bytes() < FLUSH_CHUNK {
-                return Poll::Ready(Ok(()));
-            }
-            let (path, offset, bytes) = store
-                .unflushed_chunk(4 * FLUSH_CHUNK)
-                .expect("unflushed bytes");
-            b.flush = Some(Box::pin(write_chunk(
-                b.flush_file.clone(),
-                path,
-                offset,
-                bytes,
-            )));
-        }
     }
 
     /// The first store error since the last call (the operator fails with it).
@@ -516,15 +379,13 @@ impl StateBackend {
     }
 }
 
-/// A running job's working store: a crash loses it anyway (a checkpoint syncs what it keeps),
-/// so sealing does not wait for the disk. Appends are written by `poll_maintenance` through
-/// io_uring; the store writes them itself (blocking) only if that falls 32 MiB behind (outside
-/// an executor, say).
+/// A running job's working store: a crash loses it anyway (the job resumes from a checkpoint,
+/// whose snapshot syncs what it keeps), so it keeps no log of its active segment and sealing
+/// does not wait for the disk.
 fn working_store_options() -> StoreOptions {
     StoreOptions {
         sync: false,
         log: false,
-        flush_bytes: 32 << 20,
         ..StoreOptions::default()
     }
 }
