@@ -58,6 +58,7 @@ pub use stream::{DataStream, KeyedStream};
 pub mod prelude {
     pub use crate::connected::Either;
     pub use crate::sink::collect::CollectHandle;
+    pub use crate::sink::file::{FileSinkOptions, RollingPolicy};
     pub use crate::sink::text::WriteMode;
     pub use crate::source::text_file::TextFileOptions;
     pub use crate::window::OutputTag;

@@ -29,6 +29,7 @@ use crate::connected::{ConnectedStreams, IntervalJoinBuilder, JoinedStreams};
 use crate::env::{EnvInner, forward};
 use crate::sink::collect::{CollectHandle, CollectSink};
 use crate::sink::csv::{CsvSink, ToCsv};
+use crate::sink::file::{FileSink, FileSinkOptions, display_line};
 use crate::sink::print::PrintSink;
 use crate::sink::text::{TextSink, WriteMode};
 use crate::window::{EvictingWindowedStream, OutputTag, WindowedStream};
@@ -440,6 +441,47 @@ impl<T: Data> DataStream<T> {
     {
         let dir = dir.into();
         self.sink_to("write_as_csv", move |ctx| CsvSink::open(&dir, mode, ctx));
+    }
+
+    /// Writes every record's `Display` form, a line each, into part files in `dir`, exactly
+    /// once: with checkpoints on, a part becomes visible (is renamed from its hidden
+    /// in-progress name) only when the checkpoint after it completes, and a restart aborts
+    /// what no complete checkpoint covers. See [`sink::file`](crate::sink::file) and
+    /// [`sink_to_files_with`](Self::sink_to_files_with) for rolling policies and encoders.
+    ///
+    /// ```
+    /// # use shardflow::prelude::*;
+    /// let dir = std::env::temp_dir().join(format!("shardflow-doc-files-{}", std::process::id()));
+    /// let mut env = StreamExecutionEnvironment::local();
+    /// env.set_parallelism(1);
+    /// env.from_iter(vec![1u64, 2, 3]).sink_to_files(&dir);
+    /// env.execute("files")?;
+    /// let text = std::fs::read_to_string(dir.join("part-00000-000000")).unwrap();
+    /// assert_eq!(text, "1\n2\n3\n");
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # Ok::<(), JobError>(())
+    /// ```
+    pub fn sink_to_files(&self, dir: impl Into<PathBuf>)
+    where
+        T: std::fmt::Display,
+    {
+        self.sink_to_files_with(dir, FileSinkOptions::default(), display_line::<T>);
+    }
+
+    /// [`sink_to_files`](Self::sink_to_files) with a rolling policy, part names, and `encode`
+    /// writing a record's bytes (any row format: lines, CSV, JSON lines).
+    pub fn sink_to_files_with<E>(
+        &self,
+        dir: impl Into<PathBuf>,
+        options: FileSinkOptions,
+        encode: E,
+    ) where
+        E: Fn(&T, &mut Vec<u8>) + Clone + Send + Sync + 'static,
+    {
+        let dir = dir.into();
+        self.sink_to("sink_to_files", move |ctx| {
+            FileSink::open(&dir, options.clone(), encode.clone(), ctx)
+        });
     }
 
     /// Collects every record; the handle yields them after `execute` returns.

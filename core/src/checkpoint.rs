@@ -133,7 +133,13 @@ struct State {
     last_completed_at: Option<Instant>,
     /// A source finished: no checkpoint is triggered any more.
     sources_finished: bool,
+    /// What two-phase-commit sinks left to commit once the whole job has ended.
+    at_job_end: Vec<JobEndAction>,
 }
+
+/// A sink's last commit, run once every shard ended without failure (see
+/// [`Coordinator::on_job_end`]).
+pub type JobEndAction = Box<dyn FnOnce() -> Result<(), JobError> + Send>;
 
 /// The job's checkpoint coordinator: triggers checkpoints, collects every operator's ack, and
 /// completes them. Shared by the shards (acks are rare: a lock per operator and checkpoint).
@@ -348,6 +354,23 @@ impl Coordinator {
                 ),
             ));
         }
+    }
+
+    /// Runs `action` once the job has ended without failure. A shard whose input ended stages
+    /// its last output and commits it here, not at its own end: another shard may still fail
+    /// and restart the job from a checkpoint, which replays that output. An attempt that fails
+    /// drops its actions (the next one aborts what they would have committed).
+    pub fn on_job_end(&self, action: JobEndAction) {
+        self.state
+            .lock()
+            .expect("coordinator lock")
+            .at_job_end
+            .push(action);
+    }
+
+    /// The actions registered by [`on_job_end`](Self::on_job_end), in order.
+    pub fn take_job_end_actions(&self) -> Vec<JobEndAction> {
+        std::mem::take(&mut self.state.lock().expect("coordinator lock").at_job_end)
     }
 
     /// Checkpoints completed so far.

@@ -631,6 +631,11 @@ fn execute_inner(
     if let Some(root) = cancel.take_root() {
         return Err(root);
     }
+    if let Some(c) = &coordinator {
+        for action in c.take_job_end_actions() {
+            action()?;
+        }
+    }
     Ok(JobResult {
         job_name: job_name.to_string(),
         parallelism: p,

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use shardflow::datagen::ZipfText;
 use shardflow::jobs::wordcount::{normalize, tokens};
 
+pub mod exactly_once;
+
 /// The seed of a randomized test: `SHARDFLOW_SEED` if set (to replay a failure), else `default`.
 /// Printed, so that a failing run names the seed that replays it.
 pub fn seed(default: u64) -> u64 {

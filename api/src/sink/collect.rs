@@ -136,14 +136,15 @@ impl<T: Send + 'static> SinkFunction<T> for CollectSink<T> {
         Ok(())
     }
 
-    fn pre_commit(&mut self, checkpoint: u64) -> Result<(), JobError> {
+    fn pre_commit(&mut self, checkpoint: u64) -> Result<Vec<u8>, JobError> {
         let records = std::mem::take(&mut self.records);
         self.handle
             .staged
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((self.shard, checkpoint), records);
-        Ok(())
+        // The staged records live in the handle, beside the job, not in the checkpoint.
+        Ok(Vec::new())
     }
 
     fn commit(&mut self, checkpoint: u64) -> Result<(), JobError> {
@@ -151,7 +152,7 @@ impl<T: Send + 'static> SinkFunction<T> for CollectSink<T> {
         Ok(())
     }
 
-    fn restore(&mut self, checkpoint: u64) -> Result<(), JobError> {
+    fn restore(&mut self, checkpoint: u64, _states: &[&[u8]]) -> Result<(), JobError> {
         self.handle.commit(self.shard, checkpoint);
         // Staged after the checkpoint resumed from: the restart replays those records.
         self.handle

@@ -12,10 +12,12 @@ pub trait SinkFunction<T>: 'static {
 
     /// Two-phase commit, first phase: a checkpoint barrier reached the sink; what it took
     /// since the last one belongs to checkpoint `checkpoint`. A transactional sink stages it
-    /// where a restart finds it (not visible yet). The default does nothing: a sink without
+    /// where a restart finds it (not visible yet) and returns what a restore needs to find it
+    /// again (its pending transactions), which goes into the checkpoint as the sink's
+    /// operator state. The default stages nothing and returns nothing: a sink without
     /// transactions writes as it goes, and repeats what a restart replays (at-least-once).
-    fn pre_commit(&mut self, _checkpoint: u64) -> Result<(), JobError> {
-        Ok(())
+    fn pre_commit(&mut self, _checkpoint: u64) -> Result<Vec<u8>, JobError> {
+        Ok(Vec::new())
     }
 
     /// Second phase: every checkpoint up to `checkpoint` is complete; make what was staged
@@ -24,10 +26,13 @@ pub trait SinkFunction<T>: 'static {
         Ok(())
     }
 
-    /// The job resumed from `checkpoint`: commit what was staged for it and before (its
-    /// completion may not have reached the sink before the failure) and abort what was
-    /// staged after it (the restart replays those records).
-    fn restore(&mut self, _checkpoint: u64) -> Result<(), JobError> {
+    /// The job (re)started from `checkpoint` (0: from the beginning): commit what was staged
+    /// for it and before (its completion may not have reached the sink before the failure)
+    /// and abort what was staged after it (the restart replays those records). `states` are
+    /// what `pre_commit` returned for `checkpoint` on the shards whose transactions this one
+    /// takes over: its own at the same parallelism; after a rescale, those of the earlier
+    /// shards that map to it (every earlier shard's go to exactly one new shard).
+    fn restore(&mut self, _checkpoint: u64, _states: &[&[u8]]) -> Result<(), JobError> {
         Ok(())
     }
 }
@@ -64,7 +69,15 @@ impl<S> Sink<S> {
             // A fresh start restores "checkpoint 0": what an earlier attempt staged is
             // aborted (a restart before any checkpoint completed replays everything).
             if self.ctx.checkpoints.is_some() || self.ctx.restored_from.is_some() {
-                self.sink.restore(self.ctx.restored_from.unwrap_or(0))?;
+                let states: Vec<&[u8]> = self
+                    .ctx
+                    .restored
+                    .as_deref()
+                    .filter(|s| !s.is_empty())
+                    .into_iter()
+                    .collect();
+                self.sink
+                    .restore(self.ctx.restored_from.unwrap_or(0), &states)?;
             }
         }
         if let Some(c) = &self.ctx.checkpoints {
@@ -95,8 +108,8 @@ impl<T: 'static, S: SinkFunction<T>> Push<T> for Sink<S> {
     fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
         self.ctx.enter();
         self.catch_up()?;
-        self.sink.pre_commit(barrier.id)?;
-        self.ctx.snapshot(barrier, Vec::new())
+        let state = self.sink.pre_commit(barrier.id)?;
+        self.ctx.snapshot(barrier, state)
     }
     fn finish(&mut self) -> Result<(), JobError> {
         self.ctx.enter();
