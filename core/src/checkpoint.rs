@@ -13,8 +13,8 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shardflow_state::checkpoint::{CheckpointStorage, Metadata};
@@ -409,6 +409,24 @@ pub fn decode_state<T: crate::data::Data>(bytes: &[u8]) -> Result<T, String> {
 pub fn restored_operator_state(
     ctx: &crate::operator::OperatorContext,
 ) -> Result<crate::state::OperatorStateStore, JobError> {
+    if let Some(r) = &ctx.rescaled {
+        // Every earlier shard's state, redistributed by kind (lists split, unions whole).
+        let mut old = Vec::with_capacity(r.states.len());
+        for (shard, bytes) in &r.states {
+            if bytes.is_empty() {
+                continue;
+            }
+            let snapshot: crate::state::operator::OperatorStateSnapshot = decode_state(bytes)
+                .map_err(|e| ctx.error(format!("earlier shard {shard}'s state: {e}")))?;
+            old.push(snapshot);
+        }
+        if old.is_empty() {
+            return Ok(crate::state::OperatorStateStore::default());
+        }
+        let mut shares = crate::state::operator::redistribute(&old, ctx.runtime.parallelism);
+        let mine = shares.swap_remove(ctx.runtime.shard as usize);
+        return Ok(crate::state::OperatorStateStore::restored(mine));
+    }
     match ctx.restored.as_deref() {
         Some(bytes) if !bytes.is_empty() => {
             let snapshot: crate::state::operator::OperatorStateSnapshot =
@@ -500,6 +518,30 @@ impl BarrierAligner {
 }
 
 /// What a job resumes from: a complete checkpoint's operator snapshots.
+/// An operator's share of a checkpoint taken at another parallelism (see
+/// [`RestorePlan::rescaled`]).
+#[derive(Debug, Clone)]
+pub struct Rescaled {
+    pub old_parallelism: u32,
+    /// The segments of each earlier shard whose key groups overlap this shard's.
+    pub segments: Vec<(u32, Vec<(String, PathBuf)>)>,
+    /// Every earlier shard's operator state, by shard.
+    pub states: Vec<(u32, Arc<[u8]>)>,
+}
+
+impl Rescaled {
+    /// The states of the earlier shards whose transactions or list entries shard `shard` of
+    /// `parallelism` takes over: those `s` with `s % parallelism == shard`, so that each goes
+    /// to exactly one new shard.
+    pub fn owned_states(&self, shard: u32, parallelism: u32) -> Vec<(u32, Arc<[u8]>)> {
+        self.states
+            .iter()
+            .filter(|(s, _)| s % parallelism == shard)
+            .cloned()
+            .collect()
+    }
+}
+
 pub struct RestorePlan {
     storage: CheckpointStorage,
     id: u64,
@@ -574,14 +616,7 @@ impl RestorePlan {
 
     /// Whether this job (its nodes' names by index, its parallelism) can resume from it: the
     /// same graph at the same parallelism. (Rescaling and operator ids come with savepoints.)
-    pub fn check(&self, nodes: &[&str], parallelism: u32) -> Result<(), JobError> {
-        if parallelism != self.parallelism {
-            return Err(JobError::Config(format!(
-                "checkpoint {} was taken at parallelism {}; this run has {parallelism} \
-                 (rescaling needs a savepoint)",
-                self.id, self.parallelism
-            )));
-        }
+    pub fn check(&self, nodes: &[&str], _parallelism: u32) -> Result<(), JobError> {
         for s in &self.snapshots {
             match nodes.get(s.node as usize) {
                 Some(name) if *name == s.operator => {}
@@ -597,6 +632,45 @@ impl RestorePlan {
             }
         }
         Ok(())
+    }
+
+    /// What shard `shard` of `parallelism` restores of operator `node` when the checkpoint was
+    /// taken at another parallelism (rescaling): the segments of every earlier shard whose
+    /// key groups overlap its own (its store keeps only its key groups of them), and every
+    /// earlier shard's operator state, by shard (each operator redistributes its own kind).
+    /// None if the operator had no state in the checkpoint.
+    pub fn rescaled(
+        &self,
+        node: u32,
+        shard: u32,
+        parallelism: u32,
+        max_parallelism: u32,
+    ) -> Option<Rescaled> {
+        let mine = crate::key::KeyGroupRange::of_shard(shard, parallelism, max_parallelism);
+        let mut overlapping = Vec::new();
+        let mut states = Vec::new();
+        for s in self.snapshots.iter().filter(|s| s.node == node) {
+            let theirs =
+                crate::key::KeyGroupRange::of_shard(s.shard, self.parallelism, max_parallelism);
+            if theirs.start.max(mine.start) < theirs.end.min(mine.end) && !s.segments.is_empty() {
+                let segments = s
+                    .segments
+                    .iter()
+                    .map(|n| (n.clone(), self.storage.segment_path(n)))
+                    .collect();
+                overlapping.push((s.shard, segments));
+            }
+            states.push((s.shard, Arc::<[u8]>::from(s.state.as_slice())));
+        }
+        if states.is_empty() {
+            return None;
+        }
+        states.sort_by_key(|s| s.0);
+        Some(Rescaled {
+            old_parallelism: self.parallelism,
+            segments: overlapping,
+            states,
+        })
     }
 
     /// The snapshot of operator `node` on `shard`, with its segments' paths.

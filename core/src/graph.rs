@@ -521,15 +521,30 @@ impl JobGraph {
             };
             let backend = state.backend(idx as u32, &node.name);
             let mut restored = None;
-            if let Some((snap, segments)) = shard
-                .restore
-                .as_ref()
-                .and_then(|p| p.of(idx as u32, shard.shard))
-            {
-                if !segments.is_empty() {
-                    backend.restore(&segments)?;
+            let mut rescaled = None;
+            match &shard.restore {
+                Some(plan) if plan.parallelism() == shard.parallelism => {
+                    if let Some((snap, segments)) = plan.of(idx as u32, shard.shard) {
+                        if !segments.is_empty() {
+                            backend.restore(&segments)?;
+                        }
+                        restored = Some(Arc::from(snap.state.as_slice()));
+                    }
                 }
-                restored = Some(Arc::from(snap.state.as_slice()));
+                Some(plan) => {
+                    if let Some(r) = plan.rescaled(
+                        idx as u32,
+                        shard.shard,
+                        shard.parallelism,
+                        shard.max_parallelism,
+                    ) {
+                        if !r.segments.is_empty() {
+                            backend.restore_rescaled(shard.key_groups, r.segments.clone())?;
+                        }
+                        rescaled = Some(Arc::new(r));
+                    }
+                }
+                None => {}
             }
             let ctx = OperatorContext {
                 runtime: RuntimeContext {
@@ -547,6 +562,7 @@ impl JobGraph {
                 checkpoints: shard.checkpoints.clone(),
                 restored,
                 restored_from: shard.restore.as_ref().map(|p| p.id()),
+                rescaled,
             };
             match &node.kind {
                 NodeKind::Source(make) => {

@@ -143,8 +143,9 @@ impl<T: Send + 'static> SinkFunction<T> for CollectSink<T> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert((self.shard, checkpoint), records);
-        // The staged records live in the handle, beside the job, not in the checkpoint.
-        Ok(Vec::new())
+        // The staged records live in the handle, beside the job; the checkpoint names whose
+        // they are, so that a restore at another parallelism commits every shard's.
+        Ok(self.shard.to_le_bytes().to_vec())
     }
 
     fn commit(&mut self, checkpoint: u64) -> Result<(), JobError> {
@@ -152,14 +153,25 @@ impl<T: Send + 'static> SinkFunction<T> for CollectSink<T> {
         Ok(())
     }
 
-    fn restore(&mut self, checkpoint: u64, _states: &[&[u8]]) -> Result<(), JobError> {
-        self.handle.commit(self.shard, checkpoint);
-        // Staged after the checkpoint resumed from: the restart replays those records.
-        self.handle
-            .staged
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|k, _| k.0 != self.shard);
+    fn restore(&mut self, checkpoint: u64, states: &[&[u8]]) -> Result<(), JobError> {
+        // The shards whose staged records this one takes over: its own, and after a rescale
+        // the earlier shards that map to it.
+        let mut shards: Vec<u32> = states
+            .iter()
+            .filter_map(|b| <[u8; 4]>::try_from(*b).ok().map(u32::from_le_bytes))
+            .collect();
+        if !shards.contains(&self.shard) {
+            shards.push(self.shard);
+        }
+        for shard in shards {
+            self.handle.commit(shard, checkpoint);
+            // Staged after the checkpoint resumed from: the restart replays those records.
+            self.handle
+                .staged
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|k, _| k.0 != shard);
+        }
         Ok(())
     }
 }

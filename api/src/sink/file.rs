@@ -180,6 +180,34 @@ impl<T, E: FnMut(&T, &mut Vec<u8>)> FileSink<T, E> {
             .flatten()
     }
 
+    /// The shards with staged parts in the directory.
+    fn staged_shards(&self) -> Result<Vec<u32>, JobError> {
+        let entries = std::fs::read_dir(&self.dir)
+            .map_err(|e| JobError::io(&self.dir, "cannot list output directory", e))?;
+        let mut shards = Vec::new();
+        for entry in entries {
+            let entry =
+                entry.map_err(|e| JobError::io(&self.dir, "cannot list output directory", e))?;
+            let name = entry.file_name();
+            let Some(rest) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix('.'))
+                .and_then(|n| n.strip_suffix(".inprogress"))
+                .and_then(|n| n.strip_prefix(&self.options.prefix))
+                .and_then(|n| n.strip_prefix('-'))
+            else {
+                continue;
+            };
+            if let Some(shard) = rest.get(..5).and_then(|s| s.parse::<u32>().ok())
+                && self.parse(shard, &name.to_string_lossy()).is_some()
+                && !shards.contains(&shard)
+            {
+                shards.push(shard);
+            }
+        }
+        Ok(shards)
+    }
+
     /// `shard`'s parts in the directory: (number, staged).
     fn list(&self, shard: u32) -> Result<Vec<(u64, bool)>, JobError> {
         let entries = std::fs::read_dir(&self.dir)
@@ -481,18 +509,24 @@ impl<T: 'static, E: FnMut(&T, &mut Vec<u8>) + 'static> SinkFunction<T> for FileS
         self.pending.clear();
         self.buf.clear();
         self.next = None;
-        let mut own = false;
+        let mut adopted = Vec::new();
         for bytes in states {
             let state: SinkState = decode_state(bytes).map_err(|e| {
                 self.ctx.error(format!(
                     "checkpoint {checkpoint}: the file sink's state: {e}"
                 ))
             })?;
-            own |= state.shard == self.shard();
+            adopted.push(state.shard);
             self.adopt(checkpoint, &state)?;
         }
-        if !own {
-            self.abort_staged(self.shard())?;
+        // Staged parts the checkpoint does not name were written after it: by this shard, or
+        // by shards of a run at another parallelism that failed before its first checkpoint.
+        // Shard `s`'s are this shard's to delete when `s % parallelism` is this shard.
+        let (me, p) = (self.shard(), self.ctx.runtime.parallelism);
+        for s in self.staged_shards()? {
+            if s % p == me && !adopted.contains(&s) {
+                self.abort_staged(s)?;
+            }
         }
         self.sync_dir()
     }

@@ -11,9 +11,64 @@ use shardflow_core::JobError;
 use shardflow_core::source::{Source, SourceStatus};
 use shardflow_core::state::OperatorStateStore;
 
+/// What a shard of an in-memory source has left to emit: ranges of positions, each
+/// `(next, remaining)`, emitted in order. A checkpoint stores them as the `remaining` list state,
+/// so a restore at another parallelism hands each earlier shard's ranges to exactly one new
+/// shard (round robin over the entries; a new shard may get none and end at once).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Remaining {
+    ranges: std::collections::VecDeque<(u64, u64)>,
+}
+
+impl Remaining {
+    pub(crate) fn new(start: u64, count: u64) -> Self {
+        let mut ranges = std::collections::VecDeque::new();
+        if count > 0 {
+            ranges.push_back((start, count));
+        }
+        Self { ranges }
+    }
+
+    /// The next run of up to `max` positions: `(first, count)`; None once all are taken.
+    pub(crate) fn take(&mut self, max: u64) -> Option<(u64, u64)> {
+        let front = self.ranges.front_mut()?;
+        let n = front.1.min(max.max(1));
+        let first = front.0;
+        // Wraps only past the last position (offset 2^64 - 1 of a sequence up to i64::MAX),
+        // where the range is done.
+        front.0 = front.0.wrapping_add(n);
+        front.1 -= n;
+        if front.1 == 0 {
+            self.ranges.pop_front();
+        }
+        Some((first, n))
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    /// Takes the ranges a checkpoint recorded (none restored: keeps the shard's own share).
+    pub(crate) fn restore(&mut self, state: &mut OperatorStateStore) -> Result<(), JobError> {
+        if state.is_restored() {
+            let saved = state.list_state::<(u64, u64)>("remaining")?;
+            self.ranges = saved.iter().copied().filter(|r| r.1 > 0).collect();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn save(&self, state: &mut OperatorStateStore) -> Result<(), JobError> {
+        let saved = state.list_state::<(u64, u64)>("remaining")?;
+        saved.clear();
+        saved.extend(self.ranges.iter().copied());
+        Ok(())
+    }
+}
+
 /// Takes a shard's position in `[start, end)` back from a checkpoint's `position` list state
 /// (`(start, end, next)` per shard): `next`, or an error if the checkpoint split the input
-/// differently (a rescaled in-memory source cannot find its share).
+/// differently (these generators do not rescale yet: their position is one index in a
+/// paced or seeded sequence, not a set of ranges).
 pub(crate) fn restored_position(
     state: &mut OperatorStateStore,
     what: &str,
@@ -26,9 +81,9 @@ pub(crate) fn restored_position(
     let positions = state.list_state::<(u64, u64, u64)>("position")?;
     match positions.iter().find(|p| (p.0, p.1) == (start, end)) {
         Some(p) => Ok(Some(p.2)),
-        None if positions.is_empty() => Ok(None),
         None => Err(JobError::Config(format!(
-            "{what}: the checkpoint holds positions in {:?}, none for this shard's              [{start}, {end})",
+            "{what}: the checkpoint holds positions in {:?}, none for this shard's \
+             [{start}, {end}) (restore it at the parallelism it was taken at)",
             positions.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>()
         ))),
     }
@@ -57,18 +112,14 @@ pub fn split_range(start: u64, end: u64, shard: u32, parallelism: u32) -> Range<
 /// A shard's share of an in-memory collection.
 pub struct IterSource<T> {
     records: Arc<Vec<T>>,
-    start: usize,
-    next: usize,
-    end: usize,
+    remaining: Remaining,
 }
 
 impl<T> IterSource<T> {
     pub fn new(records: Arc<Vec<T>>, range: Range<usize>) -> Self {
         Self {
             records,
-            start: range.start,
-            next: range.start,
-            end: range.end,
+            remaining: Remaining::new(range.start as u64, range.len() as u64),
         }
     }
 }
@@ -79,55 +130,57 @@ impl<T: Clone + 'static> Source<T> for IterSource<T> {
         out: &mut Vec<T>,
         max_records: usize,
     ) -> Result<SourceStatus, JobError> {
-        let upto = (self.next + max_records).min(self.end);
-        out.extend_from_slice(&self.records[self.next..upto]);
-        self.next = upto;
-        Ok(if self.next == self.end {
+        if let Some((first, n)) = self.remaining.take(max_records as u64) {
+            let (first, n) = (first as usize, n as usize);
+            let Some(records) = self.records.get(first..first + n) else {
+                return Err(JobError::Config(format!(
+                    "from_iter: the checkpoint resumes at records {first}..{}, but the \
+                     collection has {}",
+                    first + n,
+                    self.records.len()
+                )));
+            };
+            out.extend_from_slice(records);
+        }
+        Ok(if self.remaining.is_empty() {
             SourceStatus::End
         } else {
             SourceStatus::More
         })
     }
 
-    /// A checkpoint records how far the shard got in its share; a restore goes on from there.
+    /// A checkpoint records the ranges of the collection the shard has left; a restore goes on
+    /// with them (after a rescale, with its share of every earlier shard's).
     fn initialize_state(&mut self, state: &mut OperatorStateStore) -> Result<(), JobError> {
-        let (start, end) = (self.start as u64, self.end as u64);
-        if let Some(next) = restored_position(state, "from_iter", start, end)? {
-            self.next = (next as usize).clamp(self.start, self.end);
-        }
-        Ok(())
+        self.remaining.restore(state)
     }
 
     fn snapshot_state(&mut self, state: &mut OperatorStateStore) -> Result<(), JobError> {
-        save_position(state, self.start as u64, self.end as u64, self.next as u64)
+        self.remaining.save(state)
     }
 }
 
-/// A shard's share of `from..=to`.
+/// A shard's share of `from..=to`. Positions are offsets from `i64::MIN`, so every `i64` fits.
 pub struct SequenceSource {
-    start: i64,
-    next: i64,
-    /// One past the last number of this shard (as i128: `to` may be `i64::MAX`).
-    end: i128,
+    remaining: Remaining,
 }
 
 impl SequenceSource {
     pub fn new(from: i64, to: i64, shard: u32, parallelism: u32) -> Self {
         if to < from {
             return Self {
-                start: 0,
-                next: 0,
-                end: 0,
+                remaining: Remaining::default(),
             };
         }
         let n = (to as i128 - from as i128 + 1) as u128;
         let (s, p) = (shard as u128, parallelism as u128);
         let start = from as i128 + (n * s / p) as i128;
         let end = from as i128 + (n * (s + 1) / p) as i128;
+        // A share of all 2^64 numbers has one too many to count in a u64: it ends one short
+        // (after 2^64 - 1 numbers, which no job lives to see).
+        let count = (end - start).min(u64::MAX as i128) as u64;
         Self {
-            start: start as i64,
-            next: start as i64,
-            end,
+            remaining: Remaining::new((start - i64::MIN as i128) as u64, count),
         }
     }
 }
@@ -138,38 +191,23 @@ impl Source<i64> for SequenceSource {
         out: &mut Vec<i64>,
         max_records: usize,
     ) -> Result<SourceStatus, JobError> {
-        let upto = (self.next as i128 + max_records as i128).min(self.end);
-        let mut x = self.next as i128;
-        while x < upto {
-            out.push(x as i64);
-            x += 1;
+        if let Some((first, n)) = self.remaining.take(max_records as u64) {
+            let first = first as i128 + i64::MIN as i128;
+            out.extend((first..first + n as i128).map(|x| x as i64));
         }
-        if upto >= self.end {
-            self.next = self.end.min(i64::MAX as i128) as i64;
-            return Ok(SourceStatus::End);
-        }
-        self.next = upto as i64;
-        Ok(SourceStatus::More)
+        Ok(if self.remaining.is_empty() {
+            SourceStatus::End
+        } else {
+            SourceStatus::More
+        })
     }
 
-    /// Positions are kept as offsets from `i64::MIN` (u64), so every `i64` fits.
     fn initialize_state(&mut self, state: &mut OperatorStateStore) -> Result<(), JobError> {
-        let off = |x: i128| (x - i64::MIN as i128) as u64;
-        let (start, end) = (off(self.start as i128), off(self.end));
-        if let Some(next) = restored_position(state, "sequence", start, end)? {
-            self.next = (next as i128 + i64::MIN as i128) as i64;
-        }
-        Ok(())
+        self.remaining.restore(state)
     }
 
     fn snapshot_state(&mut self, state: &mut OperatorStateStore) -> Result<(), JobError> {
-        let off = |x: i128| (x - i64::MIN as i128) as u64;
-        save_position(
-            state,
-            off(self.start as i128),
-            off(self.end),
-            off(self.next as i128),
-        )
+        self.remaining.save(state)
     }
 }
 

@@ -399,8 +399,8 @@ impl<R: FromLine> Source<R> for TextFileSource<R> {
         Ok(())
     }
 
-    /// A restored position replaces the shard's splits (the same files, at the same
-    /// parallelism: a checkpoint is restored only so).
+    /// A restored position replaces the shard's splits (the same files; after a rescale, the
+    /// splits left are dealt round robin to the new shards).
     fn initialize_state(&mut self, state: &mut OperatorStateStore) -> Result<(), JobError> {
         if !state.is_restored() {
             return Ok(());

@@ -293,8 +293,67 @@ impl<K, N> Default for TimerQueue<K, N> {
 impl<K: Data + Hash + Eq, N: Data + Hash + Eq> TimerQueue<K, N> {
     /// Counts this queue's timers in the shard's memory budget and writes the latest of them
     /// to the store when it is spent, as state `name` (unique on the shard).
-    pub fn in_store(mut self, backend: &StateBackend, name: String) -> Result<Self, JobError> {
+    pub fn in_store(self, backend: &StateBackend, name: String) -> Result<Self, JobError> {
         let id = backend.register(name)?;
+        let mut queue = self.attach(backend, id);
+        if !backend.is_restored() {
+            return Ok(queue);
+        }
+        let Some((keep, earlier)) = backend.earlier_shards()? else {
+            let got = {
+                let mut b = backend.inner.borrow_mut();
+                Backend::get::<u32, (), QueueSnapshot<K, N>>(&mut b, id, &0, &())?
+            };
+            if let Some(snapshot) = got {
+                queue.restore(snapshot);
+            }
+            return Ok(queue);
+        };
+        // Rescaled: each earlier shard's queue is rebuilt from its own whole store, drained in
+        // time order, and its timers of this shard's key groups registered here. Its snapshot
+        // and blocks in this store (under the key groups of their synthetic keys) are deleted,
+        // and this queue's runs are numbered after all of theirs.
+        let mut olds = Vec::with_capacity(earlier.len());
+        let mut next_run = 0;
+        for old in earlier {
+            let mut q = TimerQueue::<K, N>::default().attach(&old, id);
+            let got = {
+                let mut b = old.inner.borrow_mut();
+                Backend::get::<u32, (), QueueSnapshot<K, N>>(&mut b, id, &0, &())?
+            };
+            if let Some(snapshot) = got {
+                q.restore(snapshot);
+            }
+            let s = q.spill.as_ref().expect("in the store");
+            next_run = next_run.max(s.next_run);
+            let mut b = backend.inner.borrow_mut();
+            Backend::delete::<u32, ()>(&mut b, id, &0, &())?;
+            for r in &s.runs {
+                for block in r.next as u32..r.firsts.len() as u32 {
+                    Backend::delete::<BlockId, ()>(&mut b, id, &(r.id, block), &())?;
+                }
+            }
+            drop(b);
+            olds.push((old, q));
+        }
+        // Runs this queue spills from here on never meet the earlier shards' blocks.
+        queue.spill.as_mut().expect("in the store").next_run = next_run;
+        for (old, mut q) in olds {
+            while let Some((t, k, n)) = q.pop_due(i64::MAX) {
+                if keep.contains(backend.key_group_of(&k)) {
+                    queue.register(t, &k, &n);
+                }
+            }
+            old.check()?;
+            drop(q);
+            old.remove();
+        }
+        backend.check()?;
+        Ok(queue)
+    }
+
+    /// Counts this queue in `backend`'s budget and spills it there as state `id`.
+    fn attach(mut self, backend: &StateBackend, id: u32) -> Self {
         self.spill = Some(Box::new(Spill {
             backend: backend.clone(),
             budget: backend.inner.borrow().budget.clone(),
@@ -314,16 +373,7 @@ impl<K: Data + Hash + Eq, N: Data + Hash + Eq> TimerQueue<K, N> {
             block_records: BLOCK_RECORDS,
             counters: None,
         }));
-        if backend.is_restored() {
-            let got = {
-                let mut b = backend.inner.borrow_mut();
-                Backend::get::<u32, (), QueueSnapshot<K, N>>(&mut b, id, &0, &())?
-            };
-            if let Some(snapshot) = got {
-                self.restore(snapshot);
-            }
-        }
-        Ok(self)
+        self
     }
 
     /// Takes back what [`checkpoint`](Self::checkpoint) wrote (the runs' blocks are in the

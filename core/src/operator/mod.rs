@@ -388,6 +388,10 @@ pub struct OperatorContext {
     pub restored: Option<Arc<[u8]>>,
     /// The checkpoint the job resumed from, if it did.
     pub restored_from: Option<u64>,
+    /// The checkpoint resumed from was taken at another parallelism: every earlier shard's
+    /// state of this operator (`restored` is then None; its keyed state is in its store,
+    /// re-split by key group).
+    pub rescaled: Option<Arc<crate::checkpoint::Rescaled>>,
 }
 
 thread_local! {

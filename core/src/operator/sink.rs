@@ -1,5 +1,7 @@
 //! Sinks: the ends of a job's streams.
 
+use std::sync::Arc;
+
 use super::{Batch, OperatorContext, Push};
 use crate::error::JobError;
 
@@ -69,12 +71,19 @@ impl<S> Sink<S> {
             // A fresh start restores "checkpoint 0": what an earlier attempt staged is
             // aborted (a restart before any checkpoint completed replays everything).
             if self.ctx.checkpoints.is_some() || self.ctx.restored_from.is_some() {
-                let states: Vec<&[u8]> = self
-                    .ctx
-                    .restored
-                    .as_deref()
+                let rt = &self.ctx.runtime;
+                let owned: Vec<Arc<[u8]>> = match &self.ctx.rescaled {
+                    Some(r) => r
+                        .owned_states(rt.shard, rt.parallelism)
+                        .into_iter()
+                        .map(|s| s.1)
+                        .collect(),
+                    None => self.ctx.restored.iter().cloned().collect(),
+                };
+                let states: Vec<&[u8]> = owned
+                    .iter()
+                    .map(|s| &**s)
                     .filter(|s| !s.is_empty())
-                    .into_iter()
                     .collect();
                 self.sink
                     .restore(self.ctx.restored_from.unwrap_or(0), &states)?;

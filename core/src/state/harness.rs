@@ -45,6 +45,7 @@ impl<K: Data + Hash + Eq> KeyedStateHarness<K> {
             checkpoints: None,
             restored: None,
             restored_from: None,
+            rescaled: None,
             node: 0,
         };
         Self {

@@ -176,6 +176,9 @@ impl ShardState {
     }
 }
 
+/// Each earlier shard's checkpointed segments, `(name, file)`, by shard.
+type EarlierSegments = Vec<(u32, Vec<(String, PathBuf)>)>;
+
 pub(crate) struct Backend {
     /// Where the shard's store lives (None: nowhere; the budget is then unlimited).
     dir: Option<PathBuf>,
@@ -207,6 +210,10 @@ pub(crate) struct Backend {
     pub(crate) expired: u64,
     /// The store was restored from a checkpoint: it may hold values of every state.
     restored: bool,
+    /// Restored from a checkpoint taken at another parallelism: the key groups this store
+    /// keeps, and each earlier shard's segments (timer queues read those whole and keep their
+    /// timers of these key groups).
+    rescaled: Option<(crate::key::KeyGroupRange, EarlierSegments)>,
 }
 
 /// Reads the stamp of a stored `(value, stamp)` (None: it does not decode; kept).
@@ -272,6 +279,7 @@ impl StateBackend {
                 clock,
                 expired: 0,
                 restored: false,
+                rescaled: None,
             })),
         }
     }
@@ -366,6 +374,72 @@ impl StateBackend {
         b.store = Some(store);
         b.restored = true;
         Ok(())
+    }
+
+    /// Makes the store the segments of the earlier shards whose key groups overlap `keep`, a
+    /// checkpoint taken at another parallelism: only entries of `keep`'s key groups are
+    /// indexed (rescaling). Before any state is declared.
+    pub fn restore_rescaled(
+        &self,
+        keep: crate::key::KeyGroupRange,
+        shards: Vec<(u32, Vec<(String, PathBuf)>)>,
+    ) -> Result<(), JobError> {
+        let mut b = self.inner.borrow_mut();
+        let Some(dir) = b.dir.clone() else {
+            return Err(JobError::Config(
+                "a state without a store cannot be restored".into(),
+            ));
+        };
+        let all: Vec<(String, PathBuf)> = shards.iter().flat_map(|s| s.1.clone()).collect();
+        let store = Store::restore(dir, working_store_options(), &all, &|g| {
+            keep.contains(g as u32)
+        })
+        .map_err(|e| b.state_error("cannot restore the state store", e))?;
+        b.segments_seen = store.segments();
+        b.store = Some(store);
+        b.restored = true;
+        b.rescaled = Some((keep, shards));
+        Ok(())
+    }
+
+    /// For a store restored at another parallelism: each earlier shard's whole store (every
+    /// key group), read-only in a directory beside this one, with this store's state names,
+    /// and the key groups this store keeps. Empty otherwise.
+    pub(crate) fn earlier_shards(
+        &self,
+    ) -> Result<Option<(crate::key::KeyGroupRange, Vec<StateBackend>)>, JobError> {
+        let b = self.inner.borrow();
+        let (Some((keep, shards)), Some(dir)) = (&b.rescaled, &b.dir) else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(shards.len());
+        for (shard, segments) in shards {
+            let old = Self::make(
+                Some(dir.with_extension(format!("earlier-{shard}"))),
+                MemoryBudget::new(usize::MAX),
+                *shard,
+                b.max_parallelism,
+                b.clock.clone(),
+            );
+            old.restore(segments)?;
+            old.inner.borrow_mut().names = b.names.clone();
+            out.push(old);
+        }
+        Ok(Some((*keep, out)))
+    }
+
+    /// Removes the directory of an earlier shard's store opened by `earlier_shards`.
+    pub(crate) fn remove(self) {
+        let dir = self.inner.borrow_mut().dir.take();
+        self.inner.borrow_mut().store = None;
+        if let Some(dir) = dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+
+    /// The key group of `key` in this backend's store.
+    pub(crate) fn key_group_of<K: Hash>(&self, key: &K) -> u32 {
+        self.inner.borrow().key_group(key) as u32
     }
 
     /// Whether the store was restored from a checkpoint.

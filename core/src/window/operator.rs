@@ -121,10 +121,23 @@ where
         ctx.expect_checkpoints();
         // The shared window timers of the checkpoint the job resumed from.
         let mut window_timers = std::collections::BTreeMap::new();
-        if let Some(bytes) = ctx.restored.as_deref().filter(|b| !b.is_empty()) {
+        // After a rescale every earlier shard's: a shared timer only fires the windows a
+        // shard holds contents of, so each new shard takes all of them.
+        let earlier: Vec<std::sync::Arc<[u8]>> = match &ctx.rescaled {
+            Some(r) => r.states.iter().map(|s| s.1.clone()).collect(),
+            None => ctx.restored.iter().cloned().collect(),
+        };
+        for bytes in earlier.iter().filter(|b| !b.is_empty()) {
             let shared: Vec<(i64, Vec<WA::W>)> =
                 crate::checkpoint::decode_state(bytes).map_err(|e| ctx.error(e))?;
-            window_timers.extend(shared);
+            for (t, windows) in shared {
+                let at = window_timers.entry(t).or_insert_with(Vec::new);
+                for w in windows {
+                    if !at.contains(&w) {
+                        at.push(w);
+                    }
+                }
+            }
         }
         let shared = !merging
             && assigner.is_event_time()

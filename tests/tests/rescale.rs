@@ -1,0 +1,181 @@
+//! Rescaling: a job stopped at parallelism P (a failure with restarts off, after checkpoints
+//! completed) resumes from its checkpoint at another parallelism; the key groups re-split
+//! across the new shards (keyed tables filtered, timer queues redistributed by key, window
+//! timers shared, source ranges and sink transactions dealt to exactly one new shard), and the
+//! final output equals the brute-force reference.
+
+use std::path::Path;
+use std::time::Duration;
+
+use shardflow::prelude::*;
+use shardflow_core::checkpoint::CheckpointConfig;
+use shardflow_core::config::RestartStrategy;
+use shardflow_tests::exactly_once::{self, Failures, first_difference, read_output};
+
+const EVENTS: u64 = 120_000;
+const KEYS: u64 = 1_500;
+
+/// Runs the exactly-once job at `p`; with `stop_at`, it fails at that record (no restart) and
+/// must have completed a checkpoint first. Resumes from `checkpoints` if `resume`.
+fn stage(p: u32, stop_at: Option<u64>, resume: bool, dir: &Path, budget: Option<usize>) {
+    let mut env = StreamExecutionEnvironment::local();
+    env.set_parallelism(p);
+    env.config_mut().source_batch_records = 200;
+    env.config_mut().state_memory_bytes = budget;
+    let checkpoints = dir.join("checkpoints");
+    let mut c = CheckpointConfig::new(&checkpoints, Duration::from_millis(2));
+    c.timeout = Duration::from_secs(60);
+    env.config_mut().checkpoints = Some(c);
+    env.config_mut().restart = RestartStrategy::None;
+    if resume {
+        env.config_mut().restore_from = Some(checkpoints.clone());
+    }
+    let failures = Failures {
+        source_map: stop_at.unwrap_or(u64::MAX),
+        ..Failures::NONE
+    };
+    let events = exactly_once::events(EVENTS, KEYS, 7);
+    // Slow enough (a millisecond every 100 records) for checkpoints to complete before the stop.
+    exactly_once::build(&env, events, failures, &dir.join("out"), 8_000, 100);
+    let storage = shardflow_state::checkpoint::CheckpointStorage::new(&checkpoints).unwrap();
+    let newest = || storage.latest().unwrap().0.map_or(0, |m| m.id);
+    let before = newest();
+    let result = env.execute("rescaled");
+    match stop_at {
+        Some(at) => {
+            let e = result.expect_err("the job was to fail");
+            assert!(e.to_string().contains("injected failure"), "{e}");
+            assert!(
+                newest() > before,
+                "P = {p}: no checkpoint completed before the failure at {at}"
+            );
+        }
+        None => {
+            let r = result.unwrap();
+            assert!(r.restored_from.is_some());
+        }
+    }
+}
+
+fn check(dir: &Path, what: &str) {
+    let want = exactly_once::reference(&exactly_once::events(EVENTS, KEYS, 7));
+    let (got, hidden) = read_output(&dir.join("out"));
+    assert!(hidden.is_empty(), "{what}: left hidden: {hidden:?}");
+    assert!(got == want, "{what}: {}", first_difference(&got, &want));
+}
+
+#[test]
+fn a_checkpoint_taken_at_two_shards_resumes_at_one_three_and_four() {
+    let _cpus = shardflow_tests::shared_cpus();
+    for to in [1, 3, 4] {
+        let tmp = tempfile::tempdir().unwrap();
+        stage(2, Some(70_000), false, tmp.path(), None);
+        stage(to, None, true, tmp.path(), None);
+        check(tmp.path(), &format!("2 -> {to}"));
+    }
+}
+
+/// 4 → 2, with a memory budget small enough that keyed state and window timers are spilled
+/// to the store (timer queues then redistribute their stored runs by key), then 2 → 3.
+/// (Not 2 → 4 → 2: after scaling an in-memory source up, the new shards without ranges end at
+/// once, and a job whose source ended on a shard takes no more checkpoints; see issue 5.)
+#[test]
+fn a_job_rescales_down_with_spilled_state_and_up_again() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let budget = Some(64 << 10);
+    stage(4, Some(50_000), false, tmp.path(), budget);
+    stage(2, Some(30_000), true, tmp.path(), budget);
+    stage(3, None, true, tmp.path(), budget);
+    check(tmp.path(), "4 -> 2 -> 3");
+}
+
+/// Session windows keep a timer per key and session in their timer queues: 4 → 2 with a
+/// budget that spills them, so the queues are read whole from every earlier shard's store and
+/// their timers re-registered by key. Every session of the brute-force reference comes out
+/// once (a lost timer leaves its session unfired).
+#[test]
+fn session_timers_are_redistributed_by_key() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let events = exactly_once::events(EVENTS, KEYS, 11);
+    let gap = 150i64;
+    let mut by_key: std::collections::BTreeMap<u32, Vec<(i64, u64)>> = Default::default();
+    for &(k, t, v) in &events {
+        by_key.entry(k).or_default().push((t, v));
+    }
+    let mut want = Vec::new();
+    for (k, mut evs) in by_key {
+        evs.sort();
+        let (mut start, mut last, mut sum) = (evs[0].0, evs[0].0, 0);
+        for (t, v) in evs {
+            // Windows [t, t + gap) merge when they touch, as Flink's do.
+            if t > last + gap {
+                want.push(exactly_once::line(k, start, sum));
+                (start, sum) = (t, 0);
+            }
+            last = last.max(t);
+            sum += v;
+        }
+        want.push(exactly_once::line(k, start, sum));
+    }
+    want.sort();
+    let tmp = tempfile::tempdir().unwrap();
+    let checkpoints = tmp.path().join("checkpoints");
+    let mut spilled = 0;
+    for (p, stop_at) in [(4, Some(60_000u64)), (2, None)] {
+        let mut env = StreamExecutionEnvironment::local();
+        env.set_parallelism(p);
+        env.config_mut().source_batch_records = 200;
+        env.config_mut().state_memory_bytes = Some(48 << 10);
+        let mut c = CheckpointConfig::new(&checkpoints, Duration::from_millis(2));
+        c.timeout = Duration::from_secs(60);
+        env.config_mut().checkpoints = Some(c);
+        env.config_mut().restart = RestartStrategy::None;
+        if stop_at.is_none() {
+            env.config_mut().restore_from = Some(checkpoints.clone());
+        }
+        let fail = exactly_once::FailOnce::at(stop_at.unwrap_or(u64::MAX));
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        env.from_iter(events.clone())
+            .assign_timestamps_and_watermarks(
+                WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(60))
+                    .with_timestamp_assigner(|e: &exactly_once::Ev| e.1),
+            )
+            .map(move |e: exactly_once::Ev| {
+                fail.tick();
+                if seen
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    .is_multiple_of(100)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                e
+            })
+            .key_by(|e: &exactly_once::Ev| e.0)
+            .window(SessionWindows::event_time(Duration::from_millis(
+                gap as u64,
+            )))
+            .reduce(|a: &mut exactly_once::Ev, b: exactly_once::Ev| {
+                a.1 = a.1.min(b.1);
+                a.2 += b.2;
+            })
+            .map(|(k, t, s): exactly_once::Ev| exactly_once::line(k, t, s))
+            .sink_to_files(tmp.path().join("out"));
+        match env.execute("sessions") {
+            Ok(r) => {
+                assert!(stop_at.is_none() && r.restored_from.is_some());
+                spilled += r
+                    .metrics
+                    .operators
+                    .iter()
+                    .map(|o| o.timers_spilled)
+                    .sum::<u64>();
+            }
+            Err(e) => assert!(stop_at.is_some(), "{e}"),
+        }
+    }
+    assert!(spilled > 0, "no timer was spilled");
+    let (got, hidden) = read_output(&tmp.path().join("out"));
+    assert!(hidden.is_empty(), "{hidden:?}");
+    assert!(got == want, "{}", first_difference(&got, &want));
+}
