@@ -38,6 +38,7 @@
 //! - The engine underneath is `shardflow-core`; its crate docs tell the path of a record.
 
 pub mod connected;
+pub mod control;
 pub mod datagen;
 pub mod env;
 pub mod jobs;

@@ -116,8 +116,16 @@ pub struct CheckpointStats {
     pub bytes_total: u64,
 }
 
+/// A savepoint asked for: where to write it, and who waits for its path.
+pub struct SavepointRequest {
+    pub dir: PathBuf,
+    pub reply: std::sync::mpsc::Sender<Result<PathBuf, String>>,
+}
+
 struct Pending {
     started: Instant,
+    /// This checkpoint is also a savepoint.
+    savepoint: Option<SavepointRequest>,
     acks: Vec<OperatorSnapshot>,
     bytes_added: u64,
     bytes_total: u64,
@@ -135,11 +143,21 @@ struct State {
     sources_finished: bool,
     /// What two-phase-commit sinks left to commit once the whole job has ended.
     at_job_end: Vec<JobEndAction>,
+    /// Savepoints asked for and not triggered yet.
+    savepoints: Vec<SavepointRequest>,
 }
 
 /// A sink's last commit, run once every shard ended without failure (see
 /// [`Coordinator::on_job_end`]).
 pub type JobEndAction = Box<dyn FnOnce() -> Result<(), JobError> + Send>;
+
+impl Pending {
+    fn fail_savepoint(&self, id: u64, why: &str) {
+        if let Some(r) = &self.savepoint {
+            let _ = r.reply.send(Err(format!("checkpoint {id} failed: {why}")));
+        }
+    }
+}
 
 /// The job's checkpoint coordinator: triggers checkpoints, collects every operator's ack, and
 /// completes them. Shared by the shards (acks are rare: a lock per operator and checkpoint).
@@ -230,24 +248,29 @@ impl Coordinator {
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
-            s.pending.remove(&id);
-            s.failed
-                .push((id, format!("not complete within {timeout:?}")));
+            let why = format!("not complete within {timeout:?}");
+            if let Some(p) = s.pending.remove(&id) {
+                p.fail_savepoint(id, &why);
+            }
+            s.failed.push((id, why));
         }
         if s.pending.len() >= self.config.max_concurrent {
             return None;
         }
         if let Some(at) = s.last_completed_at
             && now.duration_since(at) < self.config.min_pause
+            && s.savepoints.is_empty()
         {
             return None;
         }
         let id = s.next_id;
         s.next_id += 1;
+        let savepoint = (!s.savepoints.is_empty()).then(|| s.savepoints.remove(0));
         s.pending.insert(
             id,
             Pending {
                 started: now,
+                savepoint,
                 acks: Vec::new(),
                 bytes_added: 0,
                 bytes_total: 0,
@@ -295,6 +318,10 @@ impl Coordinator {
         self.storage
             .commit(&meta)
             .map_err(|e| self.error(id, e.to_string()))?;
+        if let Some(req) = &p.savepoint {
+            let written = self.write_savepoint(&req.dir, &meta);
+            let _ = req.reply.send(written.map_err(|e| e.to_string()));
+        }
         // Segments uploaded for checkpoints still in flight stay.
         let in_flight = s
             .pending
@@ -320,17 +347,74 @@ impl Coordinator {
     /// goes on; the next checkpoint is triggered as usual).
     pub fn decline(&self, id: u64, reason: String) {
         let mut s = self.state.lock().expect("coordinator lock");
-        if s.pending.remove(&id).is_some() {
+        if let Some(p) = s.pending.remove(&id) {
+            p.fail_savepoint(id, &reason);
             s.failed.push((id, reason));
         }
     }
 
-    /// A source reached its end: it will ack no later checkpoint, so none is triggered.
-    pub fn source_finished(&self) {
-        self.state
+    /// Asks for a savepoint in a directory of its own under `dir`: the next checkpoint,
+    /// triggered at once (as soon as no other is in flight), is also written there whole —
+    /// every segment it needs and its metadata, independent of the checkpoint directory and
+    /// its retention. `reply` learns the savepoint's path, or why it was not taken.
+    pub fn request_savepoint(&self, request: SavepointRequest) {
+        let mut s = self.state.lock().expect("coordinator lock");
+        if s.sources_finished {
+            let _ = request.reply.send(Err(
+                "a source of the job has ended: no more checkpoints are taken".into(),
+            ));
+            return;
+        }
+        s.savepoints.push(request);
+    }
+
+    /// Whether a savepoint waits to be triggered.
+    pub fn savepoint_requested(&self) -> bool {
+        !self
+            .state
             .lock()
             .expect("coordinator lock")
-            .sources_finished = true;
+            .savepoints
+            .is_empty()
+    }
+
+    /// Writes checkpoint `meta` as a self-contained savepoint `<dir>/savepoint-<id>`: a
+    /// checkpoint directory of its own (`shared/` with every segment, linked or copied, and
+    /// `chk-<id>/_metadata`), which `restore_from` takes like any checkpoint directory.
+    fn write_savepoint(&self, dir: &std::path::Path, meta: &Metadata) -> Result<PathBuf, JobError> {
+        let root = dir.join(format!("savepoint-{}", meta.id));
+        let bad = |e: String| JobError::Config(format!("savepoint {}: {e}", root.display()));
+        let target = CheckpointStorage::new(&root).map_err(|e| bad(e.to_string()))?;
+        for name in &meta.segments {
+            let path = self.storage.segment_path(name);
+            let file =
+                std::fs::File::open(&path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            let bytes = file
+                .metadata()
+                .map_err(|e| bad(format!("{}: {e}", path.display())))?
+                .len();
+            target
+                .upload(&shardflow_state::SegmentHandle {
+                    name: name.clone(),
+                    path,
+                    bytes,
+                    file,
+                })
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        target.commit(meta).map_err(|e| bad(e.to_string()))?;
+        Ok(root)
+    }
+
+    /// A source reached its end: it will ack no later checkpoint, so none is triggered.
+    pub fn source_finished(&self) {
+        let mut s = self.state.lock().expect("coordinator lock");
+        s.sources_finished = true;
+        for r in s.savepoints.drain(..) {
+            let _ = r.reply.send(Err(
+                "a source of the job has ended: no more checkpoints are taken".into(),
+            ));
+        }
     }
 
     /// The job ended: checkpoints still in flight are abandoned, saying which acks they had.
@@ -338,7 +422,13 @@ impl Coordinator {
         let mut s = self.state.lock().expect("coordinator lock");
         let expected = self.expected.load(Ordering::Relaxed);
         let pending = std::mem::take(&mut s.pending);
+        for r in s.savepoints.drain(..) {
+            let _ = r
+                .reply
+                .send(Err("the job ended before it was taken".into()));
+        }
         for (id, p) in pending {
+            p.fail_savepoint(id, "the job ended before it was complete");
             let mut who: Vec<String> = p
                 .acks
                 .iter()

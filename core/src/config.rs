@@ -124,6 +124,8 @@ pub struct JobConfig {
     /// Resume from this checkpoint (a `chk-<n>` directory, or a checkpoint directory whose
     /// newest complete checkpoint is taken).
     pub restore_from: Option<std::path::PathBuf>,
+    /// Savepoints asked for from another thread while the job runs.
+    pub control: Option<JobControl>,
     /// Whether a failed job with checkpoints restarts from its newest one.
     pub restart: RestartStrategy,
 }
@@ -192,6 +194,121 @@ impl Default for JobConfig {
             checkpoints: None,
             restore_from: None,
             restart: RestartStrategy::default(),
+            control: None,
+        }
+    }
+}
+
+/// Controls a running job from another thread: savepoints (the API equivalent of
+/// `shardflow savepoint`). Put a clone in [`JobConfig::control`] before `execute`.
+///
+/// ```no_run
+/// # use shardflow_core::config::{JobConfig, JobControl};
+/// let control = JobControl::default();
+/// let mut config = JobConfig::default();
+/// config.control = Some(control.clone());
+/// // ... execute the job on another thread, then:
+/// let path = control.savepoint("/var/savepoints")?;
+/// # Ok::<(), shardflow_core::JobError>(())
+/// ```
+#[derive(Clone, Default)]
+pub struct JobControl {
+    requests: std::sync::Arc<std::sync::Mutex<ControlState>>,
+}
+
+#[derive(Default)]
+struct ControlState {
+    requests: Vec<crate::checkpoint::SavepointRequest>,
+    /// The job is not running (not yet, or no more): a request is answered at once.
+    idle: bool,
+    /// Cancel asked for.
+    cancel: bool,
+}
+
+impl std::fmt::Debug for JobControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JobControl")
+    }
+}
+
+impl JobControl {
+    /// Takes a savepoint of the running job into a new directory under `dir` and returns its
+    /// path (restore from it with `JobConfig::restore_from`, at any parallelism up to the max
+    /// parallelism). Waits for it; an error says why it was not taken (the job takes no
+    /// checkpoints, a source ended, the checkpoint failed or the job ended first).
+    pub fn savepoint(
+        &self,
+        dir: impl Into<std::path::PathBuf>,
+    ) -> Result<std::path::PathBuf, crate::JobError> {
+        let dir = dir.into();
+        let (reply, answer) = std::sync::mpsc::channel();
+        {
+            let mut state = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+            if state.idle {
+                return Err(crate::JobError::Config(format!(
+                    "savepoint into {}: the job is not running",
+                    dir.display()
+                )));
+            }
+            state.requests.push(crate::checkpoint::SavepointRequest {
+                dir: dir.clone(),
+                reply,
+            });
+        }
+        match answer.recv() {
+            Ok(Ok(path)) => Ok(path),
+            Ok(Err(why)) => Err(crate::JobError::Config(format!(
+                "savepoint into {}: {why}",
+                dir.display()
+            ))),
+            Err(_) => Err(crate::JobError::Config(format!(
+                "savepoint into {}: the job ended before it was taken",
+                dir.display()
+            ))),
+        }
+    }
+
+    /// Cancels the job: it stops without a restart and `execute` returns
+    /// `JobError::Cancelled` (take a savepoint first to resume it later: stop with savepoint).
+    pub fn cancel(&self) {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cancel = true;
+    }
+
+    /// Whether [`cancel`](Self::cancel) was called.
+    pub fn cancel_requested(&self) -> bool {
+        self.requests
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .cancel
+    }
+
+    /// The savepoints asked for since the last call (the job's driver hands them on).
+    pub fn take_requests(&self) -> Vec<crate::checkpoint::SavepointRequest> {
+        std::mem::take(
+            &mut self
+                .requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .requests,
+        )
+    }
+
+    /// The job started (`running`) or ended: once ended, every request waiting and every
+    /// later one is answered with an error.
+    pub fn set_running(&self, running: bool) {
+        let mut state = self.requests.lock().unwrap_or_else(|e| e.into_inner());
+        state.idle = !running;
+        if running {
+            state.cancel = false;
+        } else {
+            for r in state.requests.drain(..) {
+                let _ = r
+                    .reply
+                    .send(Err("the job ended before it was taken".into()));
+            }
         }
     }
 }

@@ -72,7 +72,7 @@ pub enum JobError {
     },
     #[error("state on shard {shard}: {message}")]
     State { shard: u32, message: String },
-    #[error("the job was cancelled because another shard failed")]
+    #[error("the job was cancelled")]
     Cancelled,
 }
 

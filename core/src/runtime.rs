@@ -372,6 +372,24 @@ pub fn execute(
     graph.validate()?;
     let graph = Arc::new(graph);
     let mut config = config;
+    if let Some(c) = &config.control {
+        c.set_running(true);
+    }
+    let control = config.control.clone();
+    let result = execute_attempts(graph, &mut config, job_name, on_progress);
+    if let Some(c) = control {
+        c.set_running(false);
+    }
+    result
+}
+
+/// Runs attempts of the job until one succeeds or no restart is left.
+fn execute_attempts(
+    graph: Arc<JobGraph>,
+    config: &mut JobConfig,
+    job_name: &str,
+    on_progress: &mut dyn FnMut(&MetricsSnapshot, Duration),
+) -> Result<JobResult, JobError> {
     let mut restarts = 0u32;
     loop {
         // Checkpoints the attempt completed (known even when it fails).
@@ -593,9 +611,26 @@ fn execute_inner(
                 }
             }
             Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(control) = &config.control {
+                    if control.cancel_requested() {
+                        cancel.fail(JobError::Cancelled);
+                    }
+                    for request in control.take_requests() {
+                        match &coordinator {
+                            Some(c) => c.request_savepoint(request),
+                            None => {
+                                let _ = request.reply.send(Err(
+                                    "the job takes no checkpoints (give it a checkpoint \
+                                     directory)"
+                                        .into(),
+                                ));
+                            }
+                        }
+                    }
+                }
                 if let Some(c) = &coordinator
                     && built.load(std::sync::atomic::Ordering::Acquire) == p
-                    && last_trigger.elapsed() >= c.config().interval
+                    && (last_trigger.elapsed() >= c.config().interval || c.savepoint_requested())
                 {
                     last_trigger = Instant::now();
                     c.trigger();

@@ -179,3 +179,71 @@ fn session_timers_are_redistributed_by_key() {
     assert!(hidden.is_empty(), "{hidden:?}");
     assert!(got == want, "{}", first_difference(&got, &want));
 }
+
+/// Stop with savepoint, then rescale: a job at P = 2 (no periodic checkpoints) gets a savepoint
+/// through `JobControl` while it runs and is cancelled; the checkpoint directory is deleted (a
+/// savepoint is self-contained); the savepoint restored at P = 1, 3 and 4, each on a copy of
+/// the output as the cancelled job left it, gives the brute-force output.
+#[test]
+fn a_savepoint_restores_at_other_parallelisms_without_the_checkpoints() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let tmp = tempfile::tempdir().unwrap();
+    let control = shardflow_core::config::JobControl::default();
+    let running = {
+        let control = control.clone();
+        let dir = tmp.path().to_path_buf();
+        std::thread::spawn(move || {
+            let mut env = StreamExecutionEnvironment::local();
+            env.set_parallelism(2);
+            env.config_mut().source_batch_records = 200;
+            // Savepoints only: nothing is committed after the savepoint.
+            env.config_mut().checkpoints = Some(CheckpointConfig::new(
+                dir.join("checkpoints"),
+                Duration::from_secs(3600),
+            ));
+            env.config_mut().restart = RestartStrategy::None;
+            env.config_mut().control = Some(control);
+            let events = exactly_once::events(EVENTS, KEYS, 7);
+            exactly_once::build(&env, events, Failures::NONE, &dir.join("out"), 8_000, 100);
+            env.execute("savepointed")
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let savepoint = control
+        .savepoint(tmp.path().join("savepoints"))
+        .expect("savepoint");
+    control.cancel();
+    let ended = running.join().unwrap();
+    assert!(
+        matches!(ended, Err(shardflow_core::JobError::Cancelled)),
+        "{ended:?}"
+    );
+    assert!(savepoint.starts_with(tmp.path().join("savepoints")));
+    let (done, _) = read_output(&tmp.path().join("out"));
+    let want = exactly_once::reference(&exactly_once::events(EVENTS, KEYS, 7));
+    assert!(
+        done.len() < want.len(),
+        "the job ended before it was cancelled"
+    );
+    std::fs::remove_dir_all(tmp.path().join("checkpoints")).unwrap();
+    for p in [1, 3, 4] {
+        let run = tmp.path().join(format!("at-{p}"));
+        std::fs::create_dir_all(run.join("out")).unwrap();
+        for e in std::fs::read_dir(tmp.path().join("out")).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), run.join("out").join(e.file_name())).unwrap();
+        }
+        let mut env = StreamExecutionEnvironment::local();
+        env.set_parallelism(p);
+        env.config_mut().checkpoints = Some(CheckpointConfig::new(
+            run.join("checkpoints"),
+            Duration::from_millis(5),
+        ));
+        env.config_mut().restore_from = Some(savepoint.clone());
+        let events = exactly_once::events(EVENTS, KEYS, 7);
+        exactly_once::build(&env, events, Failures::NONE, &run.join("out"), 8_000, 0);
+        let r = env.execute("from a savepoint").unwrap();
+        assert!(r.restored_from.is_some());
+        check(&run, &format!("savepoint at 2 -> {p}"));
+    }
+}

@@ -38,6 +38,30 @@ enum Command {
         #[command(subcommand)]
         what: Generate,
     },
+    /// List the local jobs running on this machine.
+    List,
+    /// Take a savepoint of a running local job (run with --checkpoint-dir): a full,
+    /// self-contained copy of its state, restored with `run ... --from-savepoint PATH`, at any
+    /// parallelism. Prints the savepoint's path.
+    Savepoint {
+        /// The job's name (as `shardflow list` shows it).
+        job: String,
+        /// The directory to write the savepoint into (a new `savepoint-<n>` in it).
+        #[arg(long, default_value = "savepoints")]
+        dir: PathBuf,
+        /// Which process, if several run the job.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Cancel the job once the savepoint is taken (stop with savepoint).
+        #[arg(long)]
+        cancel: bool,
+    },
+    /// Cancel a running local job.
+    Cancel {
+        job: String,
+        #[arg(long)]
+        pid: Option<u32>,
+    },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,6 +101,10 @@ struct Common {
     /// Milliseconds between checkpoints (with --checkpoint-dir).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     checkpoint_interval_ms: u64,
+    /// Resume from a savepoint (or a checkpoint: a `chk-<n>` directory, or a checkpoint
+    /// directory's newest complete one), at this run's parallelism (rescaling if it differs).
+    #[arg(long, value_name = "PATH")]
+    from_savepoint: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -225,7 +253,21 @@ fn main() -> ExitCode {
     }
 }
 
-fn configure(env: &mut StreamExecutionEnvironment, common: &Common) {
+/// Applies the common flags, and serves the job's control socket (savepoints, cancel) until
+/// the returned server is dropped.
+fn configure(
+    env: &mut StreamExecutionEnvironment,
+    common: &Common,
+    job: &str,
+) -> Result<shardflow::control::ControlServer, JobError> {
+    configure_env(env, common);
+    env.config_mut().restore_from = common.from_savepoint.clone();
+    let control = shardflow_core::config::JobControl::default();
+    env.config_mut().control = Some(control.clone());
+    shardflow::control::serve(job, control)
+}
+
+fn configure_env(env: &mut StreamExecutionEnvironment, common: &Common) {
     if let Some(p) = common.parallelism {
         env.set_parallelism(p);
     }
@@ -303,6 +345,36 @@ fn run(cli: Cli) -> Result<(), JobError> {
             );
             Ok(())
         }
+        Command::List => {
+            let jobs = shardflow::control::running_jobs();
+            if jobs.is_empty() {
+                println!("no local job is running");
+            }
+            for j in jobs {
+                println!("{}\tprocess {}", j.job, j.pid);
+            }
+            Ok(())
+        }
+        Command::Savepoint {
+            job,
+            dir,
+            pid,
+            cancel,
+        } => {
+            let running = shardflow::control::find(&job, pid)?;
+            let path = shardflow::control::savepoint(&running, &dir)?;
+            println!("{}", path.display());
+            if cancel {
+                shardflow::control::request(&running, "cancel")?;
+            }
+            Ok(())
+        }
+        Command::Cancel { job, pid } => {
+            let running = shardflow::control::find(&job, pid)?;
+            shardflow::control::request(&running, "cancel")?;
+            println!("cancelled {} (process {})", running.job, running.pid);
+            Ok(())
+        }
         Command::Run { job } => match job {
             Job::Logs {
                 input,
@@ -314,7 +386,7 @@ fn run(cli: Cli) -> Result<(), JobError> {
                 common,
             } => {
                 let mut env = StreamExecutionEnvironment::local();
-                configure(&mut env, &common);
+                let _control = configure(&mut env, &common, "logs")?;
                 env.on_progress(progress_reporter("logs"));
                 let settings = logs::LogsSettings {
                     window: Duration::from_secs(window_secs.max(1)),
@@ -383,7 +455,7 @@ fn run(cli: Cli) -> Result<(), JobError> {
                 common,
             } => {
                 let mut env = StreamExecutionEnvironment::local();
-                configure(&mut env, &common);
+                let _control = configure(&mut env, &common, "telemetry")?;
                 env.on_progress(progress_reporter("telemetry"));
                 let settings = TelemetrySettings {
                     readings: rate.saturating_mul(duration_secs),
@@ -464,7 +536,7 @@ fn run(cli: Cli) -> Result<(), JobError> {
                 common,
             } => {
                 let mut env = StreamExecutionEnvironment::local();
-                configure(&mut env, &common);
+                let _control = configure(&mut env, &common, "wordcount")?;
                 env.set_runtime_mode(match mode {
                     Mode::Batch => RuntimeMode::Batch,
                     Mode::Streaming => RuntimeMode::Streaming,

@@ -108,12 +108,10 @@ pub fn reading(s: &TelemetrySettings, i: u64) -> Reading {
     }
 }
 
-/// One shard's share of the generated readings.
+/// One shard's share of the generated readings: the ranges of reading indices it has left.
 pub struct ReadingSource {
     settings: TelemetrySettings,
-    start: u64,
-    next: u64,
-    end: u64,
+    remaining: crate::source::Remaining,
     started: std::time::Instant,
 }
 
@@ -123,38 +121,41 @@ impl Source<Reading> for ReadingSource {
         out: &mut Vec<Reading>,
         max_records: usize,
     ) -> Result<SourceStatus, JobError> {
-        let mut until = self.end.min(self.next + max_records as u64);
-        if self.settings.paced {
+        let mut max = max_records as u64;
+        if self.settings.paced
+            && let Some(next) = self.remaining.front()
+        {
             // Emit no reading before its time: reading i is due i / rate seconds in.
             let elapsed = self.started.elapsed().as_secs_f64();
             let due = (elapsed * self.settings.rate as f64) as u64;
-            if due <= self.next {
+            if due <= next {
                 glommio::timer::sleep(Duration::from_micros(500)).await;
                 return Ok(SourceStatus::More);
             }
-            until = until.min(due);
+            max = max.min(due - next);
         }
-        out.extend((self.next..until).map(|i| reading(&self.settings, i)));
-        self.next = until;
-        Ok(if self.next >= self.end {
+        if let Some((first, n)) = self.remaining.take(max) {
+            out.extend((first..first + n).map(|i| reading(&self.settings, i)));
+        }
+        Ok(if self.remaining.is_empty() {
             SourceStatus::End
         } else {
             SourceStatus::More
         })
     }
 
-    /// A checkpoint records the next reading; a restore goes on from it (paced: as if the
-    /// readings before it had been sent on time).
+    /// A checkpoint records the readings left; a restore goes on with them (paced: as if the
+    /// readings before them had been sent on time). After a rescale a shard takes the ranges
+    /// of the earlier shards dealt to it.
     fn initialize_state(
         &mut self,
         state: &mut shardflow_core::state::OperatorStateStore,
     ) -> Result<(), JobError> {
-        if let Some(next) =
-            crate::source::restored_position(state, "readings", self.start, self.end)?
+        self.remaining.restore(state)?;
+        if state.is_restored()
+            && let Some(next) = self.remaining.front()
         {
-            self.next = next.clamp(self.start, self.end);
-            let ahead =
-                Duration::from_secs_f64(self.next as f64 / self.settings.rate.max(1) as f64);
+            let ahead = Duration::from_secs_f64(next as f64 / self.settings.rate.max(1) as f64);
             self.started = std::time::Instant::now()
                 .checked_sub(ahead)
                 .unwrap_or(self.started);
@@ -166,7 +167,7 @@ impl Source<Reading> for ReadingSource {
         &mut self,
         state: &mut shardflow_core::state::OperatorStateStore,
     ) -> Result<(), JobError> {
-        crate::source::save_position(state, self.start, self.end, self.next)
+        self.remaining.save(state)
     }
 }
 
@@ -180,9 +181,7 @@ pub fn readings(
         let r = split_range(0, s.readings, ctx.runtime.shard, ctx.runtime.parallelism);
         Ok(ReadingSource {
             settings: s.clone(),
-            start: r.start,
-            next: r.start,
-            end: r.end,
+            remaining: crate::source::Remaining::new(r.start, r.end - r.start),
             started: std::time::Instant::now(),
         })
     })

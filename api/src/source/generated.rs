@@ -11,17 +11,15 @@ use crate::datagen::ZipfText;
 
 pub struct GeneratedTextSource {
     text: Arc<ZipfText>,
-    /// The shard's share, and what of it is left.
-    share: Range<u64>,
-    lines: Range<u64>,
+    /// The lines the shard has left.
+    remaining: super::Remaining,
 }
 
 impl GeneratedTextSource {
     pub fn new(text: Arc<ZipfText>, lines: Range<u64>) -> Self {
         Self {
             text,
-            share: lines.clone(),
-            lines,
+            remaining: super::Remaining::new(lines.start, lines.end - lines.start),
         }
     }
 }
@@ -32,35 +30,33 @@ impl Source<String> for GeneratedTextSource {
         out: &mut Vec<String>,
         max_records: usize,
     ) -> Result<SourceStatus, JobError> {
-        for _ in 0..max_records {
-            let Some(j) = self.lines.next() else { break };
-            let mut line = String::with_capacity(96);
-            self.text.line(j, &mut line);
-            out.push(line);
+        if let Some((first, n)) = self.remaining.take(max_records as u64) {
+            for j in first..first + n {
+                let mut line = String::with_capacity(96);
+                self.text.line(j, &mut line);
+                out.push(line);
+            }
         }
-        Ok(if self.lines.is_empty() {
+        Ok(if self.remaining.is_empty() {
             SourceStatus::End
         } else {
             SourceStatus::More
         })
     }
 
-    /// A checkpoint records the next line; a restore goes on from it.
+    /// A checkpoint records the lines left; a restore goes on with them (after a rescale, with
+    /// the earlier shards' ranges dealt to this one).
     fn initialize_state(
         &mut self,
         state: &mut shardflow_core::state::OperatorStateStore,
     ) -> Result<(), JobError> {
-        let (start, end) = (self.share.start, self.share.end);
-        if let Some(next) = super::restored_position(state, "generated text", start, end)? {
-            self.lines = next.clamp(start, end)..end;
-        }
-        Ok(())
+        self.remaining.restore(state)
     }
 
     fn snapshot_state(
         &mut self,
         state: &mut shardflow_core::state::OperatorStateStore,
     ) -> Result<(), JobError> {
-        super::save_position(state, self.share.start, self.share.end, self.lines.start)
+        self.remaining.save(state)
     }
 }

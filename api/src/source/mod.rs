@@ -44,6 +44,11 @@ impl Remaining {
         Some((first, n))
     }
 
+    /// The next position, if any is left.
+    pub(crate) fn front(&self) -> Option<u64> {
+        self.ranges.front().map(|r| r.0)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
@@ -63,43 +68,6 @@ impl Remaining {
         saved.extend(self.ranges.iter().copied());
         Ok(())
     }
-}
-
-/// Takes a shard's position in `[start, end)` back from a checkpoint's `position` list state
-/// (`(start, end, next)` per shard): `next`, or an error if the checkpoint split the input
-/// differently (these generators do not rescale yet: their position is one index in a
-/// paced or seeded sequence, not a set of ranges).
-pub(crate) fn restored_position(
-    state: &mut OperatorStateStore,
-    what: &str,
-    start: u64,
-    end: u64,
-) -> Result<Option<u64>, JobError> {
-    if !state.is_restored() {
-        return Ok(None);
-    }
-    let positions = state.list_state::<(u64, u64, u64)>("position")?;
-    match positions.iter().find(|p| (p.0, p.1) == (start, end)) {
-        Some(p) => Ok(Some(p.2)),
-        None => Err(JobError::Config(format!(
-            "{what}: the checkpoint holds positions in {:?}, none for this shard's \
-             [{start}, {end}) (restore it at the parallelism it was taken at)",
-            positions.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>()
-        ))),
-    }
-}
-
-/// Saves a shard's position in `[start, end)` as its `position` list state.
-pub(crate) fn save_position(
-    state: &mut OperatorStateStore,
-    start: u64,
-    end: u64,
-    next: u64,
-) -> Result<(), JobError> {
-    let positions = state.list_state::<(u64, u64, u64)>("position")?;
-    positions.clear();
-    positions.push((start, end, next));
-    Ok(())
 }
 
 /// Shard `shard`'s contiguous share of `[start, end)`.
