@@ -169,6 +169,23 @@ impl<T: Data> DataStream<T> {
         self
     }
 
+    /// Gives the operator(s) that produce this stream a stable id (Flink's `uid`): a
+    /// checkpoint or savepoint restores their state by it, so the job may change around them
+    /// (operators added, removed or renamed) and still resume. Unique in the job; a stream of
+    /// several operators (a union) gives each `uid#i`.
+    pub fn uid(self, uid: &str) -> Self {
+        self.env.with_graph(|g| {
+            if let [one] = self.heads.as_slice() {
+                g.set_uid(*one, uid);
+            } else {
+                for (i, h) in self.heads.iter().enumerate() {
+                    g.set_uid(*h, &format!("{uid}#{i}"));
+                }
+            }
+        });
+        self
+    }
+
     /// One record in, one record out.
     ///
     /// ```

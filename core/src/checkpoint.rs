@@ -97,6 +97,8 @@ pub struct OperatorSnapshot {
     /// The operator's node in the job graph, and its name.
     pub node: u32,
     pub operator: String,
+    /// The id a restore finds its node by (its uid, or `name#k`).
+    pub uid: String,
     pub shard: u32,
     /// The shared segments of its store.
     pub segments: Vec<String>,
@@ -636,6 +638,8 @@ pub struct RestorePlan {
     storage: CheckpointStorage,
     id: u64,
     snapshots: Vec<OperatorSnapshot>,
+    /// This job's node → the node whose state it takes in the checkpoint (set by `check`).
+    nodes: std::collections::HashMap<u32, u32>,
     /// The parallelism the checkpoint was taken at.
     parallelism: u32,
 }
@@ -689,6 +693,7 @@ impl RestorePlan {
                 storage,
                 id: meta.id,
                 snapshots,
+                nodes: std::collections::HashMap::new(),
                 parallelism,
             },
             skipped,
@@ -704,24 +709,45 @@ impl RestorePlan {
         self.parallelism
     }
 
-    /// Whether this job (its nodes' names by index, its parallelism) can resume from it: the
-    /// same graph at the same parallelism. (Rescaling and operator ids come with savepoints.)
-    pub fn check(&self, nodes: &[&str], _parallelism: u32) -> Result<(), JobError> {
-        for s in &self.snapshots {
-            match nodes.get(s.node as usize) {
-                Some(name) if *name == s.operator => {}
-                other => {
-                    return Err(JobError::Config(format!(
-                        "checkpoint {} holds state of operator '{}' (node {}); this job has {} there",
-                        self.id,
-                        s.operator,
-                        s.node,
-                        other.map_or("nothing".to_string(), |n| format!("'{n}'"))
-                    )));
+    /// Maps this job's nodes (`(name, uid)` by index; see `JobGraph::node_uids`) to the
+    /// checkpointed operators with the same uid. State with no node to go to is an error
+    /// naming it, unless `allow_non_restored_state` (then each is a warning returned). Any
+    /// parallelism: a different one rescales.
+    pub fn check(
+        &mut self,
+        nodes: &[(&str, &str)],
+        allow_non_restored_state: bool,
+    ) -> Result<Vec<String>, JobError> {
+        let mut old: Vec<(u32, &str, &str)> = self
+            .snapshots
+            .iter()
+            .map(|s| (s.node, s.operator.as_str(), s.uid.as_str()))
+            .collect();
+        old.sort();
+        old.dedup();
+        let mut map = std::collections::HashMap::new();
+        let mut unmatched = Vec::new();
+        for (node, name, uid) in old {
+            match nodes.iter().position(|n| n.1 == uid) {
+                Some(new) => {
+                    map.insert(new as u32, node);
                 }
+                None => unmatched.push(format!("operator '{name}' (uid '{uid}')")),
             }
         }
-        Ok(())
+        self.nodes = map;
+        if !unmatched.is_empty() && !allow_non_restored_state {
+            return Err(JobError::Config(format!(
+                "checkpoint {} holds state of {} that this job does not have (give operators \
+                 uids to restore a changed job, or allow non-restored state to drop it)",
+                self.id,
+                unmatched.join(", ")
+            )));
+        }
+        Ok(unmatched
+            .into_iter()
+            .map(|u| format!("the state of {u} is not restored"))
+            .collect())
     }
 
     /// What shard `shard` of `parallelism` restores of operator `node` when the checkpoint was
@@ -736,6 +762,7 @@ impl RestorePlan {
         parallelism: u32,
         max_parallelism: u32,
     ) -> Option<Rescaled> {
+        let node = *self.nodes.get(&node)?;
         let mine = crate::key::KeyGroupRange::of_shard(shard, parallelism, max_parallelism);
         let mut overlapping = Vec::new();
         let mut states = Vec::new();
@@ -765,6 +792,7 @@ impl RestorePlan {
 
     /// The snapshot of operator `node` on `shard`, with its segments' paths.
     pub fn of(&self, node: u32, shard: u32) -> Option<(&OperatorSnapshot, Vec<(String, PathBuf)>)> {
+        let node = *self.nodes.get(&node)?;
         let s = self
             .snapshots
             .iter()

@@ -126,6 +126,9 @@ pub struct JobConfig {
     pub restore_from: Option<std::path::PathBuf>,
     /// Savepoints asked for from another thread while the job runs.
     pub control: Option<JobControl>,
+    /// Restore even if the checkpoint holds state of operators this job does not have (that
+    /// state is dropped, with a warning). Off: such a restore is an error naming them.
+    pub allow_non_restored_state: bool,
     /// Whether a failed job with checkpoints restarts from its newest one.
     pub restart: RestartStrategy,
 }
@@ -195,6 +198,7 @@ impl Default for JobConfig {
             restore_from: None,
             restart: RestartStrategy::default(),
             control: None,
+            allow_non_restored_state: false,
         }
     }
 }

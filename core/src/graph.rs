@@ -122,6 +122,9 @@ impl SideOutputs {
 
 struct Node {
     name: Arc<str>,
+    /// The operator's stable id ([`JobGraph::set_uid`]): its state in a checkpoint is found
+    /// by it, whatever the graph around it became.
+    uid: Option<Arc<str>>,
     kind: NodeKind,
     consumers: Vec<Target>,
     fan_out: fn(Vec<AnyPush>) -> AnyPush,
@@ -239,6 +242,32 @@ impl JobGraph {
 
     pub fn node_name(&self, id: NodeId) -> &str {
         &self.nodes[id.0].name
+    }
+
+    /// Gives a node a stable id: a checkpoint or savepoint restores the node's state by it, so
+    /// a changed job (operators added, removed, renamed or moved) still finds it. Unique in
+    /// the job.
+    pub fn set_uid(&mut self, id: NodeId, uid: &str) {
+        self.nodes[id.0].uid = Some(uid.into());
+    }
+
+    /// Per node, the id its state is checkpointed under: its uid, or else `name#k`, the
+    /// k-th node of that name in the graph (so adding, removing or moving operators of other
+    /// names keeps it; renaming it or adding one of the same name before it does not — that is
+    /// what uids are for).
+    pub fn node_uids(&self) -> Vec<Arc<str>> {
+        let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+        self.nodes
+            .iter()
+            .map(|n| {
+                let k = seen.entry(&n.name).or_default();
+                *k += 1;
+                match &n.uid {
+                    Some(u) => u.clone(),
+                    None => format!("{}#{}", n.name, *k - 1).into(),
+                }
+            })
+            .collect()
     }
 
     /// Renames a node (its name shows in metrics, errors and summaries).
@@ -451,6 +480,7 @@ impl JobGraph {
         let id = NodeId(self.nodes.len());
         self.nodes.push(Node {
             name: name.into(),
+            uid: None,
             kind,
             consumers: Vec::new(),
             fan_out: fan_out::<O>,
@@ -468,6 +498,14 @@ impl JobGraph {
             .any(|n| matches!(n.kind, NodeKind::Source(_)))
         {
             return Err(JobError::Graph("the job has no source".into()));
+        }
+        let mut uids = std::collections::HashSet::new();
+        for u in self.node_uids() {
+            if !uids.insert(u.clone()) {
+                return Err(JobError::Graph(format!(
+                    "uid '{u}' is given to two operators (uids must be unique in a job)"
+                )));
+            }
         }
         for e in &self.exchanges {
             if e.consumer.is_none() {
@@ -504,6 +542,7 @@ impl JobGraph {
             shard.max_parallelism,
             shard.config.clock.clone(),
         );
+        let uids = self.node_uids();
         for (idx, node) in self.nodes.iter().enumerate().rev() {
             let mut outs: Vec<AnyPush> = node
                 .consumers
@@ -563,6 +602,7 @@ impl JobGraph {
                 restored,
                 restored_from: shard.restore.as_ref().map(|p| p.id()),
                 rescaled,
+                uid: uids[idx].clone(),
             };
             match &node.kind {
                 NodeKind::Source(make) => {

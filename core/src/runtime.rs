@@ -460,7 +460,7 @@ fn execute_inner(
     };
     let restore = match &config.restore_from {
         Some(path) => {
-            let (plan, skipped) = crate::checkpoint::RestorePlan::load(path)?;
+            let (mut plan, skipped) = crate::checkpoint::RestorePlan::load(path)?;
             for s in skipped {
                 eprintln!(
                     "warning: checkpoint {} passed over: {}",
@@ -469,8 +469,12 @@ fn execute_inner(
                 );
             }
             let names = graph.node_names();
-            let names: Vec<&str> = names.iter().map(|n| &**n).collect();
-            plan.check(&names, p)?;
+            let uids = graph.node_uids();
+            let nodes: Vec<(&str, &str)> =
+                names.iter().zip(&uids).map(|(n, u)| (&**n, &**u)).collect();
+            for warning in plan.check(&nodes, config.allow_non_restored_state)? {
+                eprintln!("warning: {warning}");
+            }
             Some(Arc::new(plan))
         }
         None => None,

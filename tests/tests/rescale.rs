@@ -247,3 +247,84 @@ fn a_savepoint_restores_at_other_parallelisms_without_the_checkpoints() {
         check(&run, &format!("savepoint at 2 -> {p}"));
     }
 }
+
+/// Operator uids: a job stopped after checkpoints resumes as a changed job — an operator
+/// added in front of the keyed reduce (every node after it moves) and the reduce renamed —
+/// whose uids find the source's, the reduce's and the sink's state; every key's running counts
+/// come out once each over both runs. Without uids the same change is refused, naming the
+/// operator whose state has nowhere to go; allowing non-restored state runs it anyway.
+#[test]
+fn uids_map_state_into_a_changed_job() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let n = 300_000u64;
+    let keys = 1_000u64;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |changed: bool, uids: bool, stop_at: Option<u64>, allow: bool| {
+        let mut env = StreamExecutionEnvironment::local();
+        env.set_parallelism(2);
+        env.config_mut().source_batch_records = 200;
+        env.config_mut().checkpoints = Some(CheckpointConfig::new(
+            tmp.path().join("checkpoints"),
+            Duration::from_millis(2),
+        ));
+        env.config_mut().restart = RestartStrategy::None;
+        env.config_mut().allow_non_restored_state = allow;
+        if stop_at.is_none() {
+            env.config_mut().restore_from = Some(tmp.path().join("checkpoints"));
+        }
+        let uid = |s: DataStream<(u64, u64)>, u: &str| if uids { s.uid(u) } else { s };
+        let fail = exactly_once::FailOnce::at(stop_at.unwrap_or(u64::MAX));
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let mut s = uid(
+            env.from_iter((0..n).map(|i| (i % keys, 1u64)).collect::<Vec<_>>()),
+            "numbers",
+        )
+        .map(move |x: (u64, u64)| {
+            fail.tick();
+            if seen
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                .is_multiple_of(200)
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            x
+        });
+        if changed {
+            s = s.filter(|x: &(u64, u64)| x.1 > 0);
+        }
+        let counts = s
+            .key_by(|x: &(u64, u64)| x.0)
+            .reduce(|a: &mut (u64, u64), x| a.1 += x.1);
+        let counts = uid(counts, "counts");
+        let counts = if changed {
+            counts.name("totals")
+        } else {
+            counts
+        };
+        counts
+            .map(|(k, c): (u64, u64)| format!("{k},{c}"))
+            .sink_to_files(tmp.path().join("out"));
+        env.execute("uids")
+    };
+    // Without uids, the changed job cannot place the reduce's state.
+    run(false, false, Some(150_000), false).expect_err("stopped");
+    let e = run(true, false, None, false).expect_err("refused");
+    assert!(e.to_string().contains("operator 'reduce'"), "{e}");
+    assert!(e.to_string().contains("uids"), "{e}");
+    // Allowed, the reduce's state is dropped and the job runs (its counts restart from the
+    // checkpointed source position: not exactly once, as asked).
+    let r = run(true, false, None, true).expect("allowed");
+    assert!(r.restored_from.is_some());
+    // With uids it resumes exactly.
+    std::fs::remove_dir_all(tmp.path()).unwrap();
+    run(false, true, Some(150_000), false).expect_err("stopped");
+    let r = run(true, true, None, false).expect("resumed by uid");
+    assert!(r.restored_from.is_some());
+    let (lines, hidden) = read_output(&tmp.path().join("out"));
+    assert!(hidden.is_empty(), "{hidden:?}");
+    let mut want: Vec<String> = (0..keys)
+        .flat_map(|k| (1..=n / keys).map(move |c| format!("{k},{c}")))
+        .collect();
+    want.sort();
+    assert!(lines == want, "{}", first_difference(&lines, &want));
+}

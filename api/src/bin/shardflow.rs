@@ -105,6 +105,10 @@ struct Common {
     /// directory's newest complete one), at this run's parallelism (rescaling if it differs).
     #[arg(long, value_name = "PATH")]
     from_savepoint: Option<PathBuf>,
+    /// With --from-savepoint: drop the state of operators this job no longer has, instead of
+    /// failing.
+    #[arg(long)]
+    allow_non_restored_state: bool,
 }
 
 #[derive(Subcommand)]
@@ -262,6 +266,7 @@ fn configure(
 ) -> Result<shardflow::control::ControlServer, JobError> {
     configure_env(env, common);
     env.config_mut().restore_from = common.from_savepoint.clone();
+    env.config_mut().allow_non_restored_state = common.allow_non_restored_state;
     let control = shardflow_core::config::JobControl::default();
     env.config_mut().control = Some(control.clone());
     shardflow::control::serve(job, control)

@@ -392,6 +392,9 @@ pub struct OperatorContext {
     /// state of this operator (`restored` is then None; its keyed state is in its store,
     /// re-split by key group).
     pub rescaled: Option<Arc<crate::checkpoint::Rescaled>>,
+    /// The id its state is checkpointed under (its uid, or `name#k`; see
+    /// `JobGraph::node_uids`).
+    pub uid: Arc<str>,
 }
 
 thread_local! {
@@ -520,6 +523,7 @@ impl OperatorContext {
             crate::checkpoint::OperatorSnapshot {
                 node: self.node,
                 operator: self.runtime.operator.to_string(),
+                uid: self.uid.to_string(),
                 shard: self.runtime.shard,
                 segments,
                 state,

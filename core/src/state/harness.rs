@@ -46,6 +46,7 @@ impl<K: Data + Hash + Eq> KeyedStateHarness<K> {
             restored: None,
             restored_from: None,
             rescaled: None,
+            uid: "harness#0".into(),
             node: 0,
         };
         Self {
