@@ -141,12 +141,16 @@ struct State {
     /// Checkpoints abandoned, with why.
     failed: Vec<(u64, String)>,
     last_completed_at: Option<Instant>,
-    /// A source finished: no checkpoint is triggered any more.
-    sources_finished: bool,
+    /// Operators whose input ended, with their last snapshot and its bytes: it stands as
+    /// their ack of every later checkpoint (they will see no barrier again).
+    finished: Vec<(OperatorSnapshot, u64)>,
     /// What two-phase-commit sinks left to commit once the whole job has ended.
     at_job_end: Vec<JobEndAction>,
     /// Savepoints asked for and not triggered yet.
     savepoints: Vec<SavepointRequest>,
+    /// Segments being uploaded for an ack not made yet: retention keeps them (counted, as
+    /// two operators' snapshots may name one segment).
+    protected: std::collections::HashMap<String, usize>,
 }
 
 /// A sink's last commit, run once every shard ended without failure (see
@@ -238,9 +242,6 @@ impl Coordinator {
     /// since the last complete one has not passed; abandons checkpoints past their timeout.
     pub fn trigger(&self) -> Option<u64> {
         let mut s = self.state.lock().expect("coordinator lock");
-        if s.sources_finished {
-            return None;
-        }
         let now = Instant::now();
         let timeout = self.config.timeout;
         let expired: Vec<u64> = s
@@ -268,18 +269,59 @@ impl Coordinator {
         let id = s.next_id;
         s.next_id += 1;
         let savepoint = (!s.savepoints.is_empty()).then(|| s.savepoints.remove(0));
+        // Finished operators ack with their last snapshot.
+        let acks: Vec<OperatorSnapshot> = s.finished.iter().map(|f| f.0.clone()).collect();
+        let bytes_total = s.finished.iter().map(|f| f.1).sum();
         s.pending.insert(
             id,
             Pending {
                 started: now,
                 savepoint,
-                acks: Vec::new(),
+                acks,
                 bytes_added: 0,
-                bytes_total: 0,
+                bytes_total,
             },
         );
         self.triggered.store(id, Ordering::Release);
+        if let Err(e) = self.complete_if_acked(&mut s, id) {
+            s.failed.push((id, e.to_string()));
+        }
         Some(id)
+    }
+
+    /// An operator's input ended: `snapshot` is its state from now on, standing as its ack of
+    /// every checkpoint it has not acked (those in flight, and all later ones). `bytes_added`
+    /// of its segments were new to the shared directory, `bytes_total` is all of them.
+    pub fn finished(
+        &self,
+        snapshot: OperatorSnapshot,
+        bytes_added: u64,
+        bytes_total: u64,
+    ) -> Result<(), JobError> {
+        let mut s = self.state.lock().expect("coordinator lock");
+        Self::unprotect_in(&mut s, &snapshot.segments);
+        let ids: Vec<u64> = s
+            .pending
+            .iter()
+            .filter(|(_, p)| {
+                !p.acks
+                    .iter()
+                    .any(|a| a.node == snapshot.node && a.shard == snapshot.shard)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        let mut added = bytes_added;
+        for id in &ids {
+            let p = s.pending.get_mut(id).expect("listed");
+            p.acks.push(snapshot.clone());
+            p.bytes_added += std::mem::take(&mut added);
+            p.bytes_total += bytes_total;
+        }
+        s.finished.push((snapshot, bytes_total));
+        for id in ids {
+            self.complete_if_acked(&mut s, id)?;
+        }
+        Ok(())
     }
 
     /// An operator's snapshot for checkpoint `id`: `bytes_added` of its segments were new to
@@ -293,6 +335,7 @@ impl Coordinator {
         bytes_total: u64,
     ) -> Result<(), JobError> {
         let mut s = self.state.lock().expect("coordinator lock");
+        Self::unprotect_in(&mut s, &snapshot.segments);
         let Some(p) = s.pending.get_mut(&id) else {
             // Abandoned (timed out) meanwhile: nothing to add to.
             return Ok(());
@@ -300,6 +343,39 @@ impl Coordinator {
         p.acks.push(snapshot);
         p.bytes_added += bytes_added;
         p.bytes_total += bytes_total;
+        self.complete_if_acked(&mut s, id)
+    }
+
+    /// Keeps `segments` from retention until the snapshot naming them is acked (or given up:
+    /// [`unprotect`](Self::unprotect)).
+    pub fn protect(&self, segments: &[String]) {
+        let mut s = self.state.lock().expect("coordinator lock");
+        for n in segments {
+            *s.protected.entry(n.clone()).or_default() += 1;
+        }
+    }
+
+    pub fn unprotect(&self, segments: &[String]) {
+        Self::unprotect_in(&mut self.state.lock().expect("coordinator lock"), segments);
+    }
+
+    fn unprotect_in(s: &mut State, segments: &[String]) {
+        for n in segments {
+            if let Some(c) = s.protected.get_mut(n) {
+                *c -= 1;
+                if *c == 0 {
+                    s.protected.remove(n);
+                }
+            }
+        }
+    }
+
+    /// Completes checkpoint `id` if every operator on every shard acked it: its metadata is
+    /// written, a savepoint copied, and old checkpoints beyond `retain` removed.
+    fn complete_if_acked(&self, s: &mut State, id: u64) -> Result<(), JobError> {
+        let Some(p) = s.pending.get(&id) else {
+            return Ok(());
+        };
         if (p.acks.len() as u64) < self.expected.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -325,10 +401,13 @@ impl Coordinator {
             let _ = req.reply.send(written.map_err(|e| e.to_string()));
         }
         // Segments uploaded for checkpoints still in flight stay.
+        // And those of finished operators, which every later checkpoint names.
         let in_flight = s
             .pending
             .values()
             .flat_map(|p| p.acks.iter().flat_map(|a| a.segments.iter().cloned()))
+            .chain(s.finished.iter().flat_map(|f| f.0.segments.iter().cloned()))
+            .chain(s.protected.keys().cloned())
             .collect();
         self.storage
             .retain(self.config.retain, &in_flight)
@@ -360,14 +439,11 @@ impl Coordinator {
     /// every segment it needs and its metadata, independent of the checkpoint directory and
     /// its retention. `reply` learns the savepoint's path, or why it was not taken.
     pub fn request_savepoint(&self, request: SavepointRequest) {
-        let mut s = self.state.lock().expect("coordinator lock");
-        if s.sources_finished {
-            let _ = request.reply.send(Err(
-                "a source of the job has ended: no more checkpoints are taken".into(),
-            ));
-            return;
-        }
-        s.savepoints.push(request);
+        self.state
+            .lock()
+            .expect("coordinator lock")
+            .savepoints
+            .push(request);
     }
 
     /// Whether a savepoint waits to be triggered.
@@ -406,17 +482,6 @@ impl Coordinator {
         }
         target.commit(meta).map_err(|e| bad(e.to_string()))?;
         Ok(root)
-    }
-
-    /// A source reached its end: it will ack no later checkpoint, so none is triggered.
-    pub fn source_finished(&self) {
-        let mut s = self.state.lock().expect("coordinator lock");
-        s.sources_finished = true;
-        for r in s.savepoints.drain(..) {
-            let _ = r.reply.send(Err(
-                "a source of the job has ended: no more checkpoints are taken".into(),
-            ));
-        }
     }
 
     /// The job ended: checkpoints still in flight are abandoned, saying which acks they had.

@@ -838,10 +838,10 @@ async fn drive_source<T: Data, S: Source<T>>(
         }
         cooperate.tick().await;
     }
-    // A finished source acks no later checkpoint: none is triggered after this, and one
-    // triggered before gets its barrier now, ahead of the end of input.
-    if let Some(c) = &ctx.checkpoints {
-        c.source_finished();
+    // A checkpoint triggered before the end gets its barrier now, ahead of the end of input;
+    // later ones take the source's final position (everything emitted) as its ack, and go on
+    // while other shards' sources run.
+    if ctx.checkpoints.is_some() {
         inject_barrier(
             &ctx,
             &mut source,
@@ -849,6 +849,15 @@ async fn drive_source<T: Data, S: Source<T>>(
             &mut chain,
             &mut last_barrier,
         )?;
+        let bytes = source
+            .snapshot_state(&mut op_state)
+            .and_then(|()| op_state.snapshot())
+            .and_then(|s| {
+                rkyv::to_bytes::<rkyv::rancor::Error>(&s)
+                    .map(|b| b.to_vec())
+                    .map_err(|e| ctx.error(format!("cannot archive the source's state: {e}")))
+            })?;
+        ctx.final_snapshot(bytes)?;
     }
     // End of input is the end of event time: every window and timer downstream fires.
     chain.watermark(crate::operator::WATERMARK_MAX)?;

@@ -148,6 +148,13 @@ impl<T: Send + 'static> SinkFunction<T> for CollectSink<T> {
         Ok(self.shard.to_le_bytes().to_vec())
     }
 
+    /// The shard and a mark: everything staged, the final records too, is the checkpoint's.
+    fn finish_state(&mut self) -> Result<Vec<u8>, JobError> {
+        let mut state = self.shard.to_le_bytes().to_vec();
+        state.push(1);
+        Ok(state)
+    }
+
     fn commit(&mut self, checkpoint: u64) -> Result<(), JobError> {
         self.handle.commit(self.shard, checkpoint);
         Ok(())
@@ -156,15 +163,19 @@ impl<T: Send + 'static> SinkFunction<T> for CollectSink<T> {
     fn restore(&mut self, checkpoint: u64, states: &[&[u8]]) -> Result<(), JobError> {
         // The shards whose staged records this one takes over: its own, and after a rescale
         // the earlier shards that map to it.
-        let mut shards: Vec<u32> = states
+        // A shard that had finished when the checkpoint was taken: all it staged is covered.
+        let mut shards: Vec<(u32, u64)> = states
             .iter()
-            .filter_map(|b| <[u8; 4]>::try_from(*b).ok().map(u32::from_le_bytes))
+            .filter_map(|b| {
+                let shard = u32::from_le_bytes(b.get(..4)?.try_into().ok()?);
+                Some((shard, if b.len() > 4 { u64::MAX } else { checkpoint }))
+            })
             .collect();
-        if !shards.contains(&self.shard) {
-            shards.push(self.shard);
+        if !shards.iter().any(|s| s.0 == self.shard) {
+            shards.push((self.shard, checkpoint));
         }
-        for shard in shards {
-            self.handle.commit(shard, checkpoint);
+        for (shard, upto) in shards {
+            self.handle.commit(shard, upto);
             // Staged after the checkpoint resumed from: the restart replays those records.
             self.handle
                 .staged

@@ -382,6 +382,22 @@ impl<T, E: FnMut(&T, &mut Vec<u8>)> FileSink<T, E> {
         self.abort_staged(state.shard)
     }
 
+    /// The sink's state for a checkpoint: its pending parts, and the part being written with
+    /// its length.
+    fn state_bytes(&self, in_progress: Option<(u64, u64)>) -> Result<Vec<u8>, JobError> {
+        let state = SinkState {
+            shard: self.shard(),
+            in_progress,
+            pending: self.pending.clone(),
+        };
+        rkyv::to_bytes::<rkyv::rancor::Error>(&state)
+            .map(|b| b.to_vec())
+            .map_err(|e| {
+                self.ctx
+                    .error(format!("cannot encode the sink's state: {e}"))
+            })
+    }
+
     /// Deletes `shard`'s staged parts: written after the checkpoint resumed from, or by an
     /// attempt that failed before any.
     fn abort_staged(&self, shard: u32) -> Result<(), JobError> {
@@ -428,12 +444,11 @@ impl<T: 'static, E: FnMut(&T, &mut Vec<u8>) + 'static> SinkFunction<T> for FileS
         // Everything staged is final once the job has ended; until then a failure elsewhere
         // may restart the job from a checkpoint, which aborts these parts and replays them.
         let shard = self.shard();
-        let numbers: Vec<u64> = self
-            .pending
-            .drain(..)
-            .map(|(_, p)| p)
-            .chain(self.rolled.drain(..))
-            .collect();
+        // They stay pending in the sink's final state too: a checkpoint taken after this
+        // covers them, and its restore commits them.
+        self.pending
+            .extend(self.rolled.drain(..).map(|p| (u64::MAX, p)));
+        let numbers: Vec<u64> = self.pending.iter().map(|&(_, p)| p).collect();
         let parts: Vec<(PathBuf, PathBuf)> = numbers
             .into_iter()
             .map(|p| (self.staged_path(shard, p), self.final_path(shard, p)))
@@ -470,17 +485,11 @@ impl<T: 'static, E: FnMut(&T, &mut Vec<u8>) + 'static> SinkFunction<T> for FileS
         };
         self.pending
             .extend(self.rolled.drain(..).map(|p| (checkpoint, p)));
-        let state = SinkState {
-            shard,
-            in_progress,
-            pending: self.pending.clone(),
-        };
-        rkyv::to_bytes::<rkyv::rancor::Error>(&state)
-            .map(|b| b.to_vec())
-            .map_err(|e| {
-                self.ctx
-                    .error(format!("cannot encode the sink's state: {e}"))
-            })
+        self.state_bytes(in_progress)
+    }
+
+    fn finish_state(&mut self) -> Result<Vec<u8>, JobError> {
+        self.state_bytes(None)
     }
 
     fn commit(&mut self, checkpoint: u64) -> Result<(), JobError> {

@@ -372,6 +372,14 @@ impl<K: std::hash::Hash + Eq + Clone, S, O: 'static> KeyedCore<K, S, O> {
     }
 
     pub(crate) fn finish(&mut self) -> Result<(), JobError> {
+        self.emit()?;
+        if self.ctx.checkpoints.is_some() {
+            self.state.flush_dirty();
+            self.states.flush_dirty();
+            self.timers.checkpoint();
+            self.ctx.state.check()?;
+            self.ctx.final_snapshot(Vec::new())?;
+        }
         self.side.finish()?;
         self.down.finish()
     }

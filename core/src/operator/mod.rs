@@ -498,28 +498,50 @@ impl OperatorContext {
         // A snapshot that cannot be taken aborts its checkpoint, not the job: the store stays
         // as it was (a failed seal leaves the active segment in place), and the next
         // checkpoint tries again.
-        let taken = self.state.snapshot().and_then(|handles| {
-            let (mut added, mut total) = (0, 0);
-            let mut segments = Vec::with_capacity(handles.len());
-            for h in handles {
-                added += c
-                    .storage()
-                    .upload(&h)
-                    .map_err(|e| self.error(format!("checkpoint {}: {e}", barrier.id)))?;
-                total += h.bytes;
-                segments.push(h.name);
-            }
-            Ok((segments, added, total))
-        });
-        let (segments, added, total) = match taken {
-            Ok(t) => t,
+        match self.take_snapshot(c, state, &format!("checkpoint {}", barrier.id)) {
+            Ok((snapshot, added, total)) => c.ack(barrier.id, snapshot, added, total),
             Err(e) => {
                 self.decline(barrier, e.to_string());
-                return Ok(());
+                Ok(())
             }
+        }
+    }
+
+    /// This operator's input ended and it emitted all it will: its snapshot now (store and
+    /// `state`) stands as its ack of every checkpoint it has not acked, so checkpoints go on
+    /// while other shards or operators still run (Flink's checkpoints after tasks finished).
+    /// Nothing without checkpoints; an error here fails the job (no later checkpoint could
+    /// complete without it).
+    pub fn final_snapshot(&self, state: Vec<u8>) -> Result<(), JobError> {
+        let Some(c) = &self.checkpoints else {
+            return Ok(());
         };
-        c.ack(
-            barrier.id,
+        let (snapshot, added, total) = self.take_snapshot(c, state, "the final snapshot")?;
+        c.finished(snapshot, added, total)
+    }
+
+    fn take_snapshot(
+        &self,
+        c: &crate::checkpoint::Coordinator,
+        state: Vec<u8>,
+        what: &str,
+    ) -> Result<(crate::checkpoint::OperatorSnapshot, u64, u64), JobError> {
+        let handles = self.state.snapshot()?;
+        let segments: Vec<String> = handles.iter().map(|h| h.name.clone()).collect();
+        // Retention (a checkpoint completing meanwhile) must not remove them before the ack.
+        c.protect(&segments);
+        let (mut added, mut total) = (0, 0);
+        for h in &handles {
+            match c.storage().upload(h) {
+                Ok(n) => added += n,
+                Err(e) => {
+                    c.unprotect(&segments);
+                    return Err(self.error(format!("{what}: {e}")));
+                }
+            }
+            total += h.bytes;
+        }
+        Ok((
             crate::checkpoint::OperatorSnapshot {
                 node: self.node,
                 operator: self.runtime.operator.to_string(),
@@ -530,7 +552,7 @@ impl OperatorContext {
             },
             added,
             total,
-        )
+        ))
     }
 
     /// Aborts checkpoint `barrier` for a reason of this operator's (its snapshot failed).

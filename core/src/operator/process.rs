@@ -189,6 +189,17 @@ impl<I, O: 'static, P: ProcessFunction<I, O>> Process<I, O, P> {
         self.op_state.snapshot()
     }
 
+    /// The function's operator state, archived.
+    fn state_bytes(&mut self) -> Result<Vec<u8>, JobError> {
+        let snapshot = self.snapshot_state()?;
+        rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
+            .map(|b| b.to_vec())
+            .map_err(|e| {
+                self.ctx
+                    .error(format!("cannot archive the operator state: {e}"))
+            })
+    }
+
     fn emit(&mut self) -> Result<(), JobError> {
         self.ctx.counters.add_out(self.out.len());
         self.down.push(&mut self.out)?;
@@ -222,15 +233,7 @@ impl<I: 'static, O: 'static, P: ProcessFunction<I, O>> Push<I> for Process<I, O,
         self.open()?;
         self.ctx.enter();
         // A function that cannot snapshot aborts the checkpoint, not the job.
-        let bytes = self.snapshot_state().and_then(|snapshot| {
-            rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
-                .map(|b| b.to_vec())
-                .map_err(|e| {
-                    self.ctx
-                        .error(format!("cannot archive the operator state: {e}"))
-                })
-        });
-        match bytes {
+        match self.state_bytes() {
             Ok(bytes) => self.ctx.snapshot(barrier, bytes)?,
             Err(e) => self.ctx.decline(barrier, e.to_string()),
         }
@@ -247,6 +250,10 @@ impl<I: 'static, O: 'static, P: ProcessFunction<I, O>> Push<I> for Process<I, O,
             )
             .map_err(|e| self.ctx.error(e))?;
         self.emit()?;
+        if self.ctx.checkpoints.is_some() {
+            let bytes = self.state_bytes()?;
+            self.ctx.final_snapshot(bytes)?;
+        }
         self.side.finish()?;
         self.down.finish()
     }

@@ -206,6 +206,13 @@ where
         if self.emit != Emit::EveryUpdate {
             self.emit_all()?;
         }
+        if let Accumulators::Keyed(t) = &mut self.accumulators
+            && self.ctx.checkpoints.is_some()
+        {
+            t.flush_dirty();
+            self.ctx.state.check()?;
+            self.ctx.final_snapshot(Vec::new())?;
+        }
         self.down.finish()
     }
 }

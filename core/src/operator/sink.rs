@@ -28,6 +28,13 @@ pub trait SinkFunction<T>: 'static {
         Ok(())
     }
 
+    /// After `finish`: what a restore from a checkpoint taken after this point needs (the
+    /// input ended: such a checkpoint covers everything the sink took, and its restore must
+    /// commit it all). The default: nothing.
+    fn finish_state(&mut self) -> Result<Vec<u8>, JobError> {
+        Ok(Vec::new())
+    }
+
     /// The job (re)started from `checkpoint` (0: from the beginning): commit what was staged
     /// for it and before (its completion may not have reached the sink before the failure)
     /// and abort what was staged after it (the restart replays those records). `states` are
@@ -123,6 +130,11 @@ impl<T: 'static, S: SinkFunction<T>> Push<T> for Sink<S> {
     fn finish(&mut self) -> Result<(), JobError> {
         self.ctx.enter();
         self.catch_up()?;
-        self.sink.finish()
+        self.sink.finish()?;
+        if self.ctx.checkpoints.is_some() {
+            let state = self.sink.finish_state()?;
+            self.ctx.final_snapshot(state)?;
+        }
+        Ok(())
     }
 }

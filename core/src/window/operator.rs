@@ -471,6 +471,28 @@ where
     }
 
     /// Fires the timers of a domain due at `time`.
+    /// Emits the output so far and writes the state a snapshot takes to the store: cached
+    /// contents, sessions and timers; the shared window timers (a few per job) as the bytes
+    /// returned, the operator's state.
+    fn snapshot_bytes(&mut self) -> Result<Vec<u8>, JobError> {
+        self.emit()?;
+        self.contents.flush_dirty();
+        self.sessions.flush_dirty();
+        self.timers.checkpoint();
+        self.ctx.state.check()?;
+        let shared: Vec<(i64, Vec<WA::W>)> = self
+            .window_timers
+            .iter()
+            .map(|(t, w)| (*t, w.clone()))
+            .collect();
+        rkyv::to_bytes::<rkyv::rancor::Error>(&shared)
+            .map(|b| b.to_vec())
+            .map_err(|e| {
+                self.ctx
+                    .error(format!("cannot serialize the window timers: {e}"))
+            })
+    }
+
     fn fire(&mut self, domain: Domain, time: i64, now: i64) -> Result<(), JobError> {
         self.ctx.enter();
         loop {
@@ -688,22 +710,8 @@ where
     }
 
     fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
-        self.emit()?;
-        self.contents.flush_dirty();
-        self.sessions.flush_dirty();
-        self.timers.checkpoint();
-        self.ctx.state.check()?;
-        // The shared window timers (a few per job) travel as the operator's state.
-        let shared: Vec<(i64, Vec<WA::W>)> = self
-            .window_timers
-            .iter()
-            .map(|(t, w)| (*t, w.clone()))
-            .collect();
-        let state = rkyv::to_bytes::<rkyv::rancor::Error>(&shared).map_err(|e| {
-            self.ctx
-                .error(format!("cannot serialize the window timers: {e}"))
-        })?;
-        self.ctx.snapshot(barrier, state.to_vec())?;
+        let state = self.snapshot_bytes()?;
+        self.ctx.snapshot(barrier, state)?;
         self.side.barrier(barrier)?;
         self.down.barrier(barrier)
     }
@@ -747,7 +755,12 @@ where
             let now = self.clock.now_ms();
             self.fire(Domain::Processing, i64::MAX, now)?;
         }
-        self.emit()?;
+        if self.ctx.checkpoints.is_some() {
+            let state = self.snapshot_bytes()?;
+            self.ctx.final_snapshot(state)?;
+        } else {
+            self.emit()?;
+        }
         self.side.finish()?;
         self.down.finish()
     }
