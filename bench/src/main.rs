@@ -237,6 +237,17 @@ fn main() -> anyhow::Result<()> {
                 };
                 let mut added: Vec<f64> = stats.iter().map(|c| c.bytes_added as f64).collect();
                 added.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                let mut aligned: Vec<f64> = stats
+                    .iter()
+                    .map(|c| c.alignment.as_secs_f64() * 1e3)
+                    .collect();
+                aligned.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                let qa = |x: f64| {
+                    aligned
+                        .get(((aligned.len() as f64 - 1.0) * x).round() as usize)
+                        .copied()
+                        .unwrap_or(0.0)
+                };
                 println!(
                     "  medians: {:.1} M/s without, {:.1} M/s with checkpoints every {ms} ms: {:.2}x",
                     median(plain) / 1e6,
@@ -250,6 +261,11 @@ fn main() -> anyhow::Result<()> {
                     q(0.99),
                     d.last().copied().unwrap_or(0.0),
                     added.get(added.len() / 2).copied().unwrap_or(0.0)
+                );
+                println!(
+                    "  alignment (longest per checkpoint): p50 {:.2} ms, p99 {:.2} ms",
+                    qa(0.5),
+                    qa(0.99)
                 );
                 return Ok(());
             }

@@ -713,6 +713,7 @@ fn inject_barrier<T: Data, S: Source<T>>(
         id,
         timestamp_ms: crate::time::ProcessingClock::System.now_ms(),
         at_least_once: c.config().mode == crate::checkpoint::CheckpointingMode::AtLeastOnce,
+        alignment_us: 0,
     };
     // A source that cannot record its position aborts the checkpoint, not the job; the
     // barrier still goes on (what follows it acks a checkpoint that no longer waits).

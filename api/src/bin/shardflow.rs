@@ -300,11 +300,13 @@ fn progress_reporter(job: &'static str) -> impl FnMut(&MetricsSnapshot, Duration
         // Each checkpoint completed since the last report, on a line of its own.
         for c in m.checkpoints.iter().skip(checkpoints_shown) {
             eprintln!(
-                "\r[{job}] checkpoint {}: {:.0} ms, {:.1} MB written, {:.1} MB in all{:30}",
+                "\r[{job}] checkpoint {}: {:.0} ms, {:.1} MB written, {:.1} MB in all, \
+                 aligned in {:.1} ms{:20}",
                 c.id,
                 c.duration.as_secs_f64() * 1e3,
                 c.bytes_added as f64 / 1e6,
                 c.bytes_total as f64 / 1e6,
+                c.alignment.as_secs_f64() * 1e3,
                 ""
             );
         }

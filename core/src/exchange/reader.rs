@@ -212,6 +212,7 @@ pub async fn run_reader<T: Data>(
                                             p[8..16].try_into().expect("8"),
                                         ),
                                         at_least_once: p[16] == 1,
+                                        alignment_us: 0,
                                     };
                                     if let Some(b) = aligner.barrier(i, b) {
                                         chain.barrier(b)?;

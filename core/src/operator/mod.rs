@@ -498,6 +498,7 @@ impl OperatorContext {
         // A snapshot that cannot be taken aborts its checkpoint, not the job: the store stays
         // as it was (a failed seal leaves the active segment in place), and the next
         // checkpoint tries again.
+        c.note_alignment(barrier.id, barrier.alignment_us);
         match self.take_snapshot(c, state, &format!("checkpoint {}", barrier.id)) {
             Ok((snapshot, added, total)) => c.ack(barrier.id, snapshot, added, total),
             Err(e) => {
