@@ -527,7 +527,14 @@ impl OperatorContext {
         state: Vec<u8>,
         what: &str,
     ) -> Result<(crate::checkpoint::OperatorSnapshot, u64, u64), JobError> {
-        let handles = self.state.snapshot()?;
+        // A store with no live key is empty whatever its segments hold (an operator whose
+        // windows all fired at the end deleted everything): its snapshot names no segment,
+        // and nothing is sealed.
+        let handles = if self.state.stored_keys() == 0 {
+            Vec::new()
+        } else {
+            self.state.snapshot()?
+        };
         let segments: Vec<String> = handles.iter().map(|h| h.name.clone()).collect();
         // Retention (a checkpoint completing meanwhile) must not remove them before the ack.
         c.protect(&segments);
