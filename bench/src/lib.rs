@@ -5,6 +5,7 @@
 
 pub mod exchange;
 pub mod keyed_state;
+pub mod recovery;
 pub mod store;
 pub mod timers;
 pub mod windows;

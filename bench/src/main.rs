@@ -102,6 +102,23 @@ enum Bench {
         #[arg(long)]
         engine_only: bool,
     },
+    /// Recovery time: a keyed job builds --state-mib of state, checkpoints it, fails, and
+    /// restarts from the checkpoint; from the failure to the first record processed after the
+    /// restore, beside reading the checkpoint's segments once.
+    Recovery {
+        #[arg(long, default_value_t = 1024)]
+        state_mib: u64,
+        #[arg(long, short = 'p', default_value_t = 2)]
+        parallelism: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Drop the page cache at the failure (root): the restore reads from the disk.
+        #[arg(long)]
+        cold: bool,
+        /// Where the checkpoints and stores go (default: a temporary directory).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
     /// One-way latency of a lone record between two shards (hdrhistogram percentiles).
     Latency {
         #[arg(long, default_value_t = 20_000)]
@@ -127,6 +144,47 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     println!("machine: {} CPUs ({})", num_cpus(), cpu_model());
     match cli.bench {
+        Bench::Recovery {
+            state_mib,
+            parallelism,
+            runs,
+            cold,
+            dir,
+        } => {
+            println!(
+                "recovery: {state_mib} MiB of keyed state at P={parallelism}, {runs} runs{}",
+                if cold {
+                    ", page cache dropped at the failure"
+                } else {
+                    ""
+                }
+            );
+            let (mut recover, mut read) = (Vec::new(), Vec::new());
+            for _ in 0..runs {
+                let tmp = match &dir {
+                    Some(d) => tempfile::tempdir_in(d)?,
+                    None => tempfile::tempdir()?,
+                };
+                let r =
+                    shardflow_bench::recovery::run(state_mib << 20, parallelism, tmp.path(), cold)?;
+                println!(
+                    "  {} keys, checkpoint {:.0} MiB (built in {:.1} s): failure to first record {:.2} s; reading the segments {:.2} s",
+                    r.keys,
+                    r.checkpoint_bytes as f64 / (1 << 20) as f64,
+                    r.build.as_secs_f64(),
+                    r.failure_to_first_record.as_secs_f64(),
+                    r.read_segments.as_secs_f64()
+                );
+                recover.push(r.failure_to_first_record.as_secs_f64());
+                read.push(r.read_segments.as_secs_f64());
+            }
+            println!(
+                "  medians: recovery {:.2} s, reading the segments {:.2} s ({:.1}x)",
+                median(recover.clone()),
+                median(read.clone()),
+                median(recover) / median(read).max(1e-9)
+            );
+        }
         Bench::Wordcount { lines, runs } => {
             let dir = tempdir()?;
             let path = dir.join("text.txt");
