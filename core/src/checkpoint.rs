@@ -573,6 +573,33 @@ impl Coordinator {
     }
 }
 
+/// A piece of a snapshot's file work, run off the shards.
+type IoJob = Box<dyn FnOnce() + Send>;
+
+/// Runs `job` on the process's checkpoint I/O thread: snapshots are finished there (frozen
+/// segments written and synced, segments uploaded) while the shards go on processing. One
+/// thread, first in first out: a store's snapshots finish in the order they were taken, as a
+/// later one names the segments an earlier one writes.
+pub fn run_off_shard(job: IoJob) {
+    static WORKER: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<IoJob>>> =
+        std::sync::OnceLock::new();
+    let worker = WORKER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<IoJob>();
+        std::thread::Builder::new()
+            .name("shardflow-checkpoint-io".into())
+            .spawn(move || {
+                for job in rx {
+                    // A job that panics must not take the thread (and every later
+                    // checkpoint) with it.
+                    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+                }
+            })
+            .expect("the checkpoint I/O thread starts");
+        Mutex::new(tx)
+    });
+    let _ = worker.lock().unwrap_or_else(|e| e.into_inner()).send(job);
+}
+
 /// Decodes operator state bytes written at a checkpoint (rkyv, fully checked: they come from a
 /// file).
 pub fn decode_state<T: crate::data::Data>(bytes: &[u8]) -> Result<T, String> {

@@ -10,7 +10,8 @@
 //!   corrupt sealed segment, naming the file and the offset.
 //! - [`checkpoint`]: checkpoint storage — segments shared between incremental checkpoints,
 //!   each checkpoint's atomic `_metadata`, retention with reference counting; a store takes
-//!   part through [`Store::snapshot`] and [`Store::restore`].
+//!   part through [`Store::snapshot`] (or [`Store::snapshot_async`]: frozen on the shard,
+//!   written elsewhere) and [`Store::restore`].
 
 pub mod checkpoint;
 pub mod entry;
@@ -19,4 +20,4 @@ pub mod store;
 
 pub use checkpoint::{CheckpointStorage, Metadata};
 pub use entry::Op;
-pub use store::{SegmentHandle, Store, StoreError, StoreOptions};
+pub use store::{AsyncSnapshot, SegmentHandle, Store, StoreError, StoreOptions};

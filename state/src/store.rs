@@ -95,6 +95,157 @@ struct Active {
     async_file: Option<glommio::io::BufferedFile>,
 }
 
+/// Where the write of a frozen segment leaves its outcome: the sealed file, open (a later
+/// snapshot naming the segment takes it from here, even if a compaction removed its name), or
+/// why it failed.
+type WriteSlot = std::sync::Arc<std::sync::OnceLock<Result<std::sync::Arc<File>, String>>>;
+
+/// An active segment frozen by [`Store::snapshot_async`]: its bytes, read in place until its
+/// sealed file is written (elsewhere) and installed.
+struct Frozen {
+    bytes: std::sync::Arc<Vec<u8>>,
+    /// Live bytes in it.
+    live: u64,
+    order: u64,
+    written: WriteSlot,
+    /// Its write failed: the next snapshot writes it again.
+    rewrite: bool,
+}
+
+/// A snapshot taken by [`Store::snapshot_async`], finished by [`finish`](Self::finish), on any
+/// thread: it writes the frozen segment (if any) as a sealed file, syncs what needs it, and
+/// opens every segment of the snapshot.
+pub struct AsyncSnapshot {
+    dir: PathBuf,
+    /// Every sealed segment of the snapshot, open: (name in checkpoints, file, open file).
+    sealed: Vec<(String, PathBuf, File)>,
+    /// Every frozen segment of the snapshot: (name, file, where its write leaves it). Written
+    /// by this snapshot or an earlier one (finished first).
+    frozen: Vec<(String, PathBuf, WriteSlot)>,
+    /// Files a working store never synced.
+    to_sync: Vec<PathBuf>,
+    writes: Vec<FrozenWrite>,
+}
+
+struct FrozenWrite {
+    id: u32,
+    bytes: std::sync::Arc<Vec<u8>>,
+    order: u64,
+    written: WriteSlot,
+}
+
+impl AsyncSnapshot {
+    /// The names of the snapshot's segments in checkpoints.
+    pub fn names(&self) -> Vec<String> {
+        self.sealed
+            .iter()
+            .map(|s| s.0.clone())
+            .chain(self.frozen.iter().map(|f| f.0.clone()))
+            .collect()
+    }
+
+    /// Writes, syncs and opens the snapshot's segments (blocking file I/O: off the shard).
+    pub fn finish(self) -> Result<Vec<SegmentHandle>, StoreError> {
+        let sync_dir = !self.writes.is_empty() || !self.to_sync.is_empty();
+        let mut failed = None;
+        for w in &self.writes {
+            let r = write_frozen(&self.dir, w);
+            let _ = w.written.set(match &r {
+                Ok(f) => Ok(f.clone()),
+                Err(e) => Err(e.to_string()),
+            });
+            if let Err(e) = r {
+                failed.get_or_insert(e);
+            }
+        }
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        for (_, p, f) in &self.sealed {
+            if self.to_sync.contains(p) {
+                f.sync_all()
+                    .map_err(io(p, "cannot sync a sealed segment"))?;
+            }
+        }
+        if sync_dir {
+            File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(&self.dir, "cannot sync the store directory"))?;
+        }
+        let mut out = Vec::with_capacity(self.sealed.len() + self.frozen.len());
+        let mut opened = Vec::with_capacity(out.capacity());
+        for (name, path, file) in self.sealed {
+            opened.push((name, path, file));
+        }
+        for (name, path, slot) in self.frozen {
+            let file = match slot.get() {
+                Some(Ok(f)) => f
+                    .try_clone()
+                    .map_err(io(&path, "cannot open a sealed segment"))?,
+                Some(Err(e)) => {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        offset: 0,
+                        reason: format!("the frozen segment was not written: {e}"),
+                    });
+                }
+                None => {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        offset: 0,
+                        reason: "not written yet: snapshots of a store must finish in order".into(),
+                    });
+                }
+            };
+            opened.push((name, path, file));
+        }
+        for (name, path, file) in opened {
+            let bytes = file
+                .metadata()
+                .map_err(io(&path, "cannot open a sealed segment"))?
+                .len();
+            out.push(SegmentHandle {
+                name,
+                path,
+                bytes,
+                file,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// A frozen active segment as a sealed file: its entries as they were appended (a reopen
+/// applies them in order, so a key's last entry wins), then a footer with no key-group
+/// offsets. Written, synced and renamed into place.
+fn write_frozen(dir: &Path, w: &FrozenWrite) -> Result<std::sync::Arc<File>, StoreError> {
+    let path = segment_path(dir, w.id, true);
+    // The entries were checked as they were appended (or read back from the log).
+    let mut entries = 0u64;
+    let mut at = 0;
+    while at < w.bytes.len() {
+        let (_, n) = entry::decode(&w.bytes[at..]).map_err(|err| corrupt(&path, at, err))?;
+        at += n;
+        entries += 1;
+    }
+    let mut footer = Vec::with_capacity(40);
+    footer.extend_from_slice(&w.order.to_le_bytes());
+    footer.extend_from_slice(&entries.to_le_bytes());
+    footer.extend_from_slice(&0u32.to_le_bytes()); // key-group offsets
+    footer.extend_from_slice(&0u32.to_le_bytes()); // replaced segments
+    let crc = crc32fast::hash(&footer);
+    footer.extend_from_slice(&crc.to_le_bytes());
+    footer.extend_from_slice(MAGIC);
+    let tmp = dir.join(format!("seg-{:010}.sst.tmp", w.id));
+    let mut f = File::create(&tmp).map_err(io(&tmp, "cannot create a sealed segment"))?;
+    f.write_all(&w.bytes)
+        .and_then(|_| f.write_all(&footer))
+        .and_then(|_| f.sync_all())
+        .map_err(io(&tmp, "cannot write a sealed segment"))?;
+    std::fs::rename(&tmp, &path).map_err(io(&path, "cannot install a sealed segment"))?;
+    Ok(std::sync::Arc::new(f))
+}
+
 struct Sealed {
     path: PathBuf,
     map: Mmap,
@@ -117,6 +268,8 @@ pub struct Store {
     next_order: u64,
     active: Active,
     sealed: BTreeMap<u32, Sealed>,
+    /// Active segments frozen by an asynchronous snapshot, until their sealed file is written.
+    frozen: BTreeMap<u32, Frozen>,
     index: Index,
     /// Live bytes of the active segment.
     active_live: u64,
@@ -414,6 +567,7 @@ impl Store {
                 async_file: None,
             },
             sealed: segments,
+            frozen: BTreeMap::new(),
             index: store_index,
             active_live: 0,
             expired: 0,
@@ -453,8 +607,10 @@ impl Store {
     fn entry_at(&self, loc: Loc) -> EntryRef<'_> {
         let bytes: &[u8] = if loc.segment == self.active.id {
             &self.active.bytes
+        } else if let Some(s) = self.sealed.get(&loc.segment) {
+            &s.map
         } else {
-            &self.sealed[&loc.segment].map
+            &self.frozen[&loc.segment].bytes
         };
         let at = loc.offset as usize;
         // The index points only at entries checked when written or opened.
@@ -466,6 +622,8 @@ impl Store {
             self.active_live -= loc.len as u64;
         } else if let Some(s) = self.sealed.get_mut(&loc.segment) {
             s.live -= loc.len as u64;
+        } else if let Some(f) = self.frozen.get_mut(&loc.segment) {
+            f.live -= loc.len as u64;
         }
     }
 
@@ -748,36 +906,149 @@ impl Store {
     /// hands every sealed segment over, open. Its cost follows what changed since the last
     /// snapshot: what the active segment gathered, and segments compaction wrote.
     pub fn snapshot(&mut self) -> Result<Vec<SegmentHandle>, StoreError> {
-        if !self.active.bytes.is_empty() {
+        let handles = self.snapshot_async()?.finish()?;
+        self.install_frozen()?;
+        Ok(handles)
+    }
+
+    /// The synchronous half of a snapshot, for a shard that must not wait for the disk: the
+    /// active segment is frozen as it is (its bytes stay readable in memory, where the index
+    /// points) and a new one begins; the returned [`AsyncSnapshot`] writes the frozen segment
+    /// as a sealed file, syncs, and opens every segment, on another thread. Its cost here is
+    /// a vector's hand-over: no sort, no copy, no write. The sealed file keeps the entries in
+    /// the order they were appended, so nothing is reindexed when it is installed (at the next
+    /// snapshot, compaction or [`install_frozen`](Self::install_frozen)). A store that logs
+    /// (`StoreOptions::log`) seals here instead, as [`snapshot`](Self::snapshot) does.
+    ///
+    /// Snapshots of one store must be finished in the order they were taken (a later one names
+    /// the segments an earlier one writes).
+    pub fn snapshot_async(&mut self) -> Result<AsyncSnapshot, StoreError> {
+        self.install_frozen()?;
+        // A logging store is reopened after a crash from its logs, which it takes to be newer
+        // than every sealed segment: a frozen segment's log is not (a later seal may be newer).
+        // It seals here, as `seal` does; a working store (no log) freezes.
+        if self.options.log && !self.active.bytes.is_empty() {
             self.seal()?;
         }
-        let mut synced_any = false;
-        let mut out = Vec::with_capacity(self.sealed.len());
-        for (id, s) in &mut self.sealed {
+        let write = if self.active.bytes.is_empty() {
+            None
+        } else {
+            let id = self.active.id;
+            let bytes = std::sync::Arc::new(std::mem::take(&mut self.active.bytes));
+            let written = std::sync::Arc::new(std::sync::OnceLock::new());
+            let order = self.next_order;
+            self.next_order += 1;
+            self.frozen.insert(
+                id,
+                Frozen {
+                    bytes: bytes.clone(),
+                    live: self.active_live,
+                    order,
+                    written: written.clone(),
+                    rewrite: false,
+                },
+            );
+            self.start_active()?;
+            Some(FrozenWrite {
+                id,
+                bytes,
+                order,
+                written,
+            })
+        };
+        // Sealed segments are opened now: a compaction may remove their names before the
+        // snapshot is finished.
+        let mut sealed = Vec::with_capacity(self.sealed.len());
+        for (id, s) in &self.sealed {
             let file = File::open(&s.path).map_err(io(&s.path, "cannot open a sealed segment"))?;
+            sealed.push((self.segment_name(*id), s.path.clone(), file));
+        }
+        let frozen: Vec<(String, PathBuf, WriteSlot)> = self
+            .frozen
+            .iter()
+            .map(|(id, f)| {
+                (
+                    self.segment_name(*id),
+                    segment_path(&self.dir, *id, true),
+                    f.written.clone(),
+                )
+            })
+            .collect();
+        let mut to_sync = Vec::new();
+        for s in self.sealed.values_mut() {
             if !s.synced {
-                file.sync_all()
-                    .map_err(io(&s.path, "cannot sync a sealed segment"))?;
+                to_sync.push(s.path.clone());
                 s.synced = true;
-                synced_any = true;
             }
-            let name = match self.origins.get(id) {
-                Some(n) => n.clone(),
-                None => format!("{:016x}-{id:010}.sst", self.uid),
-            };
-            out.push(SegmentHandle {
-                name,
-                path: s.path.clone(),
-                bytes: s.map.len() as u64,
-                file,
-            });
         }
-        if synced_any {
-            File::open(&self.dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io(&self.dir, "cannot sync the store directory"))?;
+        // Frozen segments whose write failed are written again.
+        let mut writes: Vec<FrozenWrite> = write.into_iter().collect();
+        for (id, f) in &mut self.frozen {
+            if f.rewrite {
+                f.rewrite = false;
+                writes.push(FrozenWrite {
+                    id: *id,
+                    bytes: f.bytes.clone(),
+                    order: f.order,
+                    written: f.written.clone(),
+                });
+            }
         }
-        Ok(out)
+        Ok(AsyncSnapshot {
+            dir: self.dir.clone(),
+            sealed,
+            frozen,
+            to_sync,
+            writes,
+        })
+    }
+
+    fn segment_name(&self, id: u32) -> String {
+        match self.origins.get(&id) {
+            Some(n) => n.clone(),
+            None => format!("{:016x}-{id:010}.sst", self.uid),
+        }
+    }
+
+    /// Installs the frozen segments whose sealed files are written: read through their maps
+    /// from now on, their memory freed. A write that failed is an error here (the segment
+    /// stays frozen and readable; the next snapshot writes it again).
+    pub fn install_frozen(&mut self) -> Result<(), StoreError> {
+        let done: Vec<u32> = self
+            .frozen
+            .iter()
+            .filter(|(_, f)| f.written.get().is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in done {
+            let f = self.frozen.remove(&id).expect("listed");
+            if let Some(Err(e)) = f.written.get() {
+                let path = segment_path(&self.dir, id, true);
+                let e = StoreError::Corrupt {
+                    path,
+                    offset: 0,
+                    reason: format!("the frozen segment was not written: {e}"),
+                };
+                // Written again by the next snapshot.
+                self.frozen.insert(
+                    id,
+                    Frozen {
+                        written: std::sync::Arc::new(std::sync::OnceLock::new()),
+                        rewrite: true,
+                        ..f
+                    },
+                );
+                return Err(e);
+            }
+            let path = segment_path(&self.dir, id, true);
+            let (mut sealed, _) = open_sealed(&path)?;
+            sealed.live = f.live;
+            sealed.synced = true;
+            self.sealed.insert(id, sealed);
+            // The log it was (a working store's is empty), sealed now.
+            let _ = std::fs::remove_file(segment_path(&self.dir, id, false));
+        }
+        Ok(())
     }
 
     /// Bytes the active segment holds.
@@ -797,7 +1068,7 @@ impl Store {
             .into_iter()
             .map(|(k, l)| (k.to_vec(), Some(l)))
             .collect();
-        if !self.sealed.is_empty() {
+        if !self.sealed.is_empty() || !self.frozen.is_empty() {
             entries.extend(self.active.tombstones.iter().map(|k| (k.clone(), None)));
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));
@@ -814,6 +1085,11 @@ impl Store {
         entries: &[(Vec<u8>, Option<Loc>)],
     ) -> Result<(), StoreError> {
         self.install_sealed(id, written, entries)?;
+        self.start_active()
+    }
+
+    /// Begins a new, empty active segment.
+    fn start_active(&mut self) -> Result<(), StoreError> {
         let next = self.next_id;
         self.next_id += 1;
         let path = segment_path(&self.dir, next, false);
@@ -994,6 +1270,12 @@ impl Store {
         mut expired: impl FnMut(&[u8], &[u8]) -> bool,
     ) -> Result<(usize, u64), StoreError> {
         let dropped_before = self.expired;
+        // Not while a frozen segment waits for its file: tombstones merged now might shadow
+        // its entries, and it is not among the segments compaction weighs.
+        self.install_frozen()?;
+        if !self.frozen.is_empty() {
+            return Ok((0, 0));
+        }
         let Some((id, order, victims, entries)) = self.prepare_compaction(full, &mut expired)?
         else {
             return Ok((0, 0));

@@ -1,5 +1,5 @@
-//! The store against a model (a `BTreeMap`), through random operations, seals, compactions and
-//! reopens; and against crashes: a torn active segment loses exactly its torn tail, a damaged
+//! The store against a model (a `BTreeMap`), through random operations, seals, asynchronous
+//! snapshots (frozen, written on other threads, or never), compactions and reopens; and against crashes: a torn active segment loses exactly its torn tail, a damaged
 //! sealed segment is an error naming the file and the offset.
 
 use std::collections::BTreeMap;
@@ -67,8 +67,11 @@ fn check(store: &Store, model: &Model, rng: &mut Rng) {
 
 #[test]
 fn random_operations_seals_compactions_and_reopens_agree_with_a_model() {
-    for seed in 0..6 {
+    for seed in 0..12 {
         let dir = tempfile::tempdir().unwrap();
+        // Seeds 6.. are working stores: no log, so asynchronous snapshots freeze, and no
+        // reopen (a working store's active segment dies with its process).
+        let log = seed < 6;
         let options = StoreOptions {
             segment_bytes: 8 << 10,
             compact_live_ratio: 0.6,
@@ -76,11 +79,16 @@ fn random_operations_seals_compactions_and_reopens_agree_with_a_model() {
             // Unsynced stores must read back the same (only a machine crash tells them apart).
             sync: seed % 2 == 0,
             // Reopens read the active segment's log back.
-            log: true,
+            log,
         };
         let mut store = Store::open(dir.path(), options.clone()).unwrap();
         let mut model = Model::new();
         let mut rng = Rng(seed);
+        // Asynchronous snapshots not finished yet, oldest first, and those finishing on
+        // threads of their own.
+        let mut unfinished: std::collections::VecDeque<shardflow_state::AsyncSnapshot> =
+            Default::default();
+        let mut finishing: Vec<std::thread::JoinHandle<()>> = Vec::new();
         for step in 0..4_000 {
             let kg = rng.below(8) as u16;
             let ns = vec![b'n', rng.below(3) as u8];
@@ -107,11 +115,47 @@ fn random_operations_seals_compactions_and_reopens_agree_with_a_model() {
                         model.get(&(kg, ns, key)).map(|v| &v[..])
                     );
                 }
-                90..=93 => store.seal().unwrap(),
+                90..=91 => store.seal().unwrap(),
+                92..=93 => {
+                    // Frozen now, written later (or on another thread), in order.
+                    unfinished.push_back(store.snapshot_async().unwrap());
+                    if rng.below(2) == 0 {
+                        let mut batch: Vec<_> = unfinished.drain(..).collect();
+                        for h in finishing.drain(..) {
+                            h.join().unwrap();
+                        }
+                        finishing.push(std::thread::spawn(move || {
+                            for s in batch.drain(..) {
+                                s.finish().unwrap();
+                            }
+                        }));
+                    }
+                }
                 94..=96 => {
                     store.compact().unwrap();
                 }
+                _ if !log => {
+                    for h in finishing.drain(..) {
+                        h.join().unwrap();
+                    }
+                    for s in unfinished.drain(..) {
+                        s.finish().unwrap();
+                    }
+                    store.install_frozen().unwrap();
+                }
                 _ => {
+                    // Half the time the snapshots in flight finish first; else the process
+                    // "dies" with them unwritten (a logging store sealed them already).
+                    for h in finishing.drain(..) {
+                        h.join().unwrap();
+                    }
+                    if rng.below(2) == 0 {
+                        for s in unfinished.drain(..) {
+                            s.finish().unwrap();
+                        }
+                    } else {
+                        unfinished.clear();
+                    }
                     store.sync().unwrap();
                     drop(store);
                     store = Store::open(dir.path(), options.clone()).unwrap();
@@ -123,10 +167,30 @@ fn random_operations_seals_compactions_and_reopens_agree_with_a_model() {
             }
         }
         check(&store, &model, &mut rng);
-        store.sync().unwrap();
-        drop(store);
-        let store = Store::open(dir.path(), options).unwrap();
+        for h in finishing.drain(..) {
+            h.join().unwrap();
+        }
+        for s in unfinished.drain(..) {
+            s.finish().unwrap();
+        }
+        store.install_frozen().unwrap();
         check(&store, &model, &mut rng);
+        if log {
+            store.sync().unwrap();
+            drop(store);
+            let store = Store::open(dir.path(), options).unwrap();
+            check(&store, &model, &mut rng);
+        } else {
+            // Every segment a snapshot names restores to the model's contents.
+            let handles = store.snapshot().unwrap();
+            let segments: Vec<(String, std::path::PathBuf)> = handles
+                .iter()
+                .map(|h| (h.name.clone(), h.path.clone()))
+                .collect();
+            let restored =
+                Store::restore(dir.path().join("restored"), options, &segments, &|_| true).unwrap();
+            check(&restored, &model, &mut rng);
+        }
     }
 }
 

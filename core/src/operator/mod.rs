@@ -495,72 +495,96 @@ impl OperatorContext {
         let Some(c) = &self.checkpoints else {
             return Ok(());
         };
-        // A snapshot that cannot be taken aborts its checkpoint, not the job: the store stays
-        // as it was (a failed seal leaves the active segment in place), and the next
-        // checkpoint tries again.
         c.note_alignment(barrier.id, barrier.alignment_us);
-        match self.take_snapshot(c, state, &format!("checkpoint {}", barrier.id)) {
-            Ok((snapshot, added, total)) => c.ack(barrier.id, snapshot, added, total),
+        // On the shard: the store's active segment is frozen (no sort, no copy, no write).
+        // Off it: the frozen segment written and synced, the segments uploaded, the ack. A
+        // snapshot that cannot be taken aborts its checkpoint, not the job.
+        let frozen = match self.freeze() {
+            Ok(f) => f,
             Err(e) => {
                 self.decline(barrier, e.to_string());
-                Ok(())
+                return Ok(());
             }
-        }
+        };
+        let names = frozen.as_ref().map_or_else(Vec::new, |f| f.names());
+        // Retention (a checkpoint completing meanwhile) must not remove them before the ack.
+        c.protect(&names);
+        let c = c.clone();
+        let what = self.describe();
+        let snapshot = self.snapshot_of(Vec::new(), state);
+        crate::checkpoint::run_off_shard(Box::new(move || {
+            let done = finish_snapshot(&c, frozen, snapshot, &format!("checkpoint {}", barrier.id))
+                .and_then(|(snapshot, added, total)| c.ack(barrier.id, snapshot, added, total));
+            if let Err(e) = done {
+                c.unprotect(&names);
+                c.decline(barrier.id, format!("{what}: {e}"));
+            }
+        }));
+        Ok(())
     }
 
     /// This operator's input ended and it emitted all it will: its snapshot now (store and
     /// `state`) stands as its ack of every checkpoint it has not acked, so checkpoints go on
     /// while other shards or operators still run (Flink's checkpoints after tasks finished).
     /// Nothing without checkpoints; an error here fails the job (no later checkpoint could
-    /// complete without it).
+    /// complete without it). It waits for the snapshot's file work (after any earlier
+    /// snapshot's of the same store).
     pub fn final_snapshot(&self, state: Vec<u8>) -> Result<(), JobError> {
         let Some(c) = &self.checkpoints else {
             return Ok(());
         };
-        let (snapshot, added, total) = self.take_snapshot(c, state, "the final snapshot")?;
-        c.finished(snapshot, added, total)
+        let frozen = self.freeze()?;
+        let names = frozen.as_ref().map_or_else(Vec::new, |f| f.names());
+        c.protect(&names);
+        let snapshot = self.snapshot_of(Vec::new(), state);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let c2 = c.clone();
+        crate::checkpoint::run_off_shard(Box::new(move || {
+            let _ = tx.send(finish_snapshot(&c2, frozen, snapshot, "the final snapshot"));
+        }));
+        let taken = rx
+            .recv()
+            .map_err(|_| self.error("the final snapshot was dropped"))
+            .and_then(|r| r);
+        match taken {
+            Ok((snapshot, added, total)) => c.finished(snapshot, added, total),
+            Err(e) => {
+                c.unprotect(&names);
+                Err(e)
+            }
+        }
     }
 
-    fn take_snapshot(
-        &self,
-        c: &crate::checkpoint::Coordinator,
-        state: Vec<u8>,
-        what: &str,
-    ) -> Result<(crate::checkpoint::OperatorSnapshot, u64, u64), JobError> {
-        // A store with no live key is empty whatever its segments hold (an operator whose
-        // windows all fired at the end deleted everything): its snapshot names no segment,
-        // and nothing is sealed.
-        let handles = if self.state.stored_keys() == 0 {
-            Vec::new()
-        } else {
-            self.state.snapshot()?
-        };
-        let segments: Vec<String> = handles.iter().map(|h| h.name.clone()).collect();
-        // Retention (a checkpoint completing meanwhile) must not remove them before the ack.
-        c.protect(&segments);
-        let (mut added, mut total) = (0, 0);
-        for h in &handles {
-            match c.storage().upload(h) {
-                Ok(n) => added += n,
-                Err(e) => {
-                    c.unprotect(&segments);
-                    return Err(self.error(format!("{what}: {e}")));
-                }
-            }
-            total += h.bytes;
+    /// Freezes this operator's store for a snapshot; None if it holds no live key (a store
+    /// with none is empty whatever its segments hold: an operator whose windows all fired at
+    /// the end deleted everything) or was never written.
+    fn freeze(&self) -> Result<Option<shardflow_state::AsyncSnapshot>, JobError> {
+        if self.state.stored_keys() == 0 {
+            return Ok(None);
         }
-        Ok((
-            crate::checkpoint::OperatorSnapshot {
-                node: self.node,
-                operator: self.runtime.operator.to_string(),
-                uid: self.uid.to_string(),
-                shard: self.runtime.shard,
-                segments,
-                state,
-            },
-            added,
-            total,
-        ))
+        self.state.snapshot_async()
+    }
+
+    fn snapshot_of(
+        &self,
+        segments: Vec<String>,
+        state: Vec<u8>,
+    ) -> crate::checkpoint::OperatorSnapshot {
+        crate::checkpoint::OperatorSnapshot {
+            node: self.node,
+            operator: self.runtime.operator.to_string(),
+            uid: self.uid.to_string(),
+            shard: self.runtime.shard,
+            segments,
+            state,
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "operator '{}' on shard {}",
+            self.runtime.operator, self.runtime.shard
+        )
     }
 
     /// Aborts checkpoint `barrier` for a reason of this operator's (its snapshot failed).
@@ -589,6 +613,35 @@ impl OperatorContext {
             message: message.to_string(),
         }
     }
+}
+
+/// A snapshot's file work, off the shard: its frozen segment written, every segment synced,
+/// opened and uploaded into the checkpoint storage; the snapshot with their names, the bytes
+/// uploaded anew and the bytes of all of them.
+fn finish_snapshot(
+    c: &crate::checkpoint::Coordinator,
+    frozen: Option<shardflow_state::AsyncSnapshot>,
+    mut snapshot: crate::checkpoint::OperatorSnapshot,
+    what: &str,
+) -> Result<(crate::checkpoint::OperatorSnapshot, u64, u64), JobError> {
+    let fail = |e: String| JobError::Operator {
+        operator: snapshot.operator.clone(),
+        shard: snapshot.shard,
+        message: format!("{what}: {e}"),
+    };
+    let handles = match frozen {
+        Some(f) => f.finish().map_err(|e| fail(e.to_string()))?,
+        None => Vec::new(),
+    };
+    let (mut added, mut total) = (0, 0);
+    let mut segments = Vec::with_capacity(handles.len());
+    for h in &handles {
+        added += c.storage().upload(h).map_err(|e| fail(e.to_string()))?;
+        total += h.bytes;
+        segments.push(h.name.clone());
+    }
+    snapshot.segments = segments;
+    Ok((snapshot, added, total))
 }
 
 /// How long a task runs before it yields to the other tasks of its shard.

@@ -359,6 +359,20 @@ impl StateBackend {
         r.map_err(|e| b.state_error("cannot snapshot the state store", e))
     }
 
+    /// The synchronous half of a snapshot ([`Store::snapshot_async`]): the store's active
+    /// segment frozen, the rest to be finished on another thread. None if nothing was ever
+    /// written to it.
+    pub fn snapshot_async(&self) -> Result<Option<shardflow_state::AsyncSnapshot>, JobError> {
+        let mut b = self.inner.borrow_mut();
+        let b = &mut *b;
+        let Some(store) = b.store.as_mut() else {
+            return Ok(None);
+        };
+        let r = store.snapshot_async();
+        r.map(Some)
+            .map_err(|e| b.state_error("cannot snapshot the state store", e))
+    }
+
     /// Makes the store the checkpointed `segments` (each `(name, file)`), before any state is
     /// declared: tables and timers then find their values there.
     pub fn restore(&self, segments: &[(String, PathBuf)]) -> Result<(), JobError> {
