@@ -61,6 +61,9 @@ enum Bench {
         /// durations and sizes.
         #[arg(long, value_name = "MS")]
         checkpoint_ms: Option<u64>,
+        /// With --checkpoint-ms: unaligned checkpoints.
+        #[arg(long)]
+        unaligned: bool,
     },
     /// The state store alone: puts, gets (active and sealed), scan, compaction, reopen.
     Store {
@@ -234,6 +237,7 @@ fn main() -> anyhow::Result<()> {
             loop_only,
             one_phase,
             checkpoint_ms,
+            unaligned,
         } => {
             let settings = shardflow::jobs::telemetry::TelemetrySettings {
                 readings: events,
@@ -270,7 +274,8 @@ fn main() -> anyhow::Result<()> {
                 let mut stats = Vec::new();
                 for _ in 0..runs {
                     let a = windows::engine(&settings, p);
-                    let (b, s) = windows::engine_checkpointed(&settings, p, Some(interval));
+                    let (b, s) =
+                        windows::engine_checkpointed(&settings, p, Some(interval), unaligned);
                     assert_eq!(a.digest, b.digest, "checkpoints changed the windows");
                     plain.push(a.events_per_second());
                     with.push(b.events_per_second());

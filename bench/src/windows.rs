@@ -42,24 +42,24 @@ impl SinkFunction<WindowStats> for DigestSink {
 
 /// The engine: the telemetry job's dataflow, windows digested by the sink.
 pub fn engine(settings: &TelemetrySettings, parallelism: u32) -> Run {
-    engine_checkpointed(settings, parallelism, None).0
+    engine_checkpointed(settings, parallelism, None, false).0
 }
 
-/// As [`engine`], taking a checkpoint every `interval` into a temporary directory when given;
-/// with the checkpoints it completed.
+/// As [`engine`], taking a checkpoint every `interval` into a temporary directory when given
+/// (unaligned if asked); with the checkpoints it completed.
 pub fn engine_checkpointed(
     settings: &TelemetrySettings,
     parallelism: u32,
     interval: Option<Duration>,
+    unaligned: bool,
 ) -> (Run, Vec<shardflow_core::checkpoint::CheckpointStats>) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let mut env = StreamExecutionEnvironment::local();
     env.set_parallelism(parallelism);
     if let Some(i) = interval {
-        env.config_mut().checkpoints = Some(shardflow_core::checkpoint::CheckpointConfig::new(
-            dir.path(),
-            i,
-        ));
+        let mut c = shardflow_core::checkpoint::CheckpointConfig::new(dir.path(), i);
+        c.unaligned = unaligned;
+        env.config_mut().checkpoints = Some(c);
     }
     let total = Arc::new(Mutex::new(Digest::default()));
     let t = total.clone();

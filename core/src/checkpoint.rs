@@ -34,6 +34,17 @@ pub struct Barrier {
     /// aligned operator's first input delivering it to its last): what the checkpoint cost
     /// the stream. Local to this process; a barrier frame does not carry it.
     pub alignment_us: u64,
+    /// Unaligned (exactly-once): an exchange reader passes it on as soon as one input
+    /// delivers it, and records the records its other inputs deliver before theirs as
+    /// in-flight data of the checkpoint, replayed on restore. Never for a savepoint.
+    pub unaligned: bool,
+}
+
+impl Barrier {
+    /// The flags byte of a barrier frame: bit 0 at-least-once, bit 1 unaligned.
+    pub fn flags(&self) -> u8 {
+        self.at_least_once as u8 | (self.unaligned as u8) << 1
+    }
 }
 
 /// What a checkpoint promises after a restore (as Flink's `CheckpointingMode`).
@@ -63,6 +74,11 @@ pub struct CheckpointConfig {
     /// Complete checkpoints kept (older ones, and segments only they need, are removed).
     pub retain: usize,
     pub mode: CheckpointingMode,
+    /// Unaligned checkpoints (with `ExactlyOnce`): barriers overtake the records waiting in
+    /// exchange channels, which go into the checkpoint instead (Flink's unaligned
+    /// checkpoints), so a checkpoint's time does not grow with backpressure. Such a checkpoint
+    /// restores at its own parallelism only (savepoints are always aligned, and rescale).
+    pub unaligned: bool,
 }
 
 impl CheckpointConfig {
@@ -77,6 +93,7 @@ impl CheckpointConfig {
             max_concurrent: 1,
             retain: 3,
             mode: CheckpointingMode::ExactlyOnce,
+            unaligned: false,
         }
     }
 
@@ -84,6 +101,11 @@ impl CheckpointConfig {
         if self.interval.is_zero() {
             return Err(JobError::Config(
                 "checkpoint interval must be above zero".into(),
+            ));
+        }
+        if self.unaligned && self.mode != CheckpointingMode::ExactlyOnce {
+            return Err(JobError::Config(
+                "unaligned checkpoints are exactly-once checkpoints (mode ExactlyOnce)".into(),
             ));
         }
         if self.max_concurrent == 0 || self.retain == 0 {
@@ -122,6 +144,8 @@ pub struct CheckpointStats {
     pub bytes_total: u64,
     /// The longest barrier alignment it took (inputs held back at one operator).
     pub alignment: Duration,
+    /// Bytes of in-flight records it holds (unaligned checkpoints: what barriers overtook).
+    pub in_flight_bytes: u64,
 }
 
 /// A savepoint asked for: where to write it, and who waits for its path.
@@ -136,6 +160,8 @@ struct Pending {
     savepoint: Option<SavepointRequest>,
     /// The longest alignment an ack reported, µs.
     alignment_us: u64,
+    /// Bytes of in-flight records the exchange readers' acks carried.
+    in_flight_bytes: u64,
     acks: Vec<OperatorSnapshot>,
     bytes_added: u64,
     bytes_total: u64,
@@ -286,6 +312,7 @@ impl Coordinator {
                 started: now,
                 savepoint,
                 alignment_us: 0,
+                in_flight_bytes: 0,
                 acks,
                 bytes_added: 0,
                 bytes_total,
@@ -315,7 +342,7 @@ impl Coordinator {
             .filter(|(_, p)| {
                 !p.acks
                     .iter()
-                    .any(|a| a.node == snapshot.node && a.shard == snapshot.shard)
+                    .any(|a| a.uid == snapshot.uid && a.shard == snapshot.shard)
             })
             .map(|(id, _)| *id)
             .collect();
@@ -349,10 +376,26 @@ impl Coordinator {
             // Abandoned (timed out) meanwhile: nothing to add to.
             return Ok(());
         };
+        if snapshot.uid.contains("/in-flight/") {
+            p.in_flight_bytes += snapshot.state.len() as u64;
+        }
         p.acks.push(snapshot);
         p.bytes_added += bytes_added;
         p.bytes_total += bytes_total;
         self.complete_if_acked(&mut s, id)
+    }
+
+    /// Whether checkpoint `id`'s barrier is unaligned: the job's setting, except for a
+    /// savepoint (always aligned: it must restore at any parallelism).
+    pub fn unaligned(&self, id: u64) -> bool {
+        self.config.unaligned
+            && self
+                .state
+                .lock()
+                .expect("coordinator lock")
+                .pending
+                .get(&id)
+                .is_none_or(|p| p.savepoint.is_none())
     }
 
     /// An operator's barrier of checkpoint `id` waited `alignment_us` in alignments on its way.
@@ -441,6 +484,7 @@ impl Coordinator {
             bytes_added: p.bytes_added,
             bytes_total: p.bytes_total,
             alignment: Duration::from_micros(p.alignment_us),
+            in_flight_bytes: p.in_flight_bytes,
         });
         Ok(())
     }
@@ -598,6 +642,16 @@ pub fn run_off_shard(job: IoJob) {
         Mutex::new(tx)
     });
     let _ = worker.lock().unwrap_or_else(|e| e.into_inner()).send(job);
+}
+
+/// Waits until every job handed to [`run_off_shard`] so far has run (the job's end: acks still
+/// queued then are not lost to the abandonment of checkpoints in flight).
+pub fn drain_off_shard() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    run_off_shard(Box::new(move || {
+        let _ = tx.send(());
+    }));
+    let _ = rx.recv();
 }
 
 /// Decodes operator state bytes written at a checkpoint (rkyv, fully checked: they come from a
@@ -848,6 +902,13 @@ impl RestorePlan {
         let mut map = std::collections::HashMap::new();
         let mut unmatched = Vec::new();
         for (node, name, uid) in old {
+            // An exchange reader's in-flight records go with the operator it feeds.
+            if let Some((base, _)) = uid.split_once("/in-flight/") {
+                if !nodes.iter().any(|n| n.1 == base) {
+                    unmatched.push(format!("in-flight records of '{name}' (uid '{uid}')"));
+                }
+                continue;
+            }
             match nodes.iter().position(|n| n.1 == uid) {
                 Some(new) => {
                     map.insert(new as u32, node);
@@ -910,6 +971,32 @@ impl RestorePlan {
         })
     }
 
+    /// The in-flight records an unaligned checkpoint holds for the exchange reader `uid` on
+    /// `shard` (None: none). At another parallelism than the checkpoint's, in-flight records
+    /// cannot be dealt to the right shards: an error if there are any.
+    pub fn in_flight(
+        &self,
+        uid: &str,
+        shard: u32,
+        parallelism: u32,
+    ) -> Result<Option<Arc<[u8]>>, JobError> {
+        let mut of_uid = self.snapshots.iter().filter(|s| s.uid == uid);
+        if parallelism == self.parallelism {
+            return Ok(of_uid
+                .find(|s| s.shard == shard)
+                .filter(|s| !s.state.is_empty())
+                .map(|s| Arc::from(s.state.as_slice())));
+        }
+        if of_uid.any(|s| !s.state.is_empty()) {
+            return Err(JobError::Config(format!(
+                "checkpoint {} is unaligned and holds in-flight records ('{uid}'): it restores \
+                 at parallelism {} only (rescale from a savepoint, which is always aligned)",
+                self.id, self.parallelism
+            )));
+        }
+        Ok(None)
+    }
+
     /// The snapshot of operator `node` on `shard`, with its segments' paths.
     pub fn of(&self, node: u32, shard: u32) -> Option<(&OperatorSnapshot, Vec<(String, PathBuf)>)> {
         let node = *self.nodes.get(&node)?;
@@ -936,6 +1023,7 @@ mod tests {
             timestamp_ms: 0,
             at_least_once: false,
             alignment_us: 0,
+            unaligned: false,
         }
     }
 

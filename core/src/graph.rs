@@ -140,7 +140,12 @@ pub struct ExchangeShard {
 }
 
 type MakeExchange = Arc<
-    dyn Fn(&ShardContext, ExchangeShard, AnyPush) -> Result<(AnyPush, Task), JobError>
+    dyn Fn(
+            &ShardContext,
+            ExchangeShard,
+            AnyPush,
+            Option<crate::exchange::reader::ReaderCheckpoint>,
+        ) -> Result<(AnyPush, Task), JobError>
         + Send
         + Sync,
 >;
@@ -435,7 +440,7 @@ impl JobGraph {
     ) -> ExchangeId {
         assert!(!producers.is_empty(), "an exchange needs a producer");
         let id = ExchangeId(self.exchanges.len());
-        let make: MakeExchange = Arc::new(move |shard, ends, down| {
+        let make: MakeExchange = Arc::new(move |shard, ends, down, checkpoint| {
             let local = LocalChannel::<T>::new(shard.config.channel_buffers);
             let writer = ExchangeWriter::new(
                 partition.clone(),
@@ -456,6 +461,7 @@ impl JobGraph {
                 name: ends.name,
                 cancel: shard.cancel.clone(),
                 ticker: crate::time::Ticker::new(shard.config.clock.clone(), shard.tick_resolution),
+                checkpoint,
             };
             let reader = run_reader::<T>(ends.remote.receivers, local, unbox::<T>(down), settings);
             Ok((erase::<T>(Box::new(writer)), Box::pin(reader) as Task))
@@ -652,7 +658,30 @@ impl JobGraph {
                                 let ex = &self.exchanges[e.0];
                                 let ends =
                                     exchanges[e.0].take().expect("each exchange is built once");
-                                let (writer, reader) = (ex.make)(shard, ends, port)?;
+                                // The reader acks every checkpoint too (an unaligned one
+                                // with the records it overtook), as `<uid>/in-flight/<input>`.
+                                let checkpoint = match &ctx.checkpoints {
+                                    Some(c) => {
+                                        c.expect_ack();
+                                        let uid = format!("{}/in-flight/{j}", uids[idx]);
+                                        let restored = match &shard.restore {
+                                            Some(p) => {
+                                                p.in_flight(&uid, shard.shard, shard.parallelism)?
+                                            }
+                                            None => None,
+                                        };
+                                        Some(crate::exchange::reader::ReaderCheckpoint {
+                                            coordinator: c.clone(),
+                                            node: idx as u32,
+                                            operator: format!("{}/in-flight", node.name),
+                                            uid,
+                                            shard: shard.shard,
+                                            restored,
+                                        })
+                                    }
+                                    None => None,
+                                };
+                                let (writer, reader) = (ex.make)(shard, ends, port, checkpoint)?;
                                 tasks.push((ex.name.clone(), reader));
                                 for (i, w) in (ex.split_writer)(writer, ex.producers.len())
                                     .into_iter()
@@ -714,6 +743,7 @@ fn inject_barrier<T: Data, S: Source<T>>(
         timestamp_ms: crate::time::ProcessingClock::System.now_ms(),
         at_least_once: c.config().mode == crate::checkpoint::CheckpointingMode::AtLeastOnce,
         alignment_us: 0,
+        unaligned: c.unaligned(id),
     };
     // A source that cannot record its position aborts the checkpoint, not the job; the
     // barrier still goes on (what follows it acks a checkpoint that no longer waits).

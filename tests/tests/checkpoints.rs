@@ -97,10 +97,18 @@ fn checkpoints_complete_and_hold_a_consistent_cut() {
     for id in &listed {
         let meta = storage.read(*id).unwrap();
         let acks = decode_snapshots(&meta.payload).unwrap();
-        // The source, the reduce and the (transactional) collect sink ack.
+        // The source, the reduce and the (transactional) collect sink ack, and the exchange
+        // reader in front of the reduce (nothing in flight: aligned).
         let mut who: Vec<&str> = acks.iter().map(|a| a.operator.as_str()).collect();
         who.sort();
-        assert_eq!(who.len(), 3, "{who:?}");
+        assert_eq!(who.len(), 4, "{who:?}");
+        assert!(who.contains(&"reduce/in-flight"), "{who:?}");
+        assert!(
+            acks.iter()
+                .filter(|a| a.operator.ends_with("/in-flight"))
+                .all(|a| a.state.is_empty() && a.uid == "reduce#0/in-flight/0"),
+            "{acks:?}"
+        );
         assert!(who.contains(&"reduce"), "{who:?}");
         // A consistent cut at P = 1: the counts of the first N records, N their sum.
         let counts = counts_in(&storage, &acks, &tmp.path().join(format!("r{id}")));
@@ -142,7 +150,8 @@ fn checkpoints_align_across_shards() {
     let acks = decode_snapshots(&meta.payload).unwrap();
     let mut who: Vec<(String, u32)> = acks.iter().map(|a| (a.operator.clone(), a.shard)).collect();
     who.sort();
-    assert_eq!(who.len(), 6, "{who:?}");
+    // Source, reduce, sink and the reduce's exchange reader, on each of the two shards.
+    assert_eq!(who.len(), 8, "{who:?}");
     let counts = counts_in(&storage, &acks, tmp.path());
     assert!(counts.values().all(|&c| c <= n / KEYS));
     let cut = counts.values().sum::<u64>();

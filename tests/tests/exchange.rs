@@ -155,6 +155,7 @@ fn read_buffer(
                 name,
                 cancel: CancelToken::default(),
                 ticker: shardflow_core::time::Ticker::new(Default::default(), None),
+                checkpoint: None,
             };
             let r = run_reader::<u64>(
                 vec![None, Some(rx)],

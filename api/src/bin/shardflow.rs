@@ -101,6 +101,10 @@ struct Common {
     /// Milliseconds between checkpoints (with --checkpoint-dir).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     checkpoint_interval_ms: u64,
+    /// Unaligned checkpoints: barriers overtake the records waiting in exchanges, which go
+    /// into the checkpoint (for jobs under backpressure; restore at the same parallelism).
+    #[arg(long)]
+    unaligned_checkpoints: bool,
     /// Resume from a savepoint (or a checkpoint: a `chk-<n>` directory, or a checkpoint
     /// directory's newest complete one), at this run's parallelism (rescaling if it differs).
     #[arg(long, value_name = "PATH")]
@@ -283,10 +287,12 @@ fn configure_env(env: &mut StreamExecutionEnvironment, common: &Common) {
     env.config_mut().state_memory_bytes = common.state_memory_mib.map(|m| m << 20);
     env.config_mut().state_dir = common.state_dir.clone();
     if let Some(dir) = &common.checkpoint_dir {
-        env.config_mut().checkpoints = Some(shardflow_core::checkpoint::CheckpointConfig::new(
+        let mut c = shardflow_core::checkpoint::CheckpointConfig::new(
             dir,
             Duration::from_millis(common.checkpoint_interval_ms.max(1)),
-        ));
+        );
+        c.unaligned = common.unaligned_checkpoints;
+        env.config_mut().checkpoints = Some(c);
     }
 }
 

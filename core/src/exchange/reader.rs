@@ -30,6 +30,71 @@ pub struct ReaderSettings {
     pub cancel: CancelToken,
     /// Ticks the chain with processing time (when the job has operators acting on it).
     pub ticker: crate::time::Ticker,
+    /// With checkpoints: how the reader takes part (it acks every checkpoint; an unaligned
+    /// one with the records in flight on its inputs).
+    pub checkpoint: Option<ReaderCheckpoint>,
+}
+
+/// An exchange reader's part in checkpoints: it acks each one under the id
+/// `<consumer uid>/in-flight/<input>`, with the records an unaligned barrier overtook (none
+/// for an aligned one), and replays the ones restored before reading its inputs.
+pub struct ReaderCheckpoint {
+    pub coordinator: std::sync::Arc<crate::checkpoint::Coordinator>,
+    pub node: u32,
+    pub operator: String,
+    pub uid: String,
+    pub shard: u32,
+    /// The in-flight records of the checkpoint the job resumed from.
+    pub restored: Option<std::sync::Arc<[u8]>>,
+}
+
+/// In-flight records of an unaligned checkpoint: per batch, its timestamps (empty: none) and
+/// the batch archived.
+pub type InFlight = Vec<(Vec<i64>, Vec<u8>)>;
+
+/// An unaligned barrier passed on, waiting for the inputs that have not delivered it: what
+/// they deliver meanwhile belongs to the checkpoint.
+struct Capture {
+    barrier: crate::checkpoint::Barrier,
+    pending: Vec<bool>,
+    data: InFlight,
+}
+
+impl ReaderCheckpoint {
+    fn snapshot(&self, state: Vec<u8>) -> crate::checkpoint::OperatorSnapshot {
+        crate::checkpoint::OperatorSnapshot {
+            node: self.node,
+            operator: self.operator.clone(),
+            uid: self.uid.clone(),
+            shard: self.shard,
+            segments: Vec::new(),
+            state,
+        }
+    }
+
+    /// Acks checkpoint `id` with `data` (off the shard: the ack may complete the checkpoint
+    /// and write its metadata).
+    fn ack(&self, id: u64, data: &InFlight) -> Result<(), JobError> {
+        let state = if data.is_empty() {
+            Vec::new()
+        } else {
+            rkyv::to_bytes::<rkyv::rancor::Error>(data)
+                .map(|b| b.to_vec())
+                .map_err(|e| JobError::Operator {
+                    operator: self.operator.clone(),
+                    shard: self.shard,
+                    message: format!("cannot archive in-flight records: {e}"),
+                })?
+        };
+        let snapshot = self.snapshot(state);
+        let c = self.coordinator.clone();
+        crate::checkpoint::run_off_shard(Box::new(move || {
+            if let Err(e) = c.ack(id, snapshot, 0, 0) {
+                c.decline(id, e.to_string());
+            }
+        }));
+        Ok(())
+    }
 }
 
 enum Link<T> {
@@ -84,6 +149,10 @@ pub async fn run_reader<T: Data>(
     // Checkpoint barriers, aligned across the inputs: a channel that delivered one is not read
     // again (its ring fills, its sender waits) until every open channel has.
     let mut aligner = crate::checkpoint::BarrierAligner::new(inputs.len());
+    // Unaligned: the barrier passed on at once, and what the other inputs deliver before it.
+    let mut capture: Option<Capture> = None;
+    let mut last_unaligned = 0u64;
+    let checkpoint = settings.checkpoint.take();
     let mut cooperate = crate::operator::Cooperate::new();
     let shard = settings.shard;
     let name = &settings.name;
@@ -98,6 +167,33 @@ pub async fn run_reader<T: Data>(
             }
         }
     };
+
+    // The records an unaligned checkpoint overtook come first, as they did before it.
+    if let Some(bytes) = checkpoint
+        .as_ref()
+        .and_then(|c| c.restored.as_deref())
+        .filter(|b| !b.is_empty())
+    {
+        let what = |message: String| JobError::Operator {
+            operator: checkpoint
+                .as_ref()
+                .map_or_else(String::new, |c| c.operator.clone()),
+            shard,
+            message,
+        };
+        let data: InFlight = crate::checkpoint::decode_state(bytes)
+            .map_err(|e| what(format!("the checkpoint's in-flight records: {e}")))?;
+        for (ts, bytes) in data {
+            let mut aligned = rkyv::util::AlignedVec::<16>::new();
+            aligned.extend_from_slice(&bytes);
+            unarchive_batch(&aligned, false, &mut batch.records)
+                .map_err(|e| what(format!("the checkpoint's in-flight records: {e}")))?;
+            if !ts.is_empty() {
+                batch.timestamps = ts;
+            }
+            chain.push(&mut batch)?;
+        }
+    }
 
     while open > 0 {
         ready(chain.as_mut(), settings.scheduling).await?;
@@ -143,6 +239,11 @@ pub async fn run_reader<T: Data>(
                                     // An in-process ring carries our own bytes, read as they are;
                                     // a frame that carries a crc came (or is made to look as if it
                                     // came) from outside, and gets rkyv's full bytecheck too.
+                                    if let Some(c) = capture.as_mut()
+                                        && c.pending[i]
+                                    {
+                                        c.data.push((timestamps.clone(), frame.payload.to_vec()));
+                                    }
                                     let trusted =
                                         frame.flags & shardflow_shuffle::frame::FLAG_CRC_UNSET != 0;
                                     unarchive_batch(frame.payload, trusted, &mut batch.records)
@@ -199,10 +300,10 @@ pub async fn run_reader<T: Data>(
                                         .payload
                                         .try_into()
                                         .ok()
-                                        .filter(|p: &[u8; 17]| p[16] <= 1)
+                                        .filter(|p: &[u8; 17]| p[16] <= 3)
                                         .ok_or_else(|| {
                                             decode_error(format!(
-                                                "a barrier frame of {} bytes (not 16 and a 0 or 1)",
+                                                "a barrier frame of {} bytes (not 16 and flags 0 to 3)",
                                                 frame.payload.len()
                                             ))
                                         })?;
@@ -211,12 +312,20 @@ pub async fn run_reader<T: Data>(
                                         timestamp_ms: i64::from_le_bytes(
                                             p[8..16].try_into().expect("8"),
                                         ),
-                                        at_least_once: p[16] == 1,
+                                        at_least_once: p[16] & 1 != 0,
                                         alignment_us: 0,
+                                        unaligned: p[16] & 2 != 0,
                                     };
-                                    if let Some(b) = aligner.barrier(i, b) {
-                                        chain.barrier(b)?;
-                                    }
+                                    on_barrier(
+                                        i,
+                                        b,
+                                        &inputs_open(&inputs),
+                                        &mut aligner,
+                                        &mut capture,
+                                        &mut last_unaligned,
+                                        &mut chain,
+                                        checkpoint.as_ref(),
+                                    )?;
                                 }
                                 // Credits travel by hand in process.
                                 FrameKind::Credit => {}
@@ -230,6 +339,20 @@ pub async fn run_reader<T: Data>(
                         progressed = true;
                         match msg {
                             LocalMessage::Batch(mut b) => {
+                                if let Some(c) = capture.as_mut()
+                                    && c.pending[i]
+                                {
+                                    let bytes = crate::data::archive_batch(
+                                        &b.records,
+                                        rkyv::util::AlignedVec::new(),
+                                    )
+                                    .map_err(|e| JobError::Operator {
+                                        operator: name.describe(shard, shard),
+                                        shard,
+                                        message: format!("cannot archive in-flight records: {e}"),
+                                    })?;
+                                    c.data.push((b.timestamps.clone(), bytes.to_vec()));
+                                }
                                 chain.push(&mut b)?;
                                 ch.release(b);
                             }
@@ -240,9 +363,16 @@ pub async fn run_reader<T: Data>(
                                 apply(&mut chain, valve.status(i, idle))?;
                             }
                             LocalMessage::Barrier(b) => {
-                                if let Some(b) = aligner.barrier(i, b) {
-                                    chain.barrier(b)?;
-                                }
+                                on_barrier(
+                                    i,
+                                    b,
+                                    &inputs_open(&inputs),
+                                    &mut aligner,
+                                    &mut capture,
+                                    &mut last_unaligned,
+                                    &mut chain,
+                                    checkpoint.as_ref(),
+                                )?;
                             }
                             LocalMessage::End => ended = true,
                         }
@@ -255,7 +385,14 @@ pub async fn run_reader<T: Data>(
                 apply(&mut chain, valve.remove(i))?;
                 if let Some(b) = aligner.remove(i) {
                     chain.barrier(b)?;
+                    if let Some(c) = &checkpoint {
+                        c.ack(b.id, &Vec::new())?;
+                    }
                 }
+                if let Some(c) = capture.as_mut() {
+                    c.pending[i] = false;
+                }
+                complete_capture(&mut capture, checkpoint.as_ref())?;
             }
             i += 1;
         }
@@ -319,5 +456,77 @@ pub async fn run_reader<T: Data>(
         .await?;
     }
     chain.finish()?;
+    // Every input ended: no record will be in flight here again; later checkpoints take this.
+    if let Some(c) = &checkpoint {
+        c.coordinator.finished(c.snapshot(Vec::new()), 0, 0)?;
+    }
     flushed(chain.as_mut(), settings.scheduling).await
+}
+
+/// Which inputs are still open.
+fn inputs_open<T>(inputs: &[Input<T>]) -> Vec<bool> {
+    inputs.iter().map(|x| !x.ended).collect()
+}
+
+/// Input `i` delivered barrier `b`. Aligned: the aligner passes it on once every open input
+/// has, and the reader acks it (nothing in flight). Unaligned: the first input to deliver it
+/// passes it on at once; what the other open inputs deliver before theirs is recorded, and the
+/// reader acks with it when the last has.
+#[allow(clippy::too_many_arguments)]
+fn on_barrier<T>(
+    i: usize,
+    b: crate::checkpoint::Barrier,
+    open: &[bool],
+    aligner: &mut crate::checkpoint::BarrierAligner,
+    capture: &mut Option<Capture>,
+    last_unaligned: &mut u64,
+    chain: &mut BoxPush<T>,
+    checkpoint: Option<&ReaderCheckpoint>,
+) -> Result<(), JobError> {
+    if !b.unaligned {
+        if let Some(b) = aligner.barrier(i, b) {
+            chain.barrier(b)?;
+            if let Some(c) = checkpoint {
+                c.ack(b.id, &Vec::new())?;
+            }
+        }
+        return Ok(());
+    }
+    match capture.as_mut() {
+        Some(c) if c.barrier.id == b.id => c.pending[i] = false,
+        // An older one is stale; a newer one starts over (the older was abandoned).
+        Some(c) if c.barrier.id > b.id => return Ok(()),
+        _ => {
+            if b.id <= *last_unaligned {
+                return Ok(());
+            }
+            *last_unaligned = b.id;
+            chain.barrier(b)?;
+            let mut pending = open.to_vec();
+            pending[i] = false;
+            *capture = Some(Capture {
+                barrier: b,
+                pending,
+                data: Vec::new(),
+            });
+        }
+    }
+    complete_capture(capture, checkpoint)
+}
+
+/// Acks an unaligned barrier once every open input delivered it.
+fn complete_capture(
+    capture: &mut Option<Capture>,
+    checkpoint: Option<&ReaderCheckpoint>,
+) -> Result<(), JobError> {
+    if capture
+        .as_ref()
+        .is_some_and(|c| c.pending.iter().all(|p| !p))
+    {
+        let c = capture.take().expect("checked");
+        if let Some(k) = checkpoint {
+            k.ack(c.barrier.id, &c.data)?;
+        }
+    }
+    Ok(())
 }

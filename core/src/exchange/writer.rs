@@ -493,7 +493,7 @@ pub fn barrier_payload(b: crate::checkpoint::Barrier) -> [u8; 17] {
     let mut p = [0; 17];
     p[..8].copy_from_slice(&b.id.to_le_bytes());
     p[8..16].copy_from_slice(&b.timestamp_ms.to_le_bytes());
-    p[16] = b.at_least_once as u8;
+    p[16] = b.flags();
     p
 }
 

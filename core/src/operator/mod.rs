@@ -590,13 +590,14 @@ impl OperatorContext {
     /// Aborts checkpoint `barrier` for a reason of this operator's (its snapshot failed).
     pub fn decline(&self, barrier: crate::checkpoint::Barrier, reason: String) {
         if let Some(c) = &self.checkpoints {
-            c.decline(
-                barrier.id,
-                format!(
-                    "operator '{}' on shard {}: {reason}",
-                    self.runtime.operator, self.runtime.shard
-                ),
-            );
+            let who = self.describe();
+            // An operator error names the operator already.
+            let reason = if reason.starts_with(&who) {
+                reason
+            } else {
+                format!("{who}: {reason}")
+            };
+            c.decline(barrier.id, reason);
         }
     }
 
