@@ -179,13 +179,12 @@ fn session_timers_are_redistributed_by_key() {
     assert!(got == want, "{}", first_difference(&got, &want));
 }
 
-/// Stop with savepoint, then rescale: a job at P = 2 (no periodic checkpoints) gets a savepoint
-/// through `JobControl` while it runs and is cancelled; the checkpoint directory is deleted (a
-/// savepoint is self-contained); the savepoint restored at P = 1, 3 and 4, each on a copy of
-/// the output as the cancelled job left it, gives the brute-force output.
-#[test]
-fn a_savepoint_restores_at_other_parallelisms_without_the_checkpoints() {
-    let _cpus = shardflow_tests::shared_cpus();
+/// Stop with savepoint, then rescale: a job at P = `from` (no periodic checkpoints) gets a
+/// savepoint through `JobControl` while it runs and is cancelled; the checkpoint directory is
+/// deleted (a savepoint is self-contained); the savepoint restored at each P of `to`, each on
+/// a copy of the output as the cancelled job left it, gives the brute-force output. With
+/// `unaligned`, the job is set to take unaligned checkpoints: its savepoint is aligned still.
+fn savepoint_then_restore(from: u32, to: &[u32], unaligned: bool) {
     let tmp = tempfile::tempdir().unwrap();
     let control = shardflow_core::config::JobControl::default();
     let running = {
@@ -193,13 +192,12 @@ fn a_savepoint_restores_at_other_parallelisms_without_the_checkpoints() {
         let dir = tmp.path().to_path_buf();
         std::thread::spawn(move || {
             let mut env = StreamExecutionEnvironment::local();
-            env.set_parallelism(2);
+            env.set_parallelism(from);
             env.config_mut().source_batch_records = 200;
             // Savepoints only: nothing is committed after the savepoint.
-            env.config_mut().checkpoints = Some(CheckpointConfig::new(
-                dir.join("checkpoints"),
-                Duration::from_secs(3600),
-            ));
+            let mut c = CheckpointConfig::new(dir.join("checkpoints"), Duration::from_secs(3600));
+            c.unaligned = unaligned;
+            env.config_mut().checkpoints = Some(c);
             env.config_mut().restart = RestartStrategy::None;
             env.config_mut().control = Some(control);
             let events = exactly_once::events(EVENTS, KEYS, 7);
@@ -225,7 +223,7 @@ fn a_savepoint_restores_at_other_parallelisms_without_the_checkpoints() {
         "the job ended before it was cancelled"
     );
     std::fs::remove_dir_all(tmp.path().join("checkpoints")).unwrap();
-    for p in [1, 3, 4] {
+    for &p in to {
         let run = tmp.path().join(format!("at-{p}"));
         std::fs::create_dir_all(run.join("out")).unwrap();
         for e in std::fs::read_dir(tmp.path().join("out")).unwrap() {
@@ -243,8 +241,22 @@ fn a_savepoint_restores_at_other_parallelisms_without_the_checkpoints() {
         exactly_once::build(&env, events, Failures::NONE, &run.join("out"), 8_000, 0);
         let r = env.execute("from a savepoint").unwrap();
         assert!(r.restored_from.is_some());
-        check(&run, &format!("savepoint at 2 -> {p}"));
+        check(&run, &format!("savepoint at {from} -> {p}"));
     }
+}
+
+#[test]
+fn a_savepoint_at_two_restores_at_one_three_and_four_without_the_checkpoints() {
+    let _cpus = shardflow_tests::shared_cpus();
+    savepoint_then_restore(2, &[1, 3, 4], false);
+}
+
+/// 4 → 2 from a savepoint of a job set to take unaligned checkpoints (the savepoint is aligned,
+/// so it rescales).
+#[test]
+fn a_savepoint_at_four_restores_at_two_though_checkpoints_are_unaligned() {
+    let _cpus = shardflow_tests::shared_cpus();
+    savepoint_then_restore(4, &[2], true);
 }
 
 /// Operator uids: a job stopped after checkpoints resumes as a changed job — an operator
