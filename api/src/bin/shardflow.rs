@@ -261,6 +261,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// Hands a value built by a chain of calls to a function (ends a stream's chain in a sink).
+trait ThenDo: Sized {
+    fn then_do<R>(self, f: impl FnOnce(Self) -> R) -> R {
+        f(self)
+    }
+}
+
+impl<T> ThenDo for T {}
+
+/// Writes `stream` as CSV part files into `dir`: exactly once when the job takes checkpoints
+/// (the file sink: parts published as checkpoints complete, appended after a directory's
+/// earlier parts, so a resumed run goes on where it stopped), else one file per shard,
+/// replaced.
+fn write_csv<T: shardflow::sink::csv::ToCsv + shardflow_core::Data>(
+    stream: &DataStream<T>,
+    dir: &std::path::Path,
+    common: &Common,
+) {
+    if common.checkpoint_dir.is_some() {
+        let options = FileSinkOptions {
+            suffix: ".csv".to_string(),
+            ..Default::default()
+        };
+        stream.sink_to_files_with(dir, options, shardflow::sink::csv::csv_line::<T>);
+    } else {
+        stream.write_as_csv_with(dir.to_path_buf(), WriteMode::Overwrite);
+    }
+}
+
 /// Applies the common flags, and serves the job's control socket (savepoints, cancel) until
 /// the returned server is dropped.
 fn configure(
@@ -420,7 +449,7 @@ fn run(cli: Cli) -> Result<(), JobError> {
                                     h.errors,
                                 )
                             })
-                            .write_as_csv_with(dir.clone(), WriteMode::Overwrite);
+                            .then_do(|s| write_csv(&s, dir, &common));
                         None
                     }
                     None => Some(counts.collect()),
@@ -496,7 +525,7 @@ fn run(cli: Cli) -> Result<(), JobError> {
                                     w.max,
                                 )
                             })
-                            .write_as_csv_with(dir.clone(), WriteMode::Overwrite);
+                            .then_do(|s| write_csv(&s, dir, &common));
                         None
                     }
                     None => Some(stats.collect()),
@@ -575,7 +604,7 @@ fn run(cli: Cli) -> Result<(), JobError> {
                 let counts = wordcount::word_counts(&text);
                 let collected = match &output {
                     Some(dir) => {
-                        counts.write_as_csv_with(dir.clone(), WriteMode::Overwrite);
+                        counts.then_do(|s| write_csv(&s, dir, &common));
                         None
                     }
                     // Streaming mode emits an update per word read: keep only the latest count of

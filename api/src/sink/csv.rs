@@ -11,9 +11,64 @@ use shardflow_core::operator::sink::SinkFunction;
 
 use super::text::{WriteMode, open_part};
 
+/// Where CSV rows go: a part file, or memory (rows encoded for the exactly-once file sink).
+pub enum CsvOut {
+    File(BufWriter<File>),
+    Memory(std::rc::Rc<std::cell::RefCell<Vec<u8>>>),
+}
+
+impl std::io::Write for CsvOut {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            CsvOut::File(f) => f.write(buf),
+            CsvOut::Memory(v) => v.borrow_mut().write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            CsvOut::File(f) => f.flush(),
+            CsvOut::Memory(_) => Ok(()),
+        }
+    }
+}
+
+/// Appends `record` to `buf` as one CSV row (RFC 4180 quoting): the encoder that makes
+/// [`sink_to_files_with`](crate::DataStream::sink_to_files_with) write CSV exactly once.
+pub fn csv_line<T: ToCsv>(record: &T, buf: &mut Vec<u8>) {
+    type Encoder = (
+        csv::Writer<CsvOut>,
+        std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+        String,
+    );
+    thread_local! {
+        static ENCODER: std::cell::RefCell<Encoder> = std::cell::RefCell::new({
+            let out = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+            let writer = csv::WriterBuilder::new()
+                .has_headers(false)
+                .from_writer(CsvOut::Memory(out.clone()));
+            (writer, out, String::new())
+        });
+    }
+    ENCODER.with(|e| {
+        let (writer, out, scratch) = &mut *e.borrow_mut();
+        let mut row = CsvRow {
+            writer,
+            scratch,
+            error: None,
+        };
+        record.write_csv(&mut row);
+        // Writing into memory cannot fail.
+        let _ = writer.write_record(None::<&[u8]>);
+        let _ = writer.flush();
+        let mut out = out.borrow_mut();
+        buf.extend_from_slice(&out);
+        out.clear();
+    });
+}
+
 /// Writes the fields of one CSV row.
 pub struct CsvRow<'a> {
-    writer: &'a mut csv::Writer<BufWriter<File>>,
+    writer: &'a mut csv::Writer<CsvOut>,
     scratch: &'a mut String,
     error: Option<csv::Error>,
 }
@@ -84,7 +139,7 @@ csv_tuple!(A 0, B 1, C 2, D 3, E 4, F 5);
 
 pub struct CsvSink {
     path: PathBuf,
-    writer: csv::Writer<BufWriter<File>>,
+    writer: csv::Writer<CsvOut>,
     scratch: String,
 }
 
@@ -93,7 +148,7 @@ impl CsvSink {
         let (path, out) = open_part(dir, ".csv", mode, ctx)?;
         let writer = csv::WriterBuilder::new()
             .has_headers(false)
-            .from_writer(out);
+            .from_writer(CsvOut::File(out));
         Ok(Self {
             path,
             writer,
