@@ -339,3 +339,59 @@ fn uids_map_state_into_a_changed_job() {
     want.sort();
     assert!(lines == want, "{}", first_difference(&lines, &want));
 }
+
+/// The built-in telemetry job (generated readings whose ranges rescale, two-phase windows)
+/// stopped at P = 2 and resumed at P = 1 and 3: exactly the windows of the single-threaded
+/// loop.
+#[test]
+fn two_phase_windows_rescale_with_their_partials() {
+    use shardflow::jobs::telemetry::{self, TelemetrySettings};
+    let _cpus = shardflow_tests::shared_cpus();
+    let settings = TelemetrySettings {
+        readings: 600_000,
+        sensors: 2_000,
+        ..Default::default()
+    };
+    let mut want = Vec::new();
+    telemetry::window_stats_loop(&settings, |w| want.push(format!("{w:?}")));
+    want.sort();
+    for to in [1, 3] {
+        let tmp = tempfile::tempdir().unwrap();
+        let checkpoints = tmp.path().join("checkpoints");
+        for (p, stop_at) in [(2, Some(300_000u64)), (to, None)] {
+            let mut env = StreamExecutionEnvironment::local();
+            env.set_parallelism(p);
+            env.config_mut().source_batch_records = 256;
+            env.config_mut().checkpoints = Some(CheckpointConfig::new(
+                &checkpoints,
+                Duration::from_millis(2),
+            ));
+            env.config_mut().restart = RestartStrategy::None;
+            if stop_at.is_none() {
+                env.config_mut().restore_from = Some(checkpoints.clone());
+            }
+            let fail = exactly_once::FailOnce::at(stop_at.unwrap_or(u64::MAX));
+            let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let readings = telemetry::readings(&env, &settings).map(move |r| {
+                fail.tick();
+                if seen
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                    .is_multiple_of(500)
+                {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                r
+            });
+            telemetry::window_stats(&readings, &settings)
+                .map(|w| format!("{w:?}"))
+                .sink_to_files(tmp.path().join("out"));
+            match env.execute("telemetry") {
+                Ok(r) => assert!(stop_at.is_none() && r.restored_from.is_some()),
+                Err(e) => assert!(stop_at.is_some(), "{e}"),
+            }
+        }
+        let (got, hidden) = read_output(&tmp.path().join("out"));
+        assert!(hidden.is_empty(), "{hidden:?}");
+        assert!(got == want, "2 -> {to}: {}", first_difference(&got, &want));
+    }
+}
