@@ -148,11 +148,12 @@ pub async fn run_reader<T: Data>(
     let mut valve = WatermarkValve::new(inputs.len());
     // Checkpoint barriers, aligned across the inputs: a channel that delivered one is not read
     // again (its ring fills, its sender waits) until every open channel has.
-    let mut aligner = crate::checkpoint::BarrierAligner::new(inputs.len());
-    // Unaligned: the barrier passed on at once, and what the other inputs deliver before it.
-    let mut capture: Option<Capture> = None;
-    let mut last_unaligned = 0u64;
-    let checkpoint = settings.checkpoint.take();
+    let mut barriers = Barriers {
+        aligner: crate::checkpoint::BarrierAligner::new(inputs.len()),
+        capture: None,
+        last_unaligned: 0,
+        checkpoint: settings.checkpoint.take(),
+    };
     let mut cooperate = crate::operator::Cooperate::new();
     let shard = settings.shard;
     let name = &settings.name;
@@ -169,13 +170,15 @@ pub async fn run_reader<T: Data>(
     };
 
     // The records an unaligned checkpoint overtook come first, as they did before it.
-    if let Some(bytes) = checkpoint
+    if let Some(bytes) = barriers
+        .checkpoint
         .as_ref()
         .and_then(|c| c.restored.as_deref())
         .filter(|b| !b.is_empty())
     {
         let what = |message: String| JobError::Operator {
-            operator: checkpoint
+            operator: barriers
+                .checkpoint
                 .as_ref()
                 .map_or_else(String::new, |c| c.operator.clone()),
             shard,
@@ -200,7 +203,7 @@ pub async fn run_reader<T: Data>(
         let mut progressed = false;
         let mut i = 0;
         while i < inputs.len() {
-            if inputs[i].ended || aligner.blocked(i) {
+            if inputs[i].ended || barriers.aligner.blocked(i) {
                 i += 1;
                 continue;
             }
@@ -215,7 +218,7 @@ pub async fn run_reader<T: Data>(
                                 channel: name.describe(from, shard),
                                 source,
                             })?;
-                            if aligner.blocked(i) && frame.kind != FrameKind::End {
+                            if barriers.aligner.blocked(i) && frame.kind != FrameKind::End {
                                 // Writers end a buffer at a barrier; a frame past it would
                                 // belong to the next checkpoint before this one is aligned.
                                 return Err(JobError::Decode {
@@ -239,7 +242,7 @@ pub async fn run_reader<T: Data>(
                                     // An in-process ring carries our own bytes, read as they are;
                                     // a frame that carries a crc came (or is made to look as if it
                                     // came) from outside, and gets rkyv's full bytecheck too.
-                                    if let Some(c) = capture.as_mut()
+                                    if let Some(c) = barriers.capture.as_mut()
                                         && c.pending[i]
                                     {
                                         c.data.push((timestamps.clone(), frame.payload.to_vec()));
@@ -316,16 +319,7 @@ pub async fn run_reader<T: Data>(
                                         alignment_us: 0,
                                         unaligned: p[16] & 2 != 0,
                                     };
-                                    on_barrier(
-                                        i,
-                                        b,
-                                        &inputs_open(&inputs),
-                                        &mut aligner,
-                                        &mut capture,
-                                        &mut last_unaligned,
-                                        &mut chain,
-                                        checkpoint.as_ref(),
-                                    )?;
+                                    barriers.on_barrier(i, b, &inputs_open(&inputs), &mut chain)?;
                                 }
                                 // Credits travel by hand in process.
                                 FrameKind::Credit => {}
@@ -339,7 +333,7 @@ pub async fn run_reader<T: Data>(
                         progressed = true;
                         match msg {
                             LocalMessage::Batch(mut b) => {
-                                if let Some(c) = capture.as_mut()
+                                if let Some(c) = barriers.capture.as_mut()
                                     && c.pending[i]
                                 {
                                     let bytes = crate::data::archive_batch(
@@ -363,16 +357,7 @@ pub async fn run_reader<T: Data>(
                                 apply(&mut chain, valve.status(i, idle))?;
                             }
                             LocalMessage::Barrier(b) => {
-                                on_barrier(
-                                    i,
-                                    b,
-                                    &inputs_open(&inputs),
-                                    &mut aligner,
-                                    &mut capture,
-                                    &mut last_unaligned,
-                                    &mut chain,
-                                    checkpoint.as_ref(),
-                                )?;
+                                barriers.on_barrier(i, b, &inputs_open(&inputs), &mut chain)?;
                             }
                             LocalMessage::End => ended = true,
                         }
@@ -383,16 +368,7 @@ pub async fn run_reader<T: Data>(
                 inputs[i].ended = true;
                 open -= 1;
                 apply(&mut chain, valve.remove(i))?;
-                if let Some(b) = aligner.remove(i) {
-                    chain.barrier(b)?;
-                    if let Some(c) = &checkpoint {
-                        c.ack(b.id, &Vec::new())?;
-                    }
-                }
-                if let Some(c) = capture.as_mut() {
-                    c.pending[i] = false;
-                }
-                complete_capture(&mut capture, checkpoint.as_ref())?;
+                barriers.on_end(i, &mut chain)?;
             }
             i += 1;
         }
@@ -432,7 +408,8 @@ pub async fn run_reader<T: Data>(
                 return Poll::Ready(Ok(()));
             }
             // A channel blocked by a barrier alignment is not read: it does not wake the task.
-            let readable = |(j, input): &(usize, &Input<T>)| !input.ended && !aligner.blocked(*j);
+            let readable =
+                |(j, input): &(usize, &Input<T>)| !input.ended && !barriers.aligner.blocked(*j);
             for (_, input) in inputs.iter().enumerate().filter(readable) {
                 match &input.link {
                     Link::Remote { ring, .. } => ring.register(cx),
@@ -457,7 +434,7 @@ pub async fn run_reader<T: Data>(
     }
     chain.finish()?;
     // Every input ended: no record will be in flight here again; later checkpoints take this.
-    if let Some(c) = &checkpoint {
+    if let Some(c) = &barriers.checkpoint {
         c.coordinator.finished(c.snapshot(Vec::new()), 0, 0)?;
     }
     flushed(chain.as_mut(), settings.scheduling).await
@@ -468,65 +445,90 @@ fn inputs_open<T>(inputs: &[Input<T>]) -> Vec<bool> {
     inputs.iter().map(|x| !x.ended).collect()
 }
 
-/// Input `i` delivered barrier `b`. Aligned: the aligner passes it on once every open input
-/// has, and the reader acks it (nothing in flight). Unaligned: the first input to deliver it
-/// passes it on at once; what the other open inputs deliver before theirs is recorded, and the
-/// reader acks with it when the last has.
-#[allow(clippy::too_many_arguments)]
-fn on_barrier<T>(
-    i: usize,
-    b: crate::checkpoint::Barrier,
-    open: &[bool],
-    aligner: &mut crate::checkpoint::BarrierAligner,
-    capture: &mut Option<Capture>,
-    last_unaligned: &mut u64,
-    chain: &mut BoxPush<T>,
-    checkpoint: Option<&ReaderCheckpoint>,
-) -> Result<(), JobError> {
-    if !b.unaligned {
-        if let Some(b) = aligner.barrier(i, b) {
-            chain.barrier(b)?;
-            if let Some(c) = checkpoint {
-                c.ack(b.id, &Vec::new())?;
-            }
-        }
-        return Ok(());
-    }
-    match capture.as_mut() {
-        Some(c) if c.barrier.id == b.id => c.pending[i] = false,
-        // An older one is stale; a newer one starts over (the older was abandoned).
-        Some(c) if c.barrier.id > b.id => return Ok(()),
-        _ => {
-            if b.id <= *last_unaligned {
-                return Ok(());
-            }
-            *last_unaligned = b.id;
-            chain.barrier(b)?;
-            let mut pending = open.to_vec();
-            pending[i] = false;
-            *capture = Some(Capture {
-                barrier: b,
-                pending,
-                data: Vec::new(),
-            });
-        }
-    }
-    complete_capture(capture, checkpoint)
+/// A reader's barriers: aligned ones through the aligner; an unaligned one passed on at once,
+/// with what the other inputs deliver before theirs captured; and its part in checkpoints.
+struct Barriers {
+    aligner: crate::checkpoint::BarrierAligner,
+    capture: Option<Capture>,
+    last_unaligned: u64,
+    checkpoint: Option<ReaderCheckpoint>,
 }
 
-/// Acks an unaligned barrier once every open input delivered it.
-fn complete_capture(
-    capture: &mut Option<Capture>,
-    checkpoint: Option<&ReaderCheckpoint>,
-) -> Result<(), JobError> {
-    if capture
-        .as_ref()
-        .is_some_and(|c| c.pending.iter().all(|p| !p))
-    {
-        let c = capture.take().expect("checked");
-        if let Some(k) = checkpoint {
-            k.ack(c.barrier.id, &c.data)?;
+impl Barriers {
+    /// Input `i` delivered barrier `b`. Aligned: the aligner passes it on once every open
+    /// input has, and the reader acks it (nothing in flight). Unaligned: the first input to
+    /// deliver it passes it on at once; what the other open inputs deliver before theirs is
+    /// recorded, and the reader acks with it when the last has.
+    fn on_barrier<T>(
+        &mut self,
+        i: usize,
+        b: crate::checkpoint::Barrier,
+        open: &[bool],
+        chain: &mut BoxPush<T>,
+    ) -> Result<(), JobError> {
+        if !b.unaligned {
+            if let Some(b) = self.aligner.barrier(i, b) {
+                self.pass_aligned(b, chain)?;
+            }
+            return Ok(());
+        }
+        match self.capture.as_mut() {
+            Some(c) if c.barrier.id == b.id => c.pending[i] = false,
+            // An older one is stale; a newer one starts over (the older was abandoned).
+            Some(c) if c.barrier.id > b.id => return Ok(()),
+            _ => {
+                if b.id <= self.last_unaligned {
+                    return Ok(());
+                }
+                self.last_unaligned = b.id;
+                chain.barrier(b)?;
+                let mut pending = open.to_vec();
+                pending[i] = false;
+                self.capture = Some(Capture {
+                    barrier: b,
+                    pending,
+                    data: Vec::new(),
+                });
+            }
+        }
+        self.complete_capture()
+    }
+
+    /// Input `i` ended: it holds no barrier back any more.
+    fn on_end<T>(&mut self, i: usize, chain: &mut BoxPush<T>) -> Result<(), JobError> {
+        if let Some(b) = self.aligner.remove(i) {
+            self.pass_aligned(b, chain)?;
+        }
+        if let Some(c) = self.capture.as_mut() {
+            c.pending[i] = false;
+        }
+        self.complete_capture()
+    }
+
+    fn pass_aligned<T>(
+        &mut self,
+        b: crate::checkpoint::Barrier,
+        chain: &mut BoxPush<T>,
+    ) -> Result<(), JobError> {
+        chain.barrier(b)?;
+        match &self.checkpoint {
+            Some(c) => c.ack(b.id, &Vec::new()),
+            None => Ok(()),
         }
     }
-    Ok(())
+
+    /// Acks an unaligned barrier once every open input delivered it.
+    fn complete_capture(&mut self) -> Result<(), JobError> {
+        if self
+            .capture
+            .as_ref()
+            .is_some_and(|c| c.pending.iter().all(|p| !p))
+        {
+            let c = self.capture.take().expect("checked");
+            if let Some(k) = &self.checkpoint {
+                k.ack(c.barrier.id, &c.data)?;
+            }
+        }
+        Ok(())
+    }
 }
