@@ -645,9 +645,18 @@ impl Store {
         namespace: &[u8],
         key: &[u8],
     ) -> Result<(), StoreError> {
-        if !with_index_key(key_group, namespace, key, |k| self.index.contains_key(k)) {
+        // One probe: the key leaves the index here, and the tombstone is appended only if it
+        // was there.
+        let Some(old) = with_index_key(key_group, namespace, key, |k| {
+            let old = self.index.remove(k);
+            if old.is_some() && self.options.log {
+                self.active.tombstones.insert(k.to_vec());
+            }
+            old
+        }) else {
             return Ok(());
-        }
+        };
+        self.forget(old);
         self.append(key_group, Op::Delete, namespace, key, &[])
     }
 
@@ -674,10 +683,8 @@ impl Store {
                 }
                 self.index.insert(k, loc)
             }
-            Op::Delete => {
-                self.active.tombstones.insert(k.to_vec());
-                self.index.remove(k)
-            }
+            // `delete` took the key out of the index (and noted its tombstone) already.
+            Op::Delete => None,
         });
         if op == Op::Put {
             self.active_live += len as u64;
@@ -873,6 +880,19 @@ impl Store {
     /// Seals the active segment: its live entries and needed tombstones, sorted by key, go to
     /// a sealed segment with a footer of key-group offsets; a new active segment begins.
     pub fn seal(&mut self) -> Result<(), StoreError> {
+        if !self.options.log {
+            // A working store keeps no tombstone set: its segment is sealed as it was
+            // appended (a snapshot's frozen segment, written here and now).
+            if let Some(w) = self.freeze_active()? {
+                let r = write_frozen(&self.dir, &w);
+                let _ = w.written.set(match &r {
+                    Ok(f) => Ok(f.clone()),
+                    Err(e) => Err(e.to_string()),
+                });
+                r?;
+            }
+            return self.install_frozen();
+        }
         self.flush()?;
         let (id, order, entries) = self.prepare_seal();
         let written = self.write_sealed(id, order, &entries, &[])?;
@@ -930,32 +950,7 @@ impl Store {
         if self.options.log && !self.active.bytes.is_empty() {
             self.seal()?;
         }
-        let write = if self.active.bytes.is_empty() {
-            None
-        } else {
-            let id = self.active.id;
-            let bytes = std::sync::Arc::new(std::mem::take(&mut self.active.bytes));
-            let written = std::sync::Arc::new(std::sync::OnceLock::new());
-            let order = self.next_order;
-            self.next_order += 1;
-            self.frozen.insert(
-                id,
-                Frozen {
-                    bytes: bytes.clone(),
-                    live: self.active_live,
-                    order,
-                    written: written.clone(),
-                    rewrite: false,
-                },
-            );
-            self.start_active()?;
-            Some(FrozenWrite {
-                id,
-                bytes,
-                order,
-                written,
-            })
-        };
+        let write = self.freeze_active()?;
         // Sealed segments are opened now: a compaction may remove their names before the
         // snapshot is finished.
         let mut sealed = Vec::with_capacity(self.sealed.len());
@@ -1001,6 +996,36 @@ impl Store {
             to_sync,
             writes,
         })
+    }
+
+    /// Freezes the active segment (if it holds anything) and begins a new one; what writing
+    /// the frozen one takes.
+    fn freeze_active(&mut self) -> Result<Option<FrozenWrite>, StoreError> {
+        if self.active.bytes.is_empty() {
+            return Ok(None);
+        }
+        let id = self.active.id;
+        let bytes = std::sync::Arc::new(std::mem::take(&mut self.active.bytes));
+        let written = std::sync::Arc::new(std::sync::OnceLock::new());
+        let order = self.next_order;
+        self.next_order += 1;
+        self.frozen.insert(
+            id,
+            Frozen {
+                bytes: bytes.clone(),
+                live: self.active_live,
+                order,
+                written: written.clone(),
+                rewrite: false,
+            },
+        );
+        self.start_active()?;
+        Ok(Some(FrozenWrite {
+            id,
+            bytes,
+            order,
+            written,
+        }))
     }
 
     fn segment_name(&self, id: u32) -> String {
