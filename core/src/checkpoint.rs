@@ -625,11 +625,11 @@ type IoJob = Box<dyn FnOnce() + Send>;
 /// thread, first in first out: a store's snapshots finish in the order they were taken, as a
 /// later one names the segments an earlier one writes.
 pub fn run_off_shard(job: IoJob) {
-    static WORKER: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<IoJob>>> =
+    static WORKER: std::sync::OnceLock<Option<Mutex<std::sync::mpsc::Sender<IoJob>>>> =
         std::sync::OnceLock::new();
     let worker = WORKER.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel::<IoJob>();
-        std::thread::Builder::new()
+        let started = std::thread::Builder::new()
             .name("shardflow-checkpoint-io".into())
             .spawn(move || {
                 for job in rx {
@@ -637,11 +637,27 @@ pub fn run_off_shard(job: IoJob) {
                     // checkpoint) with it.
                     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 }
-            })
-            .expect("the checkpoint I/O thread starts");
-        Mutex::new(tx)
+            });
+        match started {
+            Ok(_) => Some(Mutex::new(tx)),
+            Err(e) => {
+                eprintln!(
+                    "warning: no checkpoint I/O thread ({e}): snapshots are written on the shards"
+                );
+                None
+            }
+        }
     });
-    let _ = worker.lock().unwrap_or_else(|e| e.into_inner()).send(job);
+    match worker {
+        Some(w) => {
+            if let Err(std::sync::mpsc::SendError(job)) =
+                w.lock().unwrap_or_else(|e| e.into_inner()).send(job)
+            {
+                job();
+            }
+        }
+        None => job(),
+    }
 }
 
 /// Waits until every job handed to [`run_off_shard`] so far has run (the job's end: acks still
