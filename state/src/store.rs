@@ -110,6 +110,8 @@ struct Frozen {
     written: WriteSlot,
     /// Its write failed: the next snapshot writes it again.
     rewrite: bool,
+    /// Its write syncs it.
+    sync: bool,
 }
 
 /// A snapshot taken by [`Store::snapshot_async`], finished by [`finish`](Self::finish), on any
@@ -132,6 +134,8 @@ struct FrozenWrite {
     bytes: std::sync::Arc<Vec<u8>>,
     order: u64,
     written: WriteSlot,
+    /// Synced when written (a snapshot's); else a later snapshot syncs it.
+    sync: bool,
 }
 
 impl AsyncSnapshot {
@@ -240,7 +244,7 @@ fn write_frozen(dir: &Path, w: &FrozenWrite) -> Result<std::sync::Arc<File>, Sto
     let mut f = File::create(&tmp).map_err(io(&tmp, "cannot create a sealed segment"))?;
     f.write_all(&w.bytes)
         .and_then(|_| f.write_all(&footer))
-        .and_then(|_| f.sync_all())
+        .and_then(|_| if w.sync { f.sync_all() } else { Ok(()) })
         .map_err(io(&tmp, "cannot write a sealed segment"))?;
     std::fs::rename(&tmp, &path).map_err(io(&path, "cannot install a sealed segment"))?;
     Ok(std::sync::Arc::new(f))
@@ -883,7 +887,7 @@ impl Store {
         if !self.options.log {
             // A working store keeps no tombstone set: its segment is sealed as it was
             // appended (a snapshot's frozen segment, written here and now).
-            if let Some(w) = self.freeze_active()? {
+            if let Some(w) = self.freeze_active(self.options.sync)? {
                 let r = write_frozen(&self.dir, &w);
                 let _ = w.written.set(match &r {
                     Ok(f) => Ok(f.clone()),
@@ -950,7 +954,7 @@ impl Store {
         if self.options.log && !self.active.bytes.is_empty() {
             self.seal()?;
         }
-        let write = self.freeze_active()?;
+        let write = self.freeze_active(true)?;
         // Sealed segments are opened now: a compaction may remove their names before the
         // snapshot is finished.
         let mut sealed = Vec::with_capacity(self.sealed.len());
@@ -981,11 +985,13 @@ impl Store {
         for (id, f) in &mut self.frozen {
             if f.rewrite {
                 f.rewrite = false;
+                f.sync = true;
                 writes.push(FrozenWrite {
                     id: *id,
                     bytes: f.bytes.clone(),
                     order: f.order,
                     written: f.written.clone(),
+                    sync: true,
                 });
             }
         }
@@ -1000,7 +1006,7 @@ impl Store {
 
     /// Freezes the active segment (if it holds anything) and begins a new one; what writing
     /// the frozen one takes.
-    fn freeze_active(&mut self) -> Result<Option<FrozenWrite>, StoreError> {
+    fn freeze_active(&mut self, sync: bool) -> Result<Option<FrozenWrite>, StoreError> {
         if self.active.bytes.is_empty() {
             return Ok(None);
         }
@@ -1017,6 +1023,7 @@ impl Store {
                 order,
                 written: written.clone(),
                 rewrite: false,
+                sync,
             },
         );
         self.start_active()?;
@@ -1025,6 +1032,7 @@ impl Store {
             bytes,
             order,
             written,
+            sync,
         }))
     }
 
@@ -1068,7 +1076,7 @@ impl Store {
             let path = segment_path(&self.dir, id, true);
             let (mut sealed, _) = open_sealed(&path)?;
             sealed.live = f.live;
-            sealed.synced = true;
+            sealed.synced = f.sync;
             self.sealed.insert(id, sealed);
             // The log it was (a working store's is empty), sealed now.
             let _ = std::fs::remove_file(segment_path(&self.dir, id, false));
