@@ -114,6 +114,19 @@ struct Frozen {
     sync: bool,
 }
 
+impl Frozen {
+    /// What writing it as segment `id` takes.
+    fn write(&self, id: u32) -> FrozenWrite {
+        FrozenWrite {
+            id,
+            bytes: self.bytes.clone(),
+            order: self.order,
+            written: self.written.clone(),
+            sync: self.sync,
+        }
+    }
+}
+
 /// A snapshot taken by [`Store::snapshot_async`], finished by [`finish`](Self::finish), on any
 /// thread: it writes the frozen segment (if any) as a sealed file, syncs what needs it, and
 /// opens every segment of the snapshot.
@@ -986,13 +999,7 @@ impl Store {
             if f.rewrite {
                 f.rewrite = false;
                 f.sync = true;
-                writes.push(FrozenWrite {
-                    id: *id,
-                    bytes: f.bytes.clone(),
-                    order: f.order,
-                    written: f.written.clone(),
-                    sync: true,
-                });
+                writes.push(f.write(*id));
             }
         }
         Ok(AsyncSnapshot {
@@ -1012,28 +1019,21 @@ impl Store {
         }
         let id = self.active.id;
         let bytes = std::sync::Arc::new(std::mem::take(&mut self.active.bytes));
-        let written = std::sync::Arc::new(std::sync::OnceLock::new());
+        let written = WriteSlot::default();
         let order = self.next_order;
         self.next_order += 1;
-        self.frozen.insert(
-            id,
-            Frozen {
-                bytes: bytes.clone(),
-                live: self.active_live,
-                order,
-                written: written.clone(),
-                rewrite: false,
-                sync,
-            },
-        );
-        self.start_active()?;
-        Ok(Some(FrozenWrite {
-            id,
+        let frozen = Frozen {
             bytes,
+            live: self.active_live,
             order,
             written,
+            rewrite: false,
             sync,
-        }))
+        };
+        let write = frozen.write(id);
+        self.frozen.insert(id, frozen);
+        self.start_active()?;
+        Ok(Some(write))
     }
 
     fn segment_name(&self, id: u32) -> String {
@@ -1066,7 +1066,7 @@ impl Store {
                 self.frozen.insert(
                     id,
                     Frozen {
-                        written: std::sync::Arc::new(std::sync::OnceLock::new()),
+                        written: WriteSlot::default(),
                         rewrite: true,
                         ..f
                     },
@@ -1101,7 +1101,8 @@ impl Store {
             .into_iter()
             .map(|(k, l)| (k.to_vec(), Some(l)))
             .collect();
-        if !self.sealed.is_empty() || !self.frozen.is_empty() {
+        // (Only a logging store seals sorted, and it never freezes.)
+        if !self.sealed.is_empty() {
             entries.extend(self.active.tombstones.iter().map(|k| (k.clone(), None)));
         }
         entries.sort_by(|a, b| a.0.cmp(&b.0));

@@ -122,19 +122,40 @@ impl FailOnce {
     }
 }
 
-/// Passes records on; its snapshot fails once, at the `at`-th snapshot taken.
-#[derive(Clone)]
-struct SnapshotFails {
+/// Passes records on; its snapshot fails once, at the `at`-th snapshot taken (over all shards
+/// and attempts).
+pub struct SnapshotFails<T> {
     at: u64,
     snapshots: Arc<AtomicU64>,
+    _records: std::marker::PhantomData<fn(T)>,
 }
 
-impl ProcessFunction<Ev, Ev> for SnapshotFails {
+impl<T> SnapshotFails<T> {
+    pub fn at(at: u64) -> Self {
+        Self {
+            at,
+            snapshots: Arc::default(),
+            _records: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T> Clone for SnapshotFails<T> {
+    fn clone(&self) -> Self {
+        Self {
+            at: self.at,
+            snapshots: self.snapshots.clone(),
+            _records: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<T: Send + 'static> ProcessFunction<T, T> for SnapshotFails<T> {
     fn process_element(
         &mut self,
-        x: Ev,
+        x: T,
         _ctx: &RuntimeContext,
-        out: &mut Collector<Ev>,
+        out: &mut Collector<T>,
     ) -> Result<(), UserError> {
         out.collect(x);
         Ok(())
@@ -144,7 +165,7 @@ impl ProcessFunction<Ev, Ev> for SnapshotFails {
         _state: &mut shardflow_core::state::OperatorStateStore,
     ) -> Result<(), UserError> {
         if self.snapshots.fetch_add(1, Ordering::SeqCst) + 1 == self.at {
-            return Err("injected snapshot failure".into());
+            return Err("injected: the snapshot failed".into());
         }
         Ok(())
     }
@@ -190,10 +211,7 @@ pub fn build(
             e
         });
     if failures.snapshot != u64::MAX {
-        stream = stream.process(SnapshotFails {
-            at: failures.snapshot,
-            snapshots: Arc::default(),
-        });
+        stream = stream.process(SnapshotFails::at(failures.snapshot));
     }
     let options = FileSinkOptions {
         rolling: RollingPolicy {

@@ -225,13 +225,9 @@ fn windows_give_the_same_output_with_checkpoints() {
 fn fail_once_at<T: Clone + Send + 'static>(
     at: u64,
 ) -> impl Fn(T) -> T + Clone + Send + Sync + 'static {
-    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let failed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let fail = shardflow_tests::exactly_once::FailOnce::at(at);
     move |x: T| {
-        use std::sync::atomic::Ordering::SeqCst;
-        if seen.fetch_add(1, SeqCst) + 1 == at && !failed.swap(true, SeqCst) {
-            panic!("injected failure at record {at}");
-        }
+        fail.tick();
         x
     }
 }
@@ -506,37 +502,6 @@ fn exactly_once_under_random_failures() {
     }
 }
 
-/// A function whose snapshot fails at its second checkpoint.
-#[derive(Clone)]
-struct SnapshotFailsOnce {
-    snapshots: std::sync::Arc<std::sync::atomic::AtomicU32>,
-}
-
-impl ProcessFunction<(u64, u64), (u64, u64)> for SnapshotFailsOnce {
-    fn process_element(
-        &mut self,
-        x: (u64, u64),
-        _ctx: &shardflow_core::operator::RuntimeContext,
-        out: &mut Collector<(u64, u64)>,
-    ) -> Result<(), UserError> {
-        out.collect(x);
-        Ok(())
-    }
-    fn snapshot_state(
-        &mut self,
-        _state: &mut shardflow_core::state::OperatorStateStore,
-    ) -> Result<(), UserError> {
-        if self
-            .snapshots
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
-            == 1
-        {
-            return Err("the snapshot failed".into());
-        }
-        Ok(())
-    }
-}
-
 /// A failure while a checkpoint is taken aborts that checkpoint only: the job goes on without a
 /// restart, later checkpoints complete, and the output is exact.
 #[test]
@@ -550,9 +515,8 @@ fn a_failure_during_a_checkpoint_aborts_only_that_checkpoint() {
         Some(CheckpointConfig::new(tmp.path(), Duration::from_millis(5)));
     let out = env
         .from_iter((0..n).map(|i| (i % KEYS, 1u64)).collect::<Vec<_>>())
-        .process(SnapshotFailsOnce {
-            snapshots: Default::default(),
-        })
+        // Its snapshot fails at the second checkpoint.
+        .process(shardflow_tests::exactly_once::SnapshotFails::at(2))
         .key_by(|r: &(u64, u64)| r.0)
         .reduce(|acc: &mut (u64, u64), x| acc.1 += x.1)
         .collect();

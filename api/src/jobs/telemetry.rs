@@ -137,11 +137,7 @@ impl Source<Reading> for ReadingSource {
         if let Some((first, n)) = self.remaining.take(max) {
             out.extend((first..first + n).map(|i| reading(&self.settings, i)));
         }
-        Ok(if self.remaining.is_empty() {
-            SourceStatus::End
-        } else {
-            SourceStatus::More
-        })
+        Ok(self.remaining.status())
     }
 
     /// A checkpoint records the readings left; a restore goes on with them (paced: as if the

@@ -162,8 +162,9 @@ impl<T, E: FnMut(&T, &mut Vec<u8>)> FileSink<T, E> {
             .join(format!(".{}.inprogress", self.final_name(shard, part)))
     }
 
-    /// The part number in `name` if it is one of `shard`'s parts, and whether it is staged.
-    fn parse(&self, shard: u32, name: &str) -> Option<(u64, bool)> {
+    /// The shard and part number in `name` if it is one of this sink's parts, and whether it
+    /// is staged.
+    fn parse(&self, name: &str) -> Option<(u32, u64, bool)> {
         let (name, staged) = match name
             .strip_prefix('.')
             .and_then(|n| n.strip_suffix(".inprogress"))
@@ -173,43 +174,17 @@ impl<T, E: FnMut(&T, &mut Vec<u8>)> FileSink<T, E> {
         };
         let rest = name
             .strip_prefix(&self.options.prefix)?
-            .strip_prefix(&format!("-{shard:05}-"))?
+            .strip_prefix('-')?
             .strip_suffix(&self.options.suffix)?;
-        (rest.len() >= 6 && rest.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| rest.parse().ok().map(|n| (n, staged)))
+        let (shard, part) = rest.split_once('-')?;
+        let digits = |s: &str, n: usize| s.len() >= n && s.bytes().all(|b| b.is_ascii_digit());
+        (digits(shard, 5) && digits(part, 6))
+            .then(|| Some((shard.parse().ok()?, part.parse().ok()?, staged)))
             .flatten()
     }
 
-    /// The shards with staged parts in the directory.
-    fn staged_shards(&self) -> Result<Vec<u32>, JobError> {
-        let entries = std::fs::read_dir(&self.dir)
-            .map_err(|e| JobError::io(&self.dir, "cannot list output directory", e))?;
-        let mut shards = Vec::new();
-        for entry in entries {
-            let entry =
-                entry.map_err(|e| JobError::io(&self.dir, "cannot list output directory", e))?;
-            let name = entry.file_name();
-            let Some(rest) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix('.'))
-                .and_then(|n| n.strip_suffix(".inprogress"))
-                .and_then(|n| n.strip_prefix(&self.options.prefix))
-                .and_then(|n| n.strip_prefix('-'))
-            else {
-                continue;
-            };
-            if let Some(shard) = rest.get(..5).and_then(|s| s.parse::<u32>().ok())
-                && self.parse(shard, &name.to_string_lossy()).is_some()
-                && !shards.contains(&shard)
-            {
-                shards.push(shard);
-            }
-        }
-        Ok(shards)
-    }
-
-    /// `shard`'s parts in the directory: (number, staged).
-    fn list(&self, shard: u32) -> Result<Vec<(u64, bool)>, JobError> {
+    /// Every part of this sink in the directory: (shard, number, staged).
+    fn scan(&self) -> Result<Vec<(u32, u64, bool)>, JobError> {
         let entries = std::fs::read_dir(&self.dir)
             .map_err(|e| JobError::io(&self.dir, "cannot list output directory", e))?;
         let mut parts = Vec::new();
@@ -217,7 +192,7 @@ impl<T, E: FnMut(&T, &mut Vec<u8>)> FileSink<T, E> {
             let entry =
                 entry.map_err(|e| JobError::io(&self.dir, "cannot list output directory", e))?;
             if let Some(name) = entry.file_name().to_str()
-                && let Some(p) = self.parse(shard, name)
+                && let Some(p) = self.parse(name)
             {
                 parts.push(p);
             }
@@ -226,20 +201,21 @@ impl<T, E: FnMut(&T, &mut Vec<u8>)> FileSink<T, E> {
     }
 
     fn sync_dir(&self) -> Result<(), JobError> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| JobError::io(&self.dir, "cannot sync output directory", e))
+        sync_dir(&self.dir)
     }
 
     fn open_part(&mut self, now: Instant) -> Result<(), JobError> {
         let number = match self.next {
             Some(n) => n,
-            None => self
-                .list(self.shard())?
-                .iter()
-                .map(|p| p.0 + 1)
-                .max()
-                .unwrap_or(0),
+            None => {
+                let shard = self.shard();
+                self.scan()?
+                    .iter()
+                    .filter(|p| p.0 == shard)
+                    .map(|p| p.1 + 1)
+                    .max()
+                    .unwrap_or(0)
+            }
         };
         self.next = Some(number + 1);
         let path = self.staged_path(self.shard(), number);
@@ -313,27 +289,20 @@ impl<T, E: FnMut(&T, &mut Vec<u8>)> FileSink<T, E> {
         Ok(())
     }
 
-    /// Renames a staged part into place. Already in place is done (a commit that reached the
-    /// directory before a failure); neither staged nor in place is an error naming the part:
-    /// committed output would be lost.
+    /// Renames `shard`'s staged part into place ([`publish`]).
     fn publish(&self, shard: u32, part: u64, checkpoint: Option<u64>) -> Result<(), JobError> {
-        let staged = self.staged_path(shard, part);
-        let target = self.final_path(shard, part);
-        match std::fs::rename(&staged, &target) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && target.exists() => Ok(()),
-            Err(e) => Err(JobError::io(
-                staged,
-                match checkpoint {
-                    Some(_) => "cannot commit a part file a complete checkpoint names",
-                    None => "cannot commit part file",
-                },
-                e,
-            )),
-        }
+        publish(
+            self.staged_path(shard, part),
+            &self.final_path(shard, part),
+            match checkpoint {
+                Some(_) => "cannot commit a part file a complete checkpoint names",
+                None => "cannot commit part file",
+            },
+        )
     }
 
-    /// Takes over one shard's transactions as checkpoint `checkpoint` recorded them.
+    /// Takes over one shard's transactions as checkpoint `checkpoint` recorded them (its
+    /// other staged parts are aborted after, by `restore`).
     fn adopt(&self, checkpoint: u64, state: &SinkState) -> Result<(), JobError> {
         for &(id, part) in &state.pending {
             self.publish(state.shard, part, Some(id))?;
@@ -347,7 +316,7 @@ impl<T, E: FnMut(&T, &mut Vec<u8>)> FileSink<T, E> {
                     let target = self.final_path(state.shard, part);
                     let placed = std::fs::metadata(&target).ok().map(|m| m.len());
                     if placed == Some(len) {
-                        return self.abort_staged(state.shard);
+                        return Ok(());
                     }
                     let committed_later = placed.is_some();
                     return Err(JobError::io(
@@ -379,7 +348,7 @@ impl<T, E: FnMut(&T, &mut Vec<u8>)> FileSink<T, E> {
                 .map_err(|e| JobError::io(&staged, "cannot cut part file back", e))?;
             self.publish(state.shard, part, Some(checkpoint))?;
         }
-        self.abort_staged(state.shard)
+        Ok(())
     }
 
     /// The sink's state for a checkpoint: its pending parts, and the part being written with
@@ -398,11 +367,11 @@ impl<T, E: FnMut(&T, &mut Vec<u8>)> FileSink<T, E> {
             })
     }
 
-    /// Deletes `shard`'s staged parts: written after the checkpoint resumed from, or by an
-    /// attempt that failed before any.
-    fn abort_staged(&self, shard: u32) -> Result<(), JobError> {
-        for (part, staged) in self.list(shard)? {
-            if staged {
+    /// Deletes the staged parts of the shards `which` picks: written after the checkpoint
+    /// resumed from, or by an attempt that failed before any.
+    fn abort_staged(&self, which: impl Fn(u32) -> bool) -> Result<(), JobError> {
+        for (shard, part, staged) in self.scan()? {
+            if staged && which(shard) {
                 let path = self.staged_path(shard, part);
                 std::fs::remove_file(&path)
                     .map_err(|e| JobError::io(&path, "cannot delete aborted part file", e))?;
@@ -456,12 +425,9 @@ impl<T: 'static, E: FnMut(&T, &mut Vec<u8>) + 'static> SinkFunction<T> for FileS
         let dir = self.dir.clone();
         c.on_job_end(Box::new(move || {
             for (staged, target) in parts {
-                std::fs::rename(&staged, &target)
-                    .map_err(|e| JobError::io(staged, "cannot commit part file", e))?;
+                publish(staged, &target, "cannot commit part file")?;
             }
-            File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| JobError::io(dir, "cannot sync output directory", e))
+            sync_dir(&dir)
         }));
         Ok(())
     }
@@ -518,27 +484,39 @@ impl<T: 'static, E: FnMut(&T, &mut Vec<u8>) + 'static> SinkFunction<T> for FileS
         self.pending.clear();
         self.buf.clear();
         self.next = None;
-        let mut adopted = Vec::new();
         for bytes in states {
             let state: SinkState = decode_state(bytes).map_err(|e| {
                 self.ctx.error(format!(
                     "checkpoint {checkpoint}: the file sink's state: {e}"
                 ))
             })?;
-            adopted.push(state.shard);
             self.adopt(checkpoint, &state)?;
         }
-        // Staged parts the checkpoint does not name were written after it: by this shard, or
-        // by shards of a run at another parallelism that failed before its first checkpoint.
-        // Shard `s`'s are this shard's to delete when `s % parallelism` is this shard.
+        // Staged parts the checkpoint does not name (its own were published above) were
+        // written after it: by the shards taken over, or by shards of a run at another
+        // parallelism that failed before its first checkpoint. Shard `s`'s are this shard's
+        // to delete when `s % parallelism` is this shard (the shards taken over are such).
         let (me, p) = (self.shard(), self.ctx.runtime.parallelism);
-        for s in self.staged_shards()? {
-            if s % p == me && !adopted.contains(&s) {
-                self.abort_staged(s)?;
-            }
-        }
+        self.abort_staged(|s| s % p == me)?;
         self.sync_dir()
     }
+}
+
+/// Renames a staged part into place. Already in place is done (a commit that reached the
+/// directory before a failure); neither staged nor in place is an error naming the part:
+/// committed output would be lost.
+fn publish(staged: PathBuf, target: &Path, what: &'static str) -> Result<(), JobError> {
+    match std::fs::rename(&staged, target) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && target.exists() => Ok(()),
+        Err(e) => Err(JobError::io(staged, what, e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), JobError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| JobError::io(dir, "cannot sync output directory", e))
 }
 
 /// Appends a record's `Display` form and a newline.

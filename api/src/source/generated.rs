@@ -37,11 +37,7 @@ impl Source<String> for GeneratedTextSource {
                 out.push(line);
             }
         }
-        Ok(if self.remaining.is_empty() {
-            SourceStatus::End
-        } else {
-            SourceStatus::More
-        })
+        Ok(self.remaining.status())
     }
 
     /// A checkpoint records the lines left; a restore goes on with them (after a rescale, with

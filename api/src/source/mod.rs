@@ -53,6 +53,15 @@ impl Remaining {
         self.ranges.is_empty()
     }
 
+    /// `End` once every position is taken.
+    pub(crate) fn status(&self) -> SourceStatus {
+        if self.is_empty() {
+            SourceStatus::End
+        } else {
+            SourceStatus::More
+        }
+    }
+
     /// Takes the ranges a checkpoint recorded (none restored: keeps the shard's own share).
     pub(crate) fn restore(&mut self, state: &mut OperatorStateStore) -> Result<(), JobError> {
         if state.is_restored() {
@@ -110,11 +119,7 @@ impl<T: Clone + 'static> Source<T> for IterSource<T> {
             };
             out.extend_from_slice(records);
         }
-        Ok(if self.remaining.is_empty() {
-            SourceStatus::End
-        } else {
-            SourceStatus::More
-        })
+        Ok(self.remaining.status())
     }
 
     /// A checkpoint records the ranges of the collection the shard has left; a restore goes on
@@ -163,11 +168,7 @@ impl Source<i64> for SequenceSource {
             let first = first as i128 + i64::MIN as i128;
             out.extend((first..first + n as i128).map(|x| x as i64));
         }
-        Ok(if self.remaining.is_empty() {
-            SourceStatus::End
-        } else {
-            SourceStatus::More
-        })
+        Ok(self.remaining.status())
     }
 
     fn initialize_state(&mut self, state: &mut OperatorStateStore) -> Result<(), JobError> {

@@ -499,24 +499,20 @@ impl OperatorContext {
         // On the shard: the store's active segment is frozen (no sort, no copy, no write).
         // Off it: the frozen segment written and synced, the segments uploaded, the ack. A
         // snapshot that cannot be taken aborts its checkpoint, not the job.
-        let frozen = match self.freeze() {
+        let frozen = match self.freeze(c) {
             Ok(f) => f,
             Err(e) => {
                 self.decline(barrier, e.to_string());
                 return Ok(());
             }
         };
-        let names = frozen.as_ref().map_or_else(Vec::new, |f| f.names());
-        // Retention (a checkpoint completing meanwhile) must not remove them before the ack.
-        c.protect(&names);
         let c = c.clone();
         let what = self.describe();
-        let snapshot = self.snapshot_of(Vec::new(), state);
+        let snapshot = self.snapshot_of(state);
         crate::checkpoint::run_off_shard(Box::new(move || {
             let done = finish_snapshot(&c, frozen, snapshot, &format!("checkpoint {}", barrier.id))
                 .and_then(|(snapshot, added, total)| c.ack(barrier.id, snapshot, added, total));
             if let Err(e) = done {
-                c.unprotect(&names);
                 c.decline(barrier.id, format!("{what}: {e}"));
             }
         }));
@@ -533,49 +529,45 @@ impl OperatorContext {
         let Some(c) = &self.checkpoints else {
             return Ok(());
         };
-        let frozen = self.freeze()?;
-        let names = frozen.as_ref().map_or_else(Vec::new, |f| f.names());
-        c.protect(&names);
-        let snapshot = self.snapshot_of(Vec::new(), state);
+        let frozen = self.freeze(c)?;
+        let snapshot = self.snapshot_of(state);
         let (tx, rx) = std::sync::mpsc::channel();
         let c2 = c.clone();
         crate::checkpoint::run_off_shard(Box::new(move || {
             let _ = tx.send(finish_snapshot(&c2, frozen, snapshot, "the final snapshot"));
         }));
-        let taken = rx
+        let (snapshot, added, total) = rx
             .recv()
-            .map_err(|_| self.error("the final snapshot was dropped"))
-            .and_then(|r| r);
-        match taken {
-            Ok((snapshot, added, total)) => c.finished(snapshot, added, total),
-            Err(e) => {
-                c.unprotect(&names);
-                Err(e)
-            }
-        }
+            .map_err(|_| self.error("the final snapshot was dropped"))??;
+        c.finished(snapshot, added, total)
     }
 
-    /// Freezes this operator's store for a snapshot; None if it holds no live key (a store
-    /// with none is empty whatever its segments hold: an operator whose windows all fired at
-    /// the end deleted everything) or was never written.
-    fn freeze(&self) -> Result<Option<shardflow_state::AsyncSnapshot>, JobError> {
+    /// Freezes this operator's store for a snapshot, its segments kept from retention until
+    /// the snapshot is acked or given up; None if it holds no live key (a store with none is
+    /// empty whatever its segments hold: an operator whose windows all fired at the end
+    /// deleted everything) or was never written.
+    fn freeze(
+        &self,
+        c: &crate::checkpoint::Coordinator,
+    ) -> Result<Option<shardflow_state::AsyncSnapshot>, JobError> {
         if self.state.stored_keys() == 0 {
             return Ok(None);
         }
-        self.state.snapshot_async()
+        let frozen = self.state.snapshot_async()?;
+        if let Some(f) = &frozen {
+            c.protect(&f.names());
+        }
+        Ok(frozen)
     }
 
-    fn snapshot_of(
-        &self,
-        segments: Vec<String>,
-        state: Vec<u8>,
-    ) -> crate::checkpoint::OperatorSnapshot {
+    /// This operator's snapshot with operator state `state` (its segments named later).
+    fn snapshot_of(&self, state: Vec<u8>) -> crate::checkpoint::OperatorSnapshot {
         crate::checkpoint::OperatorSnapshot {
             node: self.node,
             operator: self.runtime.operator.to_string(),
             uid: self.uid.to_string(),
             shard: self.runtime.shard,
-            segments,
+            segments: Vec::new(),
             state,
         }
     }
@@ -630,19 +622,32 @@ fn finish_snapshot(
         shard: snapshot.shard,
         message: format!("{what}: {e}"),
     };
-    let handles = match frozen {
-        Some(f) => f.finish().map_err(|e| fail(e.to_string()))?,
-        None => Vec::new(),
+    let Some(frozen) = frozen else {
+        return Ok((snapshot, 0, 0));
     };
-    let (mut added, mut total) = (0, 0);
-    let mut segments = Vec::with_capacity(handles.len());
-    for h in &handles {
-        added += c.storage().upload(h).map_err(|e| fail(e.to_string()))?;
-        total += h.bytes;
-        segments.push(h.name.clone());
+    let names = frozen.names();
+    let uploaded = frozen
+        .finish()
+        .map_err(|e| e.to_string())
+        .and_then(|handles| {
+            let (mut added, mut total) = (0, 0);
+            for h in &handles {
+                added += c.storage().upload(h).map_err(|e| e.to_string())?;
+                total += h.bytes;
+            }
+            Ok((added, total))
+        });
+    match uploaded {
+        Ok((added, total)) => {
+            snapshot.segments = names;
+            Ok((snapshot, added, total))
+        }
+        Err(e) => {
+            // Given up: retention may take them again (an ack would have released them).
+            c.unprotect(&names);
+            Err(fail(e))
+        }
     }
-    snapshot.segments = segments;
-    Ok((snapshot, added, total))
 }
 
 /// How long a task runs before it yields to the other tasks of its shard.
