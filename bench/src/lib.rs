@@ -6,6 +6,7 @@
 pub mod exchange;
 pub mod keyed_state;
 pub mod recovery;
+pub mod shuffle;
 pub mod store;
 pub mod timers;
 pub mod windows;

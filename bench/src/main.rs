@@ -122,6 +122,16 @@ enum Bench {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Shuffle transports, bytes only: framed batches between two threads in process, through
+    /// shared memory, beside one memcpy of the same bytes (GB/s and the ratio).
+    Shuffle {
+        #[arg(long, default_value_t = 200_000)]
+        batches: u64,
+        #[arg(long, default_value_t = 32)]
+        batch_kib: usize,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
     /// One-way latency of a lone record between two shards (hdrhistogram percentiles).
     Latency {
         #[arg(long, default_value_t = 20_000)]
@@ -186,6 +196,70 @@ fn main() -> anyhow::Result<()> {
                 median(recover.clone()),
                 median(read.clone()),
                 median(recover) / median(read).max(1e-9)
+            );
+        }
+        Bench::Shuffle {
+            batches,
+            batch_kib,
+            runs,
+        } => {
+            use shardflow_bench::shuffle;
+            let batch_bytes = batch_kib << 10;
+            println!(
+                "shuffle: {batches} batches of {batch_kib} KiB, {runs} runs each (interleaved)"
+            );
+            let shm_dir = if std::path::Path::new("/dev/shm").is_dir() {
+                tempfile::tempdir_in("/dev/shm")?
+            } else {
+                tempfile::tempdir()?
+            };
+            let bell = std::sync::Arc::new(shardflow_shuffle::bell::Bell::create(
+                &shm_dir.path().join("bench.bell"),
+            )?);
+            let gbs = |d: Duration| (batches as usize * batch_bytes) as f64 / d.as_secs_f64() / 1e9;
+            let (mut copy, mut hand, mut local, mut shm, mut tcp) =
+                (vec![], vec![], vec![], vec![], vec![]);
+            for run in 0..runs {
+                copy.push(gbs(shuffle::memcpy(batches, batch_bytes)));
+                hand.push(gbs(shuffle::handoff(batches, batch_bytes)));
+                let (tx, rx) = shardflow_shuffle::ring(
+                    1,
+                    shardflow_shuffle::RingConfig {
+                        buffers: 4,
+                        buffer_bytes: batch_bytes + 64,
+                    },
+                );
+                local.push(gbs(shuffle::ring(tx, rx, batches, batch_bytes)));
+                let path = shm_dir.path().join(format!("ring-{run}"));
+                let rx = shardflow_shuffle::shm::create_receiver(
+                    &path,
+                    2,
+                    shardflow_shuffle::shm::ShmConfig {
+                        slots: 4,
+                        slot_bytes: 2 * batch_bytes,
+                    },
+                    bell.clone(),
+                )?;
+                let tx = shardflow_shuffle::shm::attach_sender(&path, 2, bell.clone())?;
+                shm.push(gbs(shuffle::ring(tx, rx, batches, batch_bytes)));
+                tcp.push(gbs(shuffle::socketpair(batches, batch_bytes)?));
+                println!(
+                    "  memcpy {:.2} GB/s, copied across cores {:.2} GB/s, in process {:.2} GB/s, shared memory {:.2} GB/s, plain TCP socket pair {:.2} GB/s",
+                    copy[run], hand[run], local[run], shm[run], tcp[run]
+                );
+            }
+            let (copy, hand, local, shm, tcp) = (
+                median(copy),
+                median(hand),
+                median(local),
+                median(shm),
+                median(tcp),
+            );
+            println!(
+                "  medians: memcpy {copy:.2} GB/s; copied across cores {hand:.2} GB/s; in process {local:.2} GB/s ({:.2}x memcpy); shared memory {shm:.2} GB/s ({:.2}x memcpy, {:.2}x copied across cores); plain TCP {tcp:.2} GB/s",
+                local / copy,
+                shm / copy,
+                shm / hand
             );
         }
         Bench::Wordcount { lines, runs } => {

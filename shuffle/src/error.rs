@@ -69,4 +69,8 @@ pub enum FrameError {
 pub enum ChannelError {
     #[error("channel {channel} was closed by its peer before end of input")]
     Closed { channel: u32 },
+    /// The transport's own bookkeeping (not a frame) is broken: a peer wrote what no sender of
+    /// ours writes.
+    #[error("channel {channel}: {detail}")]
+    Malformed { channel: u32, detail: String },
 }

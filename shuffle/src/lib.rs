@@ -32,11 +32,15 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub mod bell;
 pub mod error;
 pub mod frame;
 pub mod ring;
+pub mod shm;
 pub mod spsc;
 
 pub use error::{ChannelError, FrameError};
 pub use frame::{Checksum, Frame, FrameKind, FrameReader};
-pub use ring::{Buffer, RingConfig, RingHandle, RingReceiver, RingSender, RingStats, ring};
+pub use ring::{
+    Buffer, Received, RingConfig, RingHandle, RingReceiver, RingSender, RingStats, ring,
+};

@@ -28,6 +28,7 @@ use std::task::{Context, Poll};
 use atomic_waker::AtomicWaker;
 
 use crate::error::ChannelError;
+use crate::shm::{MappedSlot, Recv, ShmRx, ShmTx};
 use crate::spsc::{self, Consumer, Producer};
 
 /// An aligned, growable byte buffer (16-byte aligned, as rkyv archives want).
@@ -73,16 +74,30 @@ pub struct RingStats {
     pub credit_stalls: AtomicU64,
 }
 
-struct Shared {
-    channel: u32,
-    rx_waker: AtomicWaker,
-    tx_waker: AtomicWaker,
-    sender_gone: AtomicBool,
-    receiver_gone: AtomicBool,
-    stats: RingStats,
+pub(crate) struct Shared {
+    pub(crate) channel: u32,
+    pub(crate) rx_waker: AtomicWaker,
+    pub(crate) tx_waker: AtomicWaker,
+    /// This process's view: the sender left (or the ring was aborted here).
+    pub(crate) sender_gone: AtomicBool,
+    pub(crate) receiver_gone: AtomicBool,
+    pub(crate) stats: RingStats,
 }
 
-/// Creates a ring for `channel`.
+impl Shared {
+    pub(crate) fn new(channel: u32) -> Arc<Self> {
+        Arc::new(Self {
+            channel,
+            rx_waker: AtomicWaker::new(),
+            tx_waker: AtomicWaker::new(),
+            sender_gone: AtomicBool::new(false),
+            receiver_gone: AtomicBool::new(false),
+            stats: RingStats::default(),
+        })
+    }
+}
+
+/// Creates an in-process ring for `channel`.
 ///
 /// # Panics
 /// If the configuration exceeds [`RING_BUFFERS_MAX`] or [`RING_BUFFER_BYTES_MAX`]; callers
@@ -98,38 +113,55 @@ pub fn ring(channel: u32, config: RingConfig) -> (RingSender, RingReceiver) {
             .push(buf)
             .unwrap_or_else(|_| unreachable!("the free queue holds the whole pool"));
     }
-    let shared = Arc::new(Shared {
-        channel,
-        rx_waker: AtomicWaker::new(),
-        tx_waker: AtomicWaker::new(),
-        sender_gone: AtomicBool::new(false),
-        receiver_gone: AtomicBool::new(false),
-        stats: RingStats::default(),
-    });
+    let shared = Shared::new(channel);
     (
         RingSender {
-            full: full_tx,
-            free: free_rx,
+            end: SenderEnd::Process {
+                full: full_tx,
+                free: free_rx,
+            },
             shared: shared.clone(),
         },
         RingReceiver {
-            full: full_rx,
-            free: free_tx,
+            end: ReceiverEnd::Process {
+                full: full_rx,
+                free: free_tx,
+            },
             shared,
         },
     )
 }
 
-/// The sending end: takes free buffers (credits), fills them, sends them.
+enum SenderEnd {
+    Process {
+        full: Producer<Buffer>,
+        free: Consumer<Buffer>,
+    },
+    Shm(Box<ShmTx>),
+}
+
+/// The sending end: takes free buffers (credits), fills them, sends them. The same for every
+/// transport: in process (buffers handed over), shared memory (copied into the peer's slots).
 pub struct RingSender {
-    full: Producer<Buffer>,
-    free: Consumer<Buffer>,
+    end: SenderEnd,
     shared: Arc<Shared>,
 }
 
 impl RingSender {
+    pub(crate) fn from_shm(shared: Arc<Shared>, tx: ShmTx) -> Self {
+        Self {
+            end: SenderEnd::Shm(Box::new(tx)),
+            shared,
+        }
+    }
+
     pub fn channel(&self) -> u32 {
         self.shared.channel
+    }
+
+    /// Whether the bytes leave the process: frames must then carry a crc.
+    pub fn is_foreign(&self) -> bool {
+        !matches!(self.end, SenderEnd::Process { .. })
     }
 
     /// Takes an empty buffer if a credit is available.
@@ -140,10 +172,13 @@ impl RingSender {
                 channel: self.shared.channel,
             });
         }
-        Ok(self.free.pop().map(|mut b| {
-            b.clear();
-            b
-        }))
+        match &self.end {
+            SenderEnd::Process { free, .. } => Ok(free.pop().map(|mut b| {
+                b.clear();
+                b
+            })),
+            SenderEnd::Shm(tx) => tx.try_take(&self.shared),
+        }
     }
 
     /// Takes an empty buffer, or registers the task to be woken when a credit comes back.
@@ -155,14 +190,23 @@ impl RingSender {
             .stats
             .credit_stalls
             .fetch_add(1, Ordering::Relaxed);
-        self.shared.tx_waker.register(cx.waker());
+        self.park(cx);
         match self.try_take_buffer()? {
             Some(b) => Poll::Ready(Ok(b)),
             None => Poll::Pending,
         }
     }
 
-    /// Sends a filled buffer. It came from this ring's pool, so there is always room.
+    fn park(&self, cx: &mut Context<'_>) {
+        self.shared.tx_waker.register(cx.waker());
+        if let SenderEnd::Shm(tx) = &self.end {
+            tx.park();
+        }
+    }
+
+    /// Sends a filled buffer. It came from this ring's pool, so there is always room (a
+    /// shared-memory buffer larger than a slot may wait in the sender for slots to free:
+    /// [`poll_sent`](Self::poll_sent) says when all is in the ring).
     #[inline]
     pub fn send(&self, buf: Buffer) {
         let bytes = buf.len();
@@ -177,13 +221,45 @@ impl RingSender {
             .fetch_max(n, Ordering::Relaxed);
         stats.buffers_sent.fetch_add(1, Ordering::Relaxed);
         stats.bytes_sent.fetch_add(bytes as u64, Ordering::Relaxed);
-        if self.full.push(buf).is_err() {
-            unreachable!(
-                "ring {}: more buffers in flight than the pool holds",
-                self.shared.channel
-            );
+        match &self.end {
+            SenderEnd::Process { full, .. } => {
+                if full.push(buf).is_err() {
+                    unreachable!(
+                        "ring {}: more buffers in flight than the pool holds",
+                        self.shared.channel
+                    );
+                }
+                self.shared.rx_waker.wake();
+            }
+            SenderEnd::Shm(tx) => {
+                // The receiving process keeps its own counts: ours drain as they are copied.
+                stats.buffered_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                stats.buffered_buffers.fetch_sub(1, Ordering::Relaxed);
+                tx.send(buf)
+            }
         }
-        self.shared.rx_waker.wake();
+    }
+
+    /// Ready once every buffer sent is where the receiver can read it (always, in process).
+    /// A sender that is done polls this before it is dropped.
+    pub fn poll_sent(&self, cx: &mut Context<'_>) -> Poll<Result<(), ChannelError>> {
+        let SenderEnd::Shm(tx) = &self.end else {
+            return Poll::Ready(Ok(()));
+        };
+        if self.shared.receiver_gone.load(Ordering::Acquire) {
+            return Poll::Ready(Err(ChannelError::Closed {
+                channel: self.shared.channel,
+            }));
+        }
+        if tx.all_sent() {
+            return Poll::Ready(Ok(()));
+        }
+        self.park(cx);
+        if tx.all_sent() {
+            Poll::Ready(Ok(()))
+        } else {
+            Poll::Pending
+        }
     }
 
     pub fn stats(&self) -> &RingStats {
@@ -205,32 +281,97 @@ impl Drop for RingSender {
     }
 }
 
+enum ReceiverEnd {
+    Process {
+        full: Consumer<Buffer>,
+        free: Producer<Buffer>,
+    },
+    Shm(Box<ShmRx>),
+}
+
+/// A buffer received: handed over whole (in process) or read in place where the sender put it
+/// (a shared-memory slot). Give it back with [`RingReceiver::release`].
+pub struct Received(Held);
+
+enum Held {
+    Owned(Buffer),
+    Mapped(MappedSlot),
+}
+
+impl std::ops::Deref for Received {
+    type Target = [u8];
+
+    #[inline]
+    fn deref(&self) -> &[u8] {
+        match &self.0 {
+            Held::Owned(b) => b,
+            Held::Mapped(m) => m.bytes(),
+        }
+    }
+}
+
+impl Received {
+    /// Whether the bytes are read where the sender wrote them, in memory shared with it
+    /// (zero-copy), rather than in a buffer of this process.
+    pub fn in_place(&self) -> bool {
+        matches!(self.0, Held::Mapped(_))
+    }
+}
+
 /// The receiving end: receives filled buffers in order and returns them (the credit).
 pub struct RingReceiver {
-    full: Consumer<Buffer>,
-    free: Producer<Buffer>,
+    end: ReceiverEnd,
     shared: Arc<Shared>,
 }
 
 impl RingReceiver {
+    pub(crate) fn from_shm(shared: Arc<Shared>, rx: ShmRx) -> Self {
+        Self {
+            end: ReceiverEnd::Shm(Box::new(rx)),
+            shared,
+        }
+    }
+
     pub fn channel(&self) -> u32 {
         self.shared.channel
+    }
+
+    /// Whether the bytes come from outside the process: every frame must then carry a crc,
+    /// and records get the full bytecheck.
+    pub fn is_foreign(&self) -> bool {
+        !matches!(self.end, ReceiverEnd::Process { .. })
     }
 
     /// Receives the next buffer, if one is there. `Err` once the sender is gone and nothing is
     /// left: a sender that finished properly sent an END frame first, so this is a failure.
     #[inline]
-    pub fn try_recv(&self) -> Result<Option<Buffer>, ChannelError> {
-        match self.full.pop() {
+    pub fn try_recv(&self) -> Result<Option<Received>, ChannelError> {
+        let full = match &self.end {
+            ReceiverEnd::Process { full, .. } => full,
+            ReceiverEnd::Shm(rx) => {
+                if self.shared.sender_gone.load(Ordering::Acquire) {
+                    return Err(ChannelError::Closed {
+                        channel: self.shared.channel,
+                    });
+                }
+                return Ok(rx.try_recv(&self.shared)?.map(|r| {
+                    Received(match r {
+                        Recv::Mapped(m) => Held::Mapped(m),
+                        Recv::Owned(b) => Held::Owned(b),
+                    })
+                }));
+            }
+        };
+        match full.pop() {
             Some(buf) => {
                 let stats = &self.shared.stats;
                 stats.buffered_bytes.fetch_sub(buf.len(), Ordering::Relaxed);
                 stats.buffered_buffers.fetch_sub(1, Ordering::Relaxed);
-                Ok(Some(buf))
+                Ok(Some(Received(Held::Owned(buf))))
             }
             None if self.shared.sender_gone.load(Ordering::Acquire) => {
                 // The sender may have pushed its last buffer just before leaving.
-                if self.full.is_empty() {
+                if full.is_empty() {
                     Err(ChannelError::Closed {
                         channel: self.shared.channel,
                     })
@@ -245,25 +386,44 @@ impl RingReceiver {
     /// Whether a buffer is waiting (or the channel is closed, which `try_recv` reports).
     #[inline]
     pub fn is_ready(&self) -> bool {
-        !self.full.is_empty() || self.shared.sender_gone.load(Ordering::Acquire)
+        match &self.end {
+            ReceiverEnd::Process { full, .. } => {
+                !full.is_empty() || self.shared.sender_gone.load(Ordering::Acquire)
+            }
+            ReceiverEnd::Shm(rx) => rx.is_ready(&self.shared),
+        }
     }
 
     /// Registers the task to be woken by the next send. Check [`is_ready`](Self::is_ready)
     /// afterwards: a send that raced the registration is seen there.
     pub fn register(&self, cx: &mut Context<'_>) {
         self.shared.rx_waker.register(cx.waker());
+        if let ReceiverEnd::Shm(rx) = &self.end {
+            rx.park();
+        }
     }
 
-    /// Returns a buffer to the pool: one credit back to the sender.
+    /// Returns a buffer: one credit back to the sender. Buffers are returned in the order they
+    /// were received.
     #[inline]
-    pub fn release(&self, buf: Buffer) {
-        if self.free.push(buf).is_err() {
-            unreachable!(
-                "ring {}: more buffers returned than the pool holds",
-                self.shared.channel
-            );
+    pub fn release(&self, buf: Received) {
+        match (&self.end, buf.0) {
+            (ReceiverEnd::Process { free, .. }, Held::Owned(buf)) => {
+                if free.push(buf).is_err() {
+                    unreachable!(
+                        "ring {}: more buffers returned than the pool holds",
+                        self.shared.channel
+                    );
+                }
+                self.shared.tx_waker.wake();
+            }
+            (ReceiverEnd::Shm(rx), Held::Mapped(slot)) => rx.release(slot),
+            // A buffer gathered from several slots: its slots went back as it was gathered.
+            (ReceiverEnd::Shm(_), Held::Owned(_)) => {}
+            (ReceiverEnd::Process { .. }, Held::Mapped(_)) => {
+                unreachable!("an in-process ring hands out no mapped slots")
+            }
         }
-        self.shared.tx_waker.wake();
     }
 
     pub fn stats(&self) -> &RingStats {

@@ -213,7 +213,8 @@ pub async fn run_reader<T: Data>(
                     let from = *from;
                     if let Some(buf) = ring.try_recv().map_err(|e| channel_error(from, e))? {
                         progressed = true;
-                        for frame in FrameReader::new(&buf, ring.channel()) {
+                        let foreign = ring.is_foreign();
+                        for frame in FrameReader::new(&buf, ring.channel()).require_crc(foreign) {
                             let frame = frame.map_err(|source| JobError::Frame {
                                 channel: name.describe(from, shard),
                                 source,
@@ -247,8 +248,9 @@ pub async fn run_reader<T: Data>(
                                     {
                                         c.data.push((timestamps.clone(), frame.payload.to_vec()));
                                     }
-                                    let trusted =
-                                        frame.flags & shardflow_shuffle::frame::FLAG_CRC_UNSET != 0;
+                                    let trusted = !foreign
+                                        && frame.flags & shardflow_shuffle::frame::FLAG_CRC_UNSET
+                                            != 0;
                                     unarchive_batch(frame.payload, trusted, &mut batch.records)
                                         .map_err(|e| decode_error(e.to_string()))?;
                                     if !timestamps.is_empty() {

@@ -39,6 +39,8 @@ struct Destination<T> {
     flush_requested: bool,
     /// End of input is yet to be sent.
     end_pending: bool,
+    /// Frames to another process always carry a crc; in process, as the job says.
+    checksum: Checksum,
 }
 
 pub struct ExchangeWriter<T, P> {
@@ -48,7 +50,6 @@ pub struct ExchangeWriter<T, P> {
     parallelism: u32,
     max_parallelism: u32,
     batch_records: usize,
-    checksum: Checksum,
     name: ExchangeName,
 }
 
@@ -143,6 +144,10 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
             .enumerate()
             .map(|(to, r)| Destination {
                 to: to as u32,
+                checksum: match &r {
+                    Some(ring) if ring.is_foreign() => Checksum::Compute,
+                    _ => checksum,
+                },
                 link: match r {
                     Some(ring) => Link::Remote(ring),
                     None => Link::Local(local.take().expect("one local destination")),
@@ -163,7 +168,6 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
             parallelism,
             max_parallelism,
             batch_records: (batch_bytes / record_bytes).clamp(1, 1 << 16),
-            checksum,
             name,
         }
     }
@@ -250,6 +254,7 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                     };
                     let channel = ring.channel();
                     let to = d.to;
+                    let checksum = d.checksum;
                     let n = owed.records;
                     if n > 0 {
                         let range = *shipped..*shipped + n;
@@ -258,14 +263,8 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                             for t in &d.staged.timestamps[range.clone()] {
                                 buf.extend_from_slice(&t.to_le_bytes());
                             }
-                            end_frame(
-                                &mut buf,
-                                start,
-                                FrameKind::Timestamps,
-                                channel,
-                                self.checksum,
-                            )
-                            .map_err(|e| self.frame_error(to, e))?;
+                            end_frame(&mut buf, start, FrameKind::Timestamps, channel, checksum)
+                                .map_err(|e| self.frame_error(to, e))?;
                         }
                         let start = begin_frame(&mut buf);
                         let batch = &self.dests[i].staged.records[range];
@@ -274,7 +273,7 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                             offset: start,
                             message: format!("cannot archive a batch: {e}"),
                         })?;
-                        end_frame(&mut buf, start, FrameKind::Data, channel, self.checksum)
+                        end_frame(&mut buf, start, FrameKind::Data, channel, checksum)
                             .map_err(|e| self.frame_error(to, e))?;
                         *shipped += n;
                     }
@@ -286,14 +285,14 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                                 FrameKind::Watermark,
                                 channel,
                                 &w.to_le_bytes(),
-                                self.checksum,
+                                checksum,
                             ),
                             Mark::Status(idle) => write_frame(
                                 &mut buf,
                                 FrameKind::Status,
                                 channel,
                                 &[idle as u8],
-                                self.checksum,
+                                checksum,
                             ),
                             // A barrier ends its buffer (nothing but end of input follows it
                             // there): a reader aligning it stops reading the channel at it.
@@ -302,14 +301,14 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
                                 FrameKind::Barrier,
                                 channel,
                                 &barrier_payload(b),
-                                self.checksum,
+                                checksum,
                             ),
                         };
                         written.map_err(|e| self.frame_error(to, e))?;
                     }
                     let d = &mut self.dests[i];
                     if owed.end && d.marks.is_empty() {
-                        write_frame(&mut buf, FrameKind::End, channel, &[], self.checksum)
+                        write_frame(&mut buf, FrameKind::End, channel, &[], checksum)
                             .map_err(|e| self.frame_error(to, e))?;
                         self.dests[i].end_pending = false;
                     }
@@ -327,6 +326,16 @@ impl<T: Data, P: Partition<T>> ExchangeWriter<T, P> {
         for i in 0..self.dests.len() {
             if until_empty && !self.dests[i].staged.is_empty() {
                 self.dests[i].flush_requested = true;
+            }
+            if until_empty
+                && let Link::Remote(ring) = &self.dests[i].link
+                && let Poll::Pending = ring.poll_sent(cx).map_err(|e| JobError::Channel {
+                    channel: self.name.describe(self.shard, self.dests[i].to),
+                    source: e,
+                })?
+            {
+                // A shared-memory buffer larger than the free slots is still being copied.
+                done = false;
             }
             if !self.ship(i, Some(cx))? {
                 // Blocked: ready only if what is left is below a full batch.
