@@ -123,7 +123,8 @@ enum Bench {
         dir: Option<std::path::PathBuf>,
     },
     /// Shuffle transports, bytes only: framed batches between two threads in process, through
-    /// shared memory, beside one memcpy of the same bytes (GB/s and the ratio).
+    /// shared memory and over a TCP link on loopback, beside the raw limits measured in the
+    /// same run (one memcpy; a copy across cores; a plain TCP socket pair).
     Shuffle {
         #[arg(long, default_value_t = 200_000)]
         batches: u64,
@@ -217,8 +218,8 @@ fn main() -> anyhow::Result<()> {
                 &shm_dir.path().join("bench.bell"),
             )?);
             let gbs = |d: Duration| (batches as usize * batch_bytes) as f64 / d.as_secs_f64() / 1e9;
-            let (mut copy, mut hand, mut local, mut shm, mut tcp) =
-                (vec![], vec![], vec![], vec![], vec![]);
+            let (mut copy, mut hand, mut local, mut shm, mut tcp, mut link) =
+                (vec![], vec![], vec![], vec![], vec![], vec![]);
             for run in 0..runs {
                 copy.push(gbs(shuffle::memcpy(batches, batch_bytes)));
                 hand.push(gbs(shuffle::handoff(batches, batch_bytes)));
@@ -243,23 +244,26 @@ fn main() -> anyhow::Result<()> {
                 let tx = shardflow_shuffle::shm::attach_sender(&path, 2, bell.clone())?;
                 shm.push(gbs(shuffle::ring(tx, rx, batches, batch_bytes)));
                 tcp.push(gbs(shuffle::socketpair(batches, batch_bytes)?));
+                link.push(gbs(shuffle::tcp(batches, batch_bytes, 8)?));
                 println!(
-                    "  memcpy {:.2} GB/s, copied across cores {:.2} GB/s, in process {:.2} GB/s, shared memory {:.2} GB/s, plain TCP socket pair {:.2} GB/s",
-                    copy[run], hand[run], local[run], shm[run], tcp[run]
+                    "  memcpy {:.2} GB/s, copied across cores {:.2} GB/s, in process {:.2} GB/s, shared memory {:.2} GB/s, plain TCP socket pair {:.2} GB/s, TCP link {:.2} GB/s",
+                    copy[run], hand[run], local[run], shm[run], tcp[run], link[run]
                 );
             }
-            let (copy, hand, local, shm, tcp) = (
+            let (copy, hand, local, shm, tcp, link) = (
                 median(copy),
                 median(hand),
                 median(local),
                 median(shm),
                 median(tcp),
+                median(link),
             );
             println!(
-                "  medians: memcpy {copy:.2} GB/s; copied across cores {hand:.2} GB/s; in process {local:.2} GB/s ({:.2}x memcpy); shared memory {shm:.2} GB/s ({:.2}x memcpy, {:.2}x copied across cores); plain TCP {tcp:.2} GB/s",
+                "  medians: memcpy {copy:.2} GB/s; copied across cores {hand:.2} GB/s; in process {local:.2} GB/s ({:.2}x memcpy); shared memory {shm:.2} GB/s ({:.2}x memcpy, {:.2}x copied across cores); plain TCP {tcp:.2} GB/s; TCP link {link:.2} GB/s ({:.2}x plain TCP)",
                 local / copy,
                 shm / copy,
-                shm / hand
+                shm / hand,
+                link / tcp
             );
         }
         Bench::Wordcount { lines, runs } => {

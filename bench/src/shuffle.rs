@@ -141,6 +141,96 @@ pub fn ring(tx: RingSender, rx: RingReceiver, batches: u64, batch_bytes: usize) 
     elapsed
 }
 
+/// A minimal executor: polls `f` on this thread, parking until its waker is called (the ends
+/// of a TCP ring wait like parked shards: spinning would take the network threads' CPU).
+fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(r) = f.as_mut().poll(&mut cx) {
+            return r;
+        }
+        std::thread::park();
+    }
+}
+
+/// Moves `batches` batches over a TCP link between two networks of this process (each with
+/// its thread), the ends parking while they wait.
+pub fn tcp(batches: u64, batch_bytes: usize, buffers: usize) -> std::io::Result<Duration> {
+    use shardflow_shuffle::tcp::{NetConfig, Network};
+    let start_net = |process| {
+        Network::start(NetConfig {
+            process,
+            bind: "127.0.0.1:0".parse().expect("an address"),
+            secret: b"bench".to_vec(),
+        })
+    };
+    let (a, b) = (start_net(1)?, start_net(2)?);
+    a.connect(2, b.local_addr())?;
+    let config = shardflow_shuffle::RingConfig {
+        buffers,
+        buffer_bytes: batch_bytes + 64,
+    };
+    let tx = a.sender(2, 5, config);
+    let rx = b.receiver(1, 5, config);
+    let src = payload(batch_bytes);
+    let expected = src.len() * batches as usize;
+    let start = Instant::now();
+    let sender = std::thread::spawn(move || {
+        block_on(async {
+            for i in 0..batches {
+                let mut b = std::future::poll_fn(|cx| tx.poll_take_buffer(cx))
+                    .await
+                    .expect("the receiver stays");
+                write_frame(&mut b, FrameKind::Data, 5, &src, Checksum::Compute).expect("fits");
+                if i + 1 == batches {
+                    write_frame(&mut b, FrameKind::End, 5, &[], Checksum::Compute).expect("fits");
+                }
+                tx.send(b);
+            }
+        });
+        tx
+    });
+    let bytes = block_on(async {
+        let mut bytes = 0;
+        loop {
+            let b = std::future::poll_fn(|cx| match rx.try_recv() {
+                Ok(Some(b)) => std::task::Poll::Ready(b),
+                Ok(None) => {
+                    rx.register(cx);
+                    if rx.is_ready() {
+                        cx.waker().wake_by_ref();
+                    }
+                    std::task::Poll::Pending
+                }
+                Err(e) => panic!("{e}"),
+            })
+            .await;
+            let mut end = false;
+            for f in FrameReader::new(&b, 5).require_crc(true) {
+                let f = f.expect("frames arrive whole");
+                bytes += f.payload.len();
+                end |= f.kind == FrameKind::End;
+            }
+            rx.release(b);
+            if end {
+                return bytes;
+            }
+        }
+    });
+    let elapsed = start.elapsed();
+    drop(sender.join().expect("the sender finishes"));
+    assert_eq!(bytes, expected, "every byte arrived");
+    Ok(elapsed)
+}
+
 /// Plain blocking TCP on loopback: one thread writes the batches, one reads them.
 pub fn socketpair(batches: u64, batch_bytes: usize) -> std::io::Result<Duration> {
     use std::io::{Read, Write};

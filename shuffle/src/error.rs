@@ -36,6 +36,8 @@ pub enum FrameError {
         "channel {channel}: frame at offset {offset} carries no crc, and bytes from outside the process must"
     )]
     MissingCrc { channel: u32, offset: usize },
+    #[error("channel {channel}: frame at offset {offset} has padding that is not zero")]
+    BadPadding { channel: u32, offset: usize },
     #[error("channel {channel}: frame at offset {offset} has unknown kind {kind}")]
     UnknownKind {
         channel: u32,
@@ -73,4 +75,7 @@ pub enum ChannelError {
     /// ours writes.
     #[error("channel {channel}: {detail}")]
     Malformed { channel: u32, detail: String },
+    /// The transport under the channel failed (a peer lost, or one that sent what it must not).
+    #[error("channel {channel}: {reason}")]
+    Disconnected { channel: u32, reason: String },
 }

@@ -244,7 +244,19 @@ impl<'a> FrameReader<'a> {
                 found: frame_channel,
             });
         }
-        self.offset = (at + align_up(HEADER_BYTES + length)).min(self.buf.len());
+        let end = (at + align_up(HEADER_BYTES + length)).min(self.buf.len());
+        // The padding is outside the crc: it must be the zeros the writer put there, so that
+        // damage to it is caught too (a frame's bytes are all accounted for).
+        if self.buf[at + HEADER_BYTES + length..end]
+            .iter()
+            .any(|&b| b != 0)
+        {
+            return Err(FrameError::BadPadding {
+                channel,
+                offset: at,
+            });
+        }
+        self.offset = end;
         Ok(Frame {
             kind,
             flags,

@@ -35,9 +35,11 @@
 pub mod bell;
 pub mod error;
 pub mod frame;
+pub mod link;
 pub mod ring;
 pub mod shm;
 pub mod spsc;
+pub mod tcp;
 
 pub use error::{ChannelError, FrameError};
 pub use frame::{Checksum, Frame, FrameKind, FrameReader};

@@ -82,6 +82,10 @@ pub(crate) struct Shared {
     pub(crate) sender_gone: AtomicBool,
     pub(crate) receiver_gone: AtomicBool,
     pub(crate) stats: RingStats,
+    /// Whether the bytes cross a process boundary (a ring that feeds or drains a network link).
+    pub(crate) foreign: AtomicBool,
+    /// Why the ring was aborted, when its transport failed (a peer lost, a malformed frame).
+    pub(crate) failure: std::sync::OnceLock<String>,
 }
 
 impl Shared {
@@ -93,8 +97,31 @@ impl Shared {
             sender_gone: AtomicBool::new(false),
             receiver_gone: AtomicBool::new(false),
             stats: RingStats::default(),
+            foreign: AtomicBool::new(false),
+            failure: std::sync::OnceLock::new(),
         })
     }
+
+    /// The error of an end that finds the ring closed: its transport's failure, if any.
+    pub(crate) fn closed(&self) -> ChannelError {
+        match self.failure.get() {
+            Some(reason) => ChannelError::Disconnected {
+                channel: self.channel,
+                reason: reason.clone(),
+            },
+            None => ChannelError::Closed {
+                channel: self.channel,
+            },
+        }
+    }
+}
+
+/// Creates an in-process ring whose bytes cross a process boundary beyond it (one end is
+/// driven by a network link): frames on it carry crcs and get the full check.
+pub(crate) fn foreign_ring(channel: u32, config: RingConfig) -> (RingSender, RingReceiver) {
+    let (tx, rx) = ring(channel, config);
+    tx.shared.foreign.store(true, Ordering::Relaxed);
+    (tx, rx)
 }
 
 /// Creates an in-process ring for `channel`.
@@ -159,18 +186,22 @@ impl RingSender {
         self.shared.channel
     }
 
+    /// Whether the receiver may still take buffers (it has not gone, nor the ring failed).
+    pub fn is_open(&self) -> bool {
+        !self.shared.receiver_gone.load(Ordering::Acquire)
+    }
+
     /// Whether the bytes leave the process: frames must then carry a crc.
     pub fn is_foreign(&self) -> bool {
         !matches!(self.end, SenderEnd::Process { .. })
+            || self.shared.foreign.load(Ordering::Relaxed)
     }
 
     /// Takes an empty buffer if a credit is available.
     #[inline]
     pub fn try_take_buffer(&self) -> Result<Option<Buffer>, ChannelError> {
         if self.shared.receiver_gone.load(Ordering::Acquire) {
-            return Err(ChannelError::Closed {
-                channel: self.shared.channel,
-            });
+            return Err(self.shared.closed());
         }
         match &self.end {
             SenderEnd::Process { free, .. } => Ok(free.pop().map(|mut b| {
@@ -195,6 +226,12 @@ impl RingSender {
             Some(b) => Poll::Ready(Ok(b)),
             None => Poll::Pending,
         }
+    }
+
+    /// Registers the task to be woken when a credit comes back (check `try_take_buffer`
+    /// afterwards: a release that raced the registration is seen there).
+    pub fn register(&self, cx: &mut Context<'_>) {
+        self.park(cx);
     }
 
     fn park(&self, cx: &mut Context<'_>) {
@@ -247,9 +284,7 @@ impl RingSender {
             return Poll::Ready(Ok(()));
         };
         if self.shared.receiver_gone.load(Ordering::Acquire) {
-            return Poll::Ready(Err(ChannelError::Closed {
-                channel: self.shared.channel,
-            }));
+            return Poll::Ready(Err(self.shared.closed()));
         }
         if tx.all_sent() {
             return Poll::Ready(Ok(()));
@@ -340,6 +375,7 @@ impl RingReceiver {
     /// and records get the full bytecheck.
     pub fn is_foreign(&self) -> bool {
         !matches!(self.end, ReceiverEnd::Process { .. })
+            || self.shared.foreign.load(Ordering::Relaxed)
     }
 
     /// Receives the next buffer, if one is there. `Err` once the sender is gone and nothing is
@@ -350,9 +386,7 @@ impl RingReceiver {
             ReceiverEnd::Process { full, .. } => full,
             ReceiverEnd::Shm(rx) => {
                 if self.shared.sender_gone.load(Ordering::Acquire) {
-                    return Err(ChannelError::Closed {
-                        channel: self.shared.channel,
-                    });
+                    return Err(self.shared.closed());
                 }
                 return Ok(rx.try_recv(&self.shared)?.map(|r| {
                     Received(match r {
@@ -372,9 +406,7 @@ impl RingReceiver {
             None if self.shared.sender_gone.load(Ordering::Acquire) => {
                 // The sender may have pushed its last buffer just before leaving.
                 if full.is_empty() {
-                    Err(ChannelError::Closed {
-                        channel: self.shared.channel,
-                    })
+                    Err(self.shared.closed())
                 } else {
                     self.try_recv()
                 }
@@ -466,6 +498,12 @@ impl RingHandle {
         self.shared.receiver_gone.store(true, Ordering::Release);
         self.shared.rx_waker.wake();
         self.shared.tx_waker.wake();
+    }
+
+    /// Aborts the ring because its transport failed: both ends then report `reason`.
+    pub fn fail(&self, reason: String) {
+        let _ = self.shared.failure.set(reason);
+        self.abort();
     }
 }
 

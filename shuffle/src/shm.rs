@@ -388,9 +388,7 @@ impl ShmTx {
 
     fn check_open(&self, shared: &Shared) -> Result<(), ChannelError> {
         if shared.receiver_gone.load(Ordering::Acquire) || self.map.flag(OFF_RECEIVER_GONE) {
-            return Err(ChannelError::Closed {
-                channel: shared.channel,
-            });
+            return Err(shared.closed());
         }
         Ok(())
     }
@@ -565,9 +563,7 @@ impl ShmRx {
             let next = self.next.get();
             if head == next {
                 if self.sender_gone(shared) && map.head().load(Ordering::Acquire) == next {
-                    return Err(ChannelError::Closed {
-                        channel: shared.channel,
-                    });
+                    return Err(shared.closed());
                 }
                 self.unlink_once_attached();
                 return Ok(None);

@@ -2,25 +2,18 @@
 //! across two processes (this test binary re-run as the sender); damaged bookkeeping and bad
 //! attachments are errors naming the file.
 
+mod common;
+
 use std::collections::VecDeque;
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::task::{Context, Poll, Wake, Waker};
+
+use common::{block_on, buffer, receive_all, send_all};
 
 use shardflow_shuffle::bell::Bell;
-use shardflow_shuffle::frame::{Checksum, FrameKind, FrameReader, write_frame};
+use shardflow_shuffle::frame::FrameReader;
 use shardflow_shuffle::shm::{ShmConfig, attach_sender, create_receiver};
 use shardflow_shuffle::{Buffer, ChannelError, RingReceiver, RingSender};
-
-/// SplitMix64.
-fn next(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 fn shm_dir() -> tempfile::TempDir {
     if Path::new("/dev/shm").is_dir() {
@@ -28,29 +21,6 @@ fn shm_dir() -> tempfile::TempDir {
     } else {
         tempfile::tempdir().expect("a temporary directory")
     }
-}
-
-/// Buffer `i` of a seeded stream: one or two DATA frames of pseudo-random bytes; some buffers
-/// are larger than a 4 KiB slot.
-fn buffer(seed: u64, i: u64, channel: u32) -> Buffer {
-    let mut s = seed ^ i.wrapping_mul(0x2545_f491_4f6c_dd1d);
-    let mut buf = Buffer::new();
-    for _ in 0..1 + next(&mut s) % 2 {
-        let len = match next(&mut s) % 10 {
-            0 => 4096 + (next(&mut s) % 12_000) as usize,
-            _ => (next(&mut s) % 3000) as usize,
-        };
-        let payload: Vec<u8> = (0..len).map(|_| next(&mut s) as u8).collect();
-        write_frame(
-            &mut buf,
-            FrameKind::Data,
-            channel,
-            &payload,
-            Checksum::Compute,
-        )
-        .unwrap();
-    }
-    buf
 }
 
 fn pair(dir: &Path, channel: u32, config: ShmConfig) -> (RingSender, RingReceiver, Arc<Bell>) {
@@ -109,69 +79,6 @@ fn buffers_arrive_whole_in_order_read_in_place() {
     ));
 }
 
-/// A minimal executor: polls `f` on this thread, parking until its waker is called.
-fn block_on<F: Future>(f: F) -> F::Output {
-    struct Unpark(std::thread::Thread);
-    impl Wake for Unpark {
-        fn wake(self: Arc<Self>) {
-            self.0.unpark();
-        }
-    }
-    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
-    let mut cx = Context::from_waker(&waker);
-    let mut f = std::pin::pin!(f);
-    loop {
-        if let Poll::Ready(r) = f.as_mut().poll(&mut cx) {
-            return r;
-        }
-        std::thread::park();
-    }
-}
-
-async fn send_all(tx: RingSender, seed: u64, n: u64, channel: u32) {
-    for i in 0..n {
-        let mut b = std::future::poll_fn(|cx| tx.poll_take_buffer(cx))
-            .await
-            .unwrap();
-        b.extend_from_slice(&buffer(seed, i, channel));
-        if i == n - 1 {
-            write_frame(&mut b, FrameKind::End, channel, &[], Checksum::Compute).unwrap();
-        }
-        tx.send(b);
-    }
-    std::future::poll_fn(|cx| tx.poll_sent(cx)).await.unwrap();
-}
-
-/// Receives until END, checking every buffer against the seeded stream; returns how many.
-async fn receive_all(rx: &RingReceiver, seed: u64, channel: u32) -> u64 {
-    let mut i = 0;
-    loop {
-        let b = std::future::poll_fn(|cx| match rx.try_recv() {
-            Ok(Some(b)) => Poll::Ready(b),
-            Ok(None) => {
-                rx.register(cx);
-                if rx.is_ready() {
-                    cx.waker().wake_by_ref();
-                }
-                Poll::Pending
-            }
-            Err(e) => panic!("buffer {i}: {e}"),
-        })
-        .await;
-        let want = buffer(seed, i, channel);
-        assert_eq!(&b[..want.len()], &want[..], "buffer {i}");
-        let ended = FrameReader::new(&b, channel)
-            .require_crc(true)
-            .map(|f| f.unwrap().kind)
-            .any(|k| k == FrameKind::End);
-        rx.release(b);
-        i += 1;
-        if ended {
-            return i;
-        }
-    }
-}
-
 #[test]
 fn parked_ends_are_woken_by_the_bell() {
     // Both ends park whenever they must wait (no credit, nothing to read): only the doorbell
@@ -210,6 +117,7 @@ fn two_processes_share_a_ring() {
         .args(["--ignored", "--exact", "child_sender", "--nocapture"])
         .env(CHILD_RING, &path)
         .env(CHILD_BELL, dir.path().join("child.bell"))
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     assert_eq!(block_on(receive_all(&rx, 7, 21)), 3_000);

@@ -1,0 +1,185 @@
+//! The TCP transport between two networks on loopback: buffers arrive whole and in order on
+//! every channel with credit flowing back; a peer without the secret is refused; a peer that
+//! sends a damaged frame, or disappears, fails its rings with an error naming it.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{block_on, buffer, receive_all, send_all};
+use shardflow_shuffle::link;
+use shardflow_shuffle::tcp::{NetConfig, Network};
+use shardflow_shuffle::{ChannelError, RingConfig};
+
+fn net(process: u32, secret: &str) -> Network {
+    Network::start(NetConfig {
+        process,
+        bind: "127.0.0.1:0".parse().unwrap(),
+        secret: secret.as_bytes().to_vec(),
+    })
+    .unwrap()
+}
+
+const SMALL: RingConfig = RingConfig {
+    buffers: 2,
+    buffer_bytes: 32 << 10,
+};
+
+#[test]
+fn channels_in_both_directions_share_one_link() {
+    let (a, b) = (net(1, "s3cret"), net(2, "s3cret"));
+    a.connect(2, b.local_addr()).unwrap();
+    // Three channels 1 → 2 and one 2 → 1, two credits each: the senders outrun the receivers
+    // and wait for credit from across the link, thousands of times.
+    let mut senders = Vec::new();
+    for channel in [10u32, 11, 12] {
+        let tx = a.sender(2, channel, SMALL);
+        assert!(tx.is_foreign());
+        senders.push(std::thread::spawn(move || {
+            block_on(send_all(tx, channel as u64, 2_000, channel))
+        }));
+    }
+    let back = b.sender(1, 20, SMALL);
+    senders.push(std::thread::spawn(move || {
+        block_on(send_all(back, 99, 2_000, 20))
+    }));
+    let mut receivers = Vec::new();
+    for channel in [10u32, 11, 12] {
+        let rx = b.receiver(1, channel, SMALL);
+        assert!(rx.is_foreign());
+        receivers.push(std::thread::spawn(move || {
+            block_on(receive_all(&rx, channel as u64, channel))
+        }));
+    }
+    let rx = a.receiver(2, 20, SMALL);
+    assert_eq!(block_on(receive_all(&rx, 99, 20)), 2_000);
+    for r in receivers {
+        assert_eq!(r.join().unwrap(), 2_000);
+    }
+    for s in senders {
+        s.join().unwrap();
+    }
+    assert_eq!(a.failure(2), None);
+    assert_eq!(b.failure(1), None);
+}
+
+#[test]
+fn a_receiving_only_process_grants_credit() {
+    // The receiving network has nothing of its own to send: only its shard's releases may wake
+    // its writer to grant credit (a lost wake-up here hung the first version after 8 buffers).
+    let (a, b) = (net(1, "one-way"), net(2, "one-way"));
+    a.connect(2, b.local_addr()).unwrap();
+    let tx = a.sender(2, 3, SMALL);
+    let sender = std::thread::spawn(move || block_on(send_all(tx, 3, 500, 3)));
+    let rx = b.receiver(1, 3, SMALL);
+    assert_eq!(block_on(receive_all(&rx, 3, 3)), 500);
+    sender.join().unwrap();
+}
+
+/// Waits (bounded) for `f` to hold: an event on the network thread, not a timing.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(20), "never: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_peer_without_the_secret_is_refused() {
+    let b = net(2, "right");
+    let c = net(3, "wrong");
+    let err = c.connect(2, b.local_addr()).unwrap_err();
+    assert!(
+        err.to_string().contains("process 2") && err.to_string().contains("secret"),
+        "{err}"
+    );
+    eventually("the refusal is counted", || b.refused() == 1);
+    // Not even a greeting: refused too.
+    let mut raw = std::net::TcpStream::connect(b.local_addr()).unwrap();
+    raw.write_all(&[0u8; link::HELLO_BYTES]).unwrap();
+    let mut rest = Vec::new();
+    let _ = raw.read_to_end(&mut rest);
+    assert!(rest.len() <= link::HELLO_BYTES + link::PROOF_BYTES);
+    eventually("the second refusal is counted", || b.refused() == 2);
+}
+
+/// Connects to `addr` as process `me` by hand, through the handshake.
+fn raw_client(addr: SocketAddr, me: u32, secret: &[u8]) -> std::net::TcpStream {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    link::client_handshake(&mut s, me, secret).unwrap();
+    s
+}
+
+#[test]
+fn a_damaged_frame_disconnects_the_peer_naming_it() {
+    let b = net(2, "k");
+    let rx = b.receiver(9, 20, SMALL);
+    let mut s = raw_client(b.local_addr(), 9, b"k");
+    // One good buffer, then one whose frame fails its crc.
+    let good = buffer(5, 0, 20);
+    let mut wire = Vec::new();
+    link::buffer_envelope(&mut wire, 20, good.len());
+    wire.extend_from_slice(&good);
+    let mut bad = buffer(5, 1, 20);
+    let last = bad.len() - 20;
+    bad[last] ^= 0x40;
+    link::buffer_envelope(&mut wire, 20, bad.len());
+    wire.extend_from_slice(&bad);
+    s.write_all(&wire).unwrap();
+    let first = block_on(std::future::poll_fn(|cx| match rx.try_recv() {
+        Ok(Some(b)) => std::task::Poll::Ready(Ok(b)),
+        Ok(None) => {
+            rx.register(cx);
+            if rx.is_ready() {
+                cx.waker().wake_by_ref();
+            }
+            std::task::Poll::Pending
+        }
+        Err(e) => std::task::Poll::Ready(Err(e)),
+    }));
+    let first = first.expect("the good buffer arrives");
+    assert_eq!(&first[..], &good[..]);
+    rx.release(first);
+    eventually("the peer is dropped", || b.failure(9).is_some());
+    let err = loop {
+        match rx.try_recv() {
+            Err(e) => break e,
+            Ok(Some(_)) => panic!("a damaged buffer reached the receiver"),
+            Ok(None) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    };
+    let msg = err.to_string();
+    assert!(
+        matches!(err, ChannelError::Disconnected { channel: 20, .. }),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("peer process 9") && msg.contains("channel 20") && msg.contains("crc"),
+        "{msg}"
+    );
+    // The peer's connection is closed.
+    let mut rest = Vec::new();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    assert_eq!(s.read_to_end(&mut rest).unwrap_or(0), 0);
+}
+
+#[test]
+fn a_peer_that_goes_away_fails_its_rings() {
+    let (a, b) = (net(1, "x"), net(2, "x"));
+    a.connect(2, b.local_addr()).unwrap();
+    let rx = b.receiver(1, 7, SMALL);
+    let tx = b.sender(1, 8, SMALL);
+    drop(a);
+    let err = loop {
+        match rx.try_recv() {
+            Err(e) => break e,
+            Ok(_) => std::thread::sleep(Duration::from_millis(1)),
+        }
+    };
+    assert!(err.to_string().contains("peer process 1"), "{err}");
+    eventually("the sender fails too", || tx.try_take_buffer().is_err());
+    assert!(b.failure(1).unwrap().contains("peer process 1"));
+}
