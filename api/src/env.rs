@@ -273,7 +273,15 @@ impl StreamExecutionEnvironment {
             Some(p) => p.as_mut(),
             None => &mut noop,
         };
-        shardflow_core::execute(graph, self.config.clone(), job_name, progress)
+        let mut config = self.config.clone();
+        // On a task manager, the job runs its part of the deployment: the job manager chose the
+        // parallelism and this process's shards, and cancels through its own control.
+        if let Some(d) = shardflow_core::cluster::deployed() {
+            config.parallelism = d.parallelism;
+            config.cluster = Some(d.part);
+            config.control = Some(d.control);
+        }
+        shardflow_core::execute(graph, config, job_name, progress)
     }
 }
 

@@ -131,6 +131,48 @@ pub struct JobConfig {
     pub allow_non_restored_state: bool,
     /// Whether a failed job with checkpoints restarts from its newest one.
     pub restart: RestartStrategy,
+    /// In cluster mode: the shards this process runs, and how it reaches the others.
+    /// `None`: local mode, every shard here.
+    pub cluster: Option<ClusterPart>,
+}
+
+/// This process's part of a job that spans processes (cluster mode): a contiguous range of
+/// the job's shards, and the rings to the shards of other processes.
+#[derive(Clone)]
+pub struct ClusterPart {
+    /// The shards this process runs (global indices in `0..parallelism`).
+    pub shards: std::ops::Range<u32>,
+    /// Ring ends to and from shards in other processes.
+    pub remote: std::sync::Arc<dyn RemoteChannels>,
+}
+
+impl std::fmt::Debug for ClusterPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterPart")
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a process gets the ends of the rings whose other end is in another process: shared
+/// memory on one host, TCP between hosts (a task manager's choice).
+pub trait RemoteChannels: Send + Sync {
+    /// The end of channel `channel` from shard `from` (here) to shard `to` (elsewhere).
+    fn sender(
+        &self,
+        channel: u32,
+        from: u32,
+        to: u32,
+        config: shardflow_shuffle::RingConfig,
+    ) -> Result<shardflow_shuffle::RingSender, JobError>;
+    /// The end of channel `channel` from shard `from` (elsewhere) to shard `to` (here).
+    fn receiver(
+        &self,
+        channel: u32,
+        from: u32,
+        to: u32,
+        config: shardflow_shuffle::RingConfig,
+    ) -> Result<shardflow_shuffle::RingReceiver, JobError>;
 }
 
 /// How a job with checkpoints restarts after a failure (as Flink's restart strategies).
@@ -198,6 +240,7 @@ impl Default for JobConfig {
             restore_from: None,
             restart: RestartStrategy::default(),
             control: None,
+            cluster: None,
             allow_non_restored_state: false,
         }
     }

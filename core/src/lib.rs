@@ -49,6 +49,7 @@
 //!   with an error naming the operator and shard; nothing panics out of [`runtime::execute`].
 
 pub mod checkpoint;
+pub mod cluster;
 pub mod config;
 pub mod data;
 pub mod error;

@@ -435,6 +435,13 @@ fn execute_attempts(
     }
 }
 
+/// The sending shard of `channel`, which shard `to` receives (channel ids are
+/// `index * p * p + from * p + to`).
+fn rx_from(name: &ExchangeName, channel: u32, to: u32) -> u32 {
+    let p = name.parallelism;
+    (channel - name.index * p * p - to) / p
+}
+
 /// One attempt of a job; `completed_out` learns how many checkpoints it completed.
 fn execute_inner(
     graph: Arc<JobGraph>,
@@ -486,14 +493,60 @@ fn execute_inner(
     let cancel = CancelToken::default();
     let mut metrics = graph.metrics_shape(p);
 
-    // Rings: ends[shard][exchange].
+    // This process's shards: all of them in local mode, its range in cluster mode.
+    let local = match &config.cluster {
+        Some(c) => {
+            if c.shards.is_empty() || c.shards.end > p {
+                return Err(JobError::Config(format!(
+                    "this process's shards {:?} are not a part of 0..{p}",
+                    c.shards
+                )));
+            }
+            if config.checkpoints.is_some() {
+                return Err(JobError::Config(
+                    "checkpoints of a job spread over processes are not supported yet".into(),
+                ));
+            }
+            c.shards.clone()
+        }
+        None => 0..p,
+    };
+    let here = |s: u32| local.contains(&s);
+
+    // Rings: ends[local shard][exchange]. Between two shards here, an in-process ring; to or
+    // from a shard elsewhere, the cluster's transport. Every receiving end is made before any
+    // sending end, in every process: a sender may wait for its receiver to exist (shared
+    // memory), never the other way round.
     let ring_config = RingConfig {
         buffers: config.channel_buffers,
         buffer_bytes: config.batch_bytes + config.batch_bytes / 4,
     };
-    let mut ends: Vec<Vec<ExchangeShard>> = (0..p).map(|_| Vec::new()).collect();
+    let names = graph.exchange_names();
+    let mut ends: Vec<Vec<ExchangeShard>> = local.clone().map(|_| Vec::new()).collect();
     let mut all_rings = Vec::new();
-    for (e, name) in graph.exchange_names().into_iter().enumerate() {
+    let mut receivers_of: Vec<Vec<Vec<Option<_>>>> = Vec::new();
+    for (e, name) in names.iter().enumerate() {
+        let ex_name = ExchangeName {
+            name: name.clone(),
+            index: e as u32,
+            parallelism: p,
+        };
+        let mut receivers: Vec<Vec<Option<_>>> =
+            (0..p).map(|_| (0..p).map(|_| None).collect()).collect();
+        if let Some(c) = &config.cluster {
+            for r in local.clone() {
+                for s in (0..p).filter(|&s| !here(s)) {
+                    receivers[r as usize][s as usize] =
+                        Some(
+                            c.remote
+                                .receiver(ex_name.channel_id(s, r), s, r, ring_config)?,
+                        );
+                }
+            }
+        }
+        receivers_of.push(receivers);
+    }
+    for ((e, name), mut receivers) in names.into_iter().enumerate().zip(receivers_of) {
         let ex_name = ExchangeName {
             name: name.clone(),
             index: e as u32,
@@ -501,18 +554,34 @@ fn execute_inner(
         };
         let mut senders: Vec<Vec<Option<_>>> =
             (0..p).map(|_| (0..p).map(|_| None).collect()).collect();
-        let mut receivers: Vec<Vec<Option<_>>> =
-            (0..p).map(|_| (0..p).map(|_| None).collect()).collect();
         let mut handles = Vec::new();
-        for s in 0..p {
+        for s in local.clone() {
             for r in 0..p {
                 if s == r {
                     continue;
                 }
-                let (tx, rx) = ring(ex_name.channel_id(s, r), ring_config);
-                handles.push(tx.handle());
-                senders[s as usize][r as usize] = Some(tx);
-                receivers[r as usize][s as usize] = Some(rx);
+                let channel = ex_name.channel_id(s, r);
+                if here(r) {
+                    let (tx, rx) = ring(channel, ring_config);
+                    handles.push(tx.handle());
+                    senders[s as usize][r as usize] = Some(tx);
+                    receivers[r as usize][s as usize] = Some(rx);
+                } else {
+                    let c = config
+                        .cluster
+                        .as_ref()
+                        .expect("a shard elsewhere: cluster mode");
+                    let tx = c.remote.sender(channel, s, r, ring_config)?;
+                    handles.push(tx.handle());
+                    senders[s as usize][r as usize] = Some(tx);
+                }
+            }
+        }
+        for r in local.clone() {
+            for rx in receivers[r as usize].iter().flatten() {
+                if !here(rx_from(&ex_name, rx.channel(), r)) {
+                    handles.push(rx.handle());
+                }
             }
         }
         all_rings.extend(handles.iter().cloned());
@@ -520,11 +589,11 @@ fn execute_inner(
             name,
             rings: handles,
         });
-        for (shard, (s, r)) in senders.into_iter().zip(receivers).enumerate() {
-            ends[shard].push(ExchangeShard {
+        for (i, shard) in local.clone().enumerate() {
+            ends[i].push(ExchangeShard {
                 remote: RemoteEnds {
-                    senders: s,
-                    receivers: r,
+                    senders: std::mem::take(&mut senders[shard as usize]),
+                    receivers: std::mem::take(&mut receivers[shard as usize]),
                 },
                 name: ex_name.clone(),
             });
@@ -540,10 +609,10 @@ fn execute_inner(
     let (done_tx, done_rx) = mpsc::channel::<(u32, Result<(), JobError>)>();
     let start = Instant::now();
     let mut joins = Vec::new();
-    for (shard, shard_ends) in ends.into_iter().enumerate() {
-        let shard = shard as u32;
+    for (i, shard_ends) in ends.into_iter().enumerate() {
+        let shard = local.start + i as u32;
         let placement = match config.placement {
-            ShardPlacement::Pinned => Placement::Fixed(cpus[shard as usize % cpus.len()]),
+            ShardPlacement::Pinned => Placement::Fixed(cpus[i % cpus.len()]),
             ShardPlacement::Unpinned => Placement::Unbound,
         };
         let ctx = ShardContext {
@@ -633,7 +702,7 @@ fn execute_inner(
                     }
                 }
                 if let Some(c) = &coordinator
-                    && built.load(std::sync::atomic::Ordering::Acquire) == p
+                    && built.load(std::sync::atomic::Ordering::Acquire) == local.len() as u32
                     && (last_trigger.elapsed() >= c.config().interval || c.savepoint_requested())
                 {
                     last_trigger = Instant::now();
@@ -654,10 +723,10 @@ fn execute_inner(
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    for (shard, j) in joins.into_iter().enumerate() {
+    for (i, j) in joins.into_iter().enumerate() {
         if let Err(e) = j.join() {
             cancel.fail(JobError::Runtime {
-                shard: shard as u32,
+                shard: local.start + i as u32,
                 message: format!("executor thread failed: {e}"),
             });
         }

@@ -1,0 +1,594 @@
+//! The job manager: task managers register with it, clients submit jobs to it; it splits each
+//! job's shards over the task managers, deploys the parts, watches heartbeats, and reports
+//! each job's end to its client.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::protocol::{Connection, Deployment, Message, Part};
+use crate::error::JobError;
+
+/// How a job manager serves.
+#[derive(Debug, Clone)]
+pub struct JobManagerConfig {
+    pub bind: SocketAddr,
+    pub secret: Vec<u8>,
+    /// A task manager silent this long is lost (it heart-beats every
+    /// [`HEARTBEAT_INTERVAL`](super::taskmanager::HEARTBEAT_INTERVAL)).
+    pub heartbeat_timeout: Duration,
+}
+
+impl JobManagerConfig {
+    pub fn new(bind: SocketAddr, secret: Vec<u8>) -> Self {
+        Self {
+            bind,
+            secret,
+            heartbeat_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+struct TaskManagerEntry {
+    cores: u32,
+    host: String,
+    shm_dir: String,
+    data_addr: Option<String>,
+    writer: Connection,
+    /// The job it runs a part of.
+    busy: Option<u64>,
+}
+
+struct Job {
+    name: String,
+    attempt: u32,
+    parts: Vec<Part>,
+    /// Task managers whose part has not ended.
+    waiting: BTreeSet<u32>,
+    error: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    task_managers: BTreeMap<u32, TaskManagerEntry>,
+    next_task_manager: u32,
+    jobs: BTreeMap<u64, Job>,
+    next_job: u64,
+}
+
+struct Shared {
+    config: JobManagerConfig,
+    state: Mutex<State>,
+    changed: Condvar,
+    stop: AtomicBool,
+    refused: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running job manager (it serves until dropped).
+pub struct JobManager {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl JobManager {
+    /// Listens on `config.bind` and serves on a thread of its own.
+    pub fn start(config: JobManagerConfig) -> Result<Self, JobError> {
+        if config.secret.is_empty() {
+            return Err(JobError::Config("a cluster needs a shared secret".into()));
+        }
+        let listener = TcpListener::bind(config.bind)
+            .map_err(|e| JobError::Config(format!("cannot listen on {}: {e}", config.bind)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| JobError::Config(format!("the job manager's address: {e}")))?;
+        let shared = Arc::new(Shared {
+            config,
+            state: Mutex::new(State {
+                next_task_manager: 1,
+                next_job: 1,
+                ..State::default()
+            }),
+            changed: Condvar::new(),
+            stop: AtomicBool::new(false),
+            refused: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("shardflow-jobmanager".into())
+            .spawn(move || {
+                for stream in listener.incoming() {
+                    if s.stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let s = s.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("shardflow-jm-conn".into())
+                        .spawn(move || serve(&s, stream));
+                }
+            })
+            .map_err(|e| JobError::Config(format!("the job manager's thread: {e}")))?;
+        Ok(Self {
+            shared,
+            addr,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Task managers registered and ready (their data listener known).
+    pub fn task_managers(&self) -> usize {
+        self.shared
+            .lock()
+            .task_managers
+            .values()
+            .filter(|t| t.data_addr.is_some())
+            .count()
+    }
+
+    /// Connections refused (they failed the secret's handshake).
+    pub fn refused(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
+    }
+
+    /// Serves until the process ends.
+    pub fn wait(mut self) {
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for JobManager {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for t in self.shared.lock().task_managers.values() {
+            t.writer.shutdown();
+        }
+        // Wakes the accept loop.
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(s: &Arc<Shared>, stream: std::net::TcpStream) {
+    let (mut conn, _) = match Connection::accept(stream, 0, &s.config.secret) {
+        Ok(c) => c,
+        Err(e) => {
+            if !s.stop.load(Ordering::SeqCst) {
+                s.refused.fetch_add(1, Ordering::Relaxed);
+                eprintln!("job manager: refused a connection: {e}");
+            }
+            return;
+        }
+    };
+    match conn.recv() {
+        Ok(Message::Register {
+            cores,
+            host,
+            shm_dir,
+        }) => serve_task_manager(s, conn, cores, host, shm_dir),
+        Ok(Message::Submit {
+            name,
+            args,
+            parallelism,
+        }) => serve_submit(s, conn, name, args, parallelism),
+        Ok(Message::ListJobs) => {
+            let running = s.lock().jobs.values().map(|j| j.name.clone()).collect();
+            let _ = conn.send(&Message::Jobs { running });
+        }
+        Ok(Message::CancelJob { name }) => {
+            let mut st = s.lock();
+            let found: Vec<u64> = st
+                .jobs
+                .iter()
+                .filter(|(_, j)| j.name == name)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in &found {
+                cancel_job(&mut st, *id, "cancelled".to_string());
+            }
+            drop(st);
+            let _ = conn.send(&if found.is_empty() {
+                Message::Refused {
+                    reason: format!("no running job named '{name}'"),
+                }
+            } else {
+                Message::Jobs {
+                    running: vec![name],
+                }
+            });
+        }
+        Ok(other) => {
+            let _ = conn.send(&Message::Refused {
+                reason: format!("a job manager does not take {other:?} first"),
+            });
+        }
+        Err(e) => eprintln!("job manager: {}: {e}", conn.peer()),
+    }
+}
+
+/// Fails a job's attempt with `why` (the first reason stands) and cancels its other parts.
+fn cancel_job(st: &mut State, job: u64, why: String) {
+    let Some(j) = st.jobs.get_mut(&job) else {
+        return;
+    };
+    if j.error.is_none() {
+        j.error = Some(why);
+    }
+    let attempt = j.attempt;
+    let waiting: Vec<u32> = j.waiting.iter().copied().collect();
+    for tm in waiting {
+        if let Some(t) = st.task_managers.get_mut(&tm) {
+            let _ = t.writer.send(&Message::CancelAttempt { job, attempt });
+        }
+    }
+}
+
+fn serve_task_manager(
+    s: &Arc<Shared>,
+    mut conn: Connection,
+    cores: u32,
+    host: String,
+    shm_dir: String,
+) {
+    let peer = conn.peer().to_string();
+    let Ok(writer) = conn.try_clone() else {
+        return;
+    };
+    let id = {
+        let mut st = s.lock();
+        let id = st.next_task_manager;
+        st.next_task_manager += 1;
+        st.task_managers.insert(
+            id,
+            TaskManagerEntry {
+                cores,
+                host,
+                shm_dir,
+                data_addr: None,
+                writer,
+                busy: None,
+            },
+        );
+        id
+    };
+    if conn.send(&Message::Registered { id }).is_err() {
+        s.lock().task_managers.remove(&id);
+        return;
+    }
+    let _ = conn.set_read_timeout(Some(s.config.heartbeat_timeout));
+    let lost = loop {
+        match conn.recv() {
+            Ok(Message::DataAddress { addr }) => {
+                eprintln!(
+                    "job manager: task manager {id} at {peer} offers {cores} shards, data on {addr}"
+                );
+                if let Some(t) = s.lock().task_managers.get_mut(&id) {
+                    t.data_addr = Some(addr);
+                }
+                s.changed.notify_all();
+            }
+            Ok(Message::Heartbeat) => {}
+            Ok(Message::AttemptEnded {
+                job,
+                attempt,
+                error,
+            }) => {
+                let mut st = s.lock();
+                if let Some(t) = st.task_managers.get_mut(&id) {
+                    t.busy = None;
+                }
+                let failed = match st.jobs.get_mut(&job) {
+                    Some(j) if j.attempt == attempt => {
+                        j.waiting.remove(&id);
+                        error.map(|e| format!("task manager {id}: {e}"))
+                    }
+                    _ => None,
+                };
+                if let Some(why) = failed {
+                    cancel_job(&mut st, job, why);
+                }
+                drop(st);
+                s.changed.notify_all();
+            }
+            Ok(other) => eprintln!("job manager: task manager {id} sent {other:?}; ignored"),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                break format!("no heartbeat for {:?}", s.config.heartbeat_timeout);
+            }
+            Err(e) => break format!("connection lost ({e})"),
+        }
+    };
+    // Lost: every job with a part on it fails, and its other parts are cancelled.
+    let mut st = s.lock();
+    st.task_managers.remove(&id);
+    let jobs: Vec<u64> = st
+        .jobs
+        .iter()
+        .filter(|(_, j)| j.waiting.contains(&id))
+        .map(|(job, _)| *job)
+        .collect();
+    for job in jobs {
+        if let Some(j) = st.jobs.get_mut(&job) {
+            j.waiting.remove(&id);
+        }
+        cancel_job(
+            &mut st,
+            job,
+            format!("task manager {id} at {peer} was lost: {lost}"),
+        );
+    }
+    drop(st);
+    if !s.stop.load(Ordering::SeqCst) {
+        eprintln!("job manager: task manager {id} at {peer} lost: {lost}");
+    }
+    conn.shutdown();
+    s.changed.notify_all();
+}
+
+/// Splits `parallelism` shards over task managers in proportion to their cores (each of the
+/// first ones gets one more while a remainder is left); returns (id, first shard, shards).
+pub fn assign(cores: &[(u32, u32)], parallelism: u32) -> Vec<(u32, u32, u32)> {
+    let total: u64 = cores.iter().map(|&(_, c)| c as u64).sum();
+    if total == 0 {
+        return Vec::new();
+    }
+    let mut counts: Vec<u32> = cores
+        .iter()
+        .map(|&(_, c)| (parallelism as u64 * c as u64 / total) as u32)
+        .collect();
+    let mut left = parallelism - counts.iter().sum::<u32>();
+    for c in counts.iter_mut() {
+        if left == 0 {
+            break;
+        }
+        *c += 1;
+        left -= 1;
+    }
+    let mut first = 0;
+    cores
+        .iter()
+        .zip(counts)
+        .filter(|(_, n)| *n > 0)
+        .map(|(&(id, _), n)| {
+            let part = (id, first, n);
+            first += n;
+            part
+        })
+        .collect()
+}
+
+fn serve_submit(
+    s: &Arc<Shared>,
+    mut conn: Connection,
+    name: String,
+    args: Vec<String>,
+    parallelism: Option<u32>,
+) {
+    let mut st = s.lock();
+    let free: Vec<(u32, u32)> = st
+        .task_managers
+        .iter()
+        .filter(|(_, t)| t.data_addr.is_some() && t.busy.is_none())
+        .map(|(id, t)| (*id, t.cores))
+        .collect();
+    if free.is_empty() {
+        drop(st);
+        let _ = conn.send(&Message::Refused {
+            reason: "no free task manager is registered".into(),
+        });
+        return;
+    }
+    let p = parallelism.unwrap_or_else(|| free.iter().map(|&(_, c)| c).sum());
+    if p == 0 {
+        drop(st);
+        let _ = conn.send(&Message::Refused {
+            reason: "a job needs at least one shard".into(),
+        });
+        return;
+    }
+    let job = st.next_job;
+    st.next_job += 1;
+    let parts: Vec<Part> = assign(&free, p)
+        .into_iter()
+        .map(|(id, first, n)| {
+            let t = &st.task_managers[&id];
+            Part {
+                task_manager: id,
+                first_shard: first,
+                shards: n,
+                host: t.host.clone(),
+                data_addr: t.data_addr.clone().expect("filtered on it"),
+                shm_dir: t.shm_dir.clone(),
+            }
+        })
+        .collect();
+    let deployment = Deployment {
+        job,
+        attempt: 1,
+        name: name.clone(),
+        args,
+        parallelism: p,
+        parts: parts.clone(),
+    };
+    st.jobs.insert(
+        job,
+        Job {
+            name: name.clone(),
+            attempt: 1,
+            parts: parts.clone(),
+            waiting: parts.iter().map(|p| p.task_manager).collect(),
+            error: None,
+        },
+    );
+    for part in &parts {
+        let t = st
+            .task_managers
+            .get_mut(&part.task_manager)
+            .expect("chosen from the registered");
+        t.busy = Some(job);
+        if let Err(e) = t.writer.send(&Message::Deploy(deployment.clone())) {
+            let why = format!("deploying to task manager {}: {e}", part.task_manager);
+            cancel_job(&mut st, job, why);
+            break;
+        }
+    }
+    eprintln!(
+        "job manager: job {job} '{name}' at P = {p} on task managers {:?}",
+        parts.iter().map(|p| p.task_manager).collect::<Vec<_>>()
+    );
+    drop(st);
+    let _ = conn.send(&Message::Accepted {
+        job,
+        parallelism: p,
+    });
+    // Wait for every part to end (or its task manager to be lost).
+    let mut st = s.lock();
+    while st.jobs.get(&job).is_some_and(|j| !j.waiting.is_empty()) {
+        st = s
+            .changed
+            .wait_timeout(st, Duration::from_millis(200))
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    let j = st.jobs.remove(&job).expect("inserted above");
+    for part in &j.parts {
+        if let Some(t) = st.task_managers.get_mut(&part.task_manager)
+            && t.busy == Some(job)
+        {
+            t.busy = None;
+        }
+    }
+    drop(st);
+    eprintln!(
+        "job manager: job {job} '{name}' {}",
+        j.error
+            .as_deref()
+            .map_or_else(|| "finished".to_string(), |e| format!("failed: {e}"))
+    );
+    let _ = conn.send(&Message::JobEnded {
+        error: j.error,
+        task_managers: j.parts.len() as u32,
+    });
+}
+
+/// Submits a job to the job manager at `addr` and waits for its end: `Ok(P)` once every part
+/// finished, or the job's error.
+pub fn submit(
+    addr: &str,
+    secret: &[u8],
+    name: &str,
+    args: Vec<String>,
+    parallelism: Option<u32>,
+    on_accepted: impl FnOnce(u64, u32),
+) -> Result<u32, JobError> {
+    let mut conn = Connection::connect(addr, 0, secret)
+        .map_err(|e| JobError::Config(format!("job manager {addr}: {e}")))?;
+    conn.send(&Message::Submit {
+        name: name.to_string(),
+        args,
+        parallelism,
+    })
+    .map_err(|e| JobError::Config(format!("job manager {addr}: {e}")))?;
+    let p = match conn.recv() {
+        Ok(Message::Accepted { job, parallelism }) => {
+            on_accepted(job, parallelism);
+            parallelism
+        }
+        Ok(Message::Refused { reason }) => {
+            return Err(JobError::Config(format!(
+                "job manager {addr} refused the job: {reason}"
+            )));
+        }
+        Ok(other) => {
+            return Err(JobError::Config(format!(
+                "job manager {addr} answered {other:?}"
+            )));
+        }
+        Err(e) => return Err(JobError::Config(format!("job manager {addr}: {e}"))),
+    };
+    match conn.recv() {
+        Ok(Message::JobEnded { error: None, .. }) => Ok(p),
+        Ok(Message::JobEnded { error: Some(e), .. }) => {
+            Err(JobError::Config(format!("the job failed: {e}")))
+        }
+        Ok(other) => Err(JobError::Config(format!(
+            "job manager {addr} answered {other:?}"
+        ))),
+        Err(e) => Err(JobError::Config(format!(
+            "job manager {addr} went away: {e}"
+        ))),
+    }
+}
+
+/// The jobs running on the job manager at `addr`.
+pub fn list(addr: &str, secret: &[u8]) -> Result<Vec<String>, JobError> {
+    request(addr, secret, Message::ListJobs).map(|m| match m {
+        Message::Jobs { running } => running,
+        _ => Vec::new(),
+    })
+}
+
+/// Cancels the running job named `name`.
+pub fn cancel(addr: &str, secret: &[u8], name: &str) -> Result<(), JobError> {
+    request(
+        addr,
+        secret,
+        Message::CancelJob {
+            name: name.to_string(),
+        },
+    )
+    .map(|_| ())
+}
+
+fn request(addr: &str, secret: &[u8], m: Message) -> Result<Message, JobError> {
+    let fail = |e: String| JobError::Config(format!("job manager {addr}: {e}"));
+    let mut conn = Connection::connect(addr, 0, secret).map_err(|e| fail(e.to_string()))?;
+    conn.send(&m).map_err(|e| fail(e.to_string()))?;
+    match conn.recv().map_err(|e| fail(e.to_string()))? {
+        Message::Refused { reason } => Err(fail(reason)),
+        other => Ok(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::assign;
+
+    #[test]
+    fn shards_follow_cores() {
+        assert_eq!(assign(&[(1, 2), (2, 2)], 4), vec![(1, 0, 2), (2, 2, 2)]);
+        assert_eq!(assign(&[(1, 1), (2, 3)], 4), vec![(1, 0, 1), (2, 1, 3)]);
+        assert_eq!(assign(&[(1, 2), (2, 2)], 3), vec![(1, 0, 2), (2, 2, 1)]);
+        assert_eq!(assign(&[(1, 2), (2, 2)], 1), vec![(1, 0, 1)]);
+        assert_eq!(assign(&[(1, 1), (2, 1)], 5), vec![(1, 0, 3), (2, 3, 2)]);
+        for p in 1..40 {
+            let a = assign(&[(3, 1), (5, 4), (9, 2)], p);
+            assert_eq!(a.iter().map(|x| x.2).sum::<u32>(), p);
+            let mut next = 0;
+            for (_, first, n) in a {
+                assert_eq!(first, next);
+                next += n;
+            }
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The task manager: offers this process's cores to a job manager as shards, runs the parts of
+//! jobs it is given, and moves their records to the other task managers' shards.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use shardflow_shuffle::bell::Bell;
+use shardflow_shuffle::shm::{self, ShmConfig};
+use shardflow_shuffle::tcp::{NetConfig, Network};
+use shardflow_shuffle::{RingConfig, RingReceiver, RingSender};
+
+use super::protocol::{Connection, Deployment, Message, Part, host_id};
+use super::{Deployed, JobRunner, with_deployment};
+use crate::config::{ClusterPart, JobControl, RemoteChannels};
+use crate::error::JobError;
+
+/// How often a task manager tells the job manager it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a sender waits for the receiving task manager to make its shared-memory ring.
+const SHM_ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a task manager joins a cluster.
+#[derive(Debug, Clone)]
+pub struct TaskManagerConfig {
+    /// The job manager's address.
+    pub jobmanager: String,
+    /// Shards this task manager offers.
+    pub cores: u32,
+    pub secret: Vec<u8>,
+    /// Where to listen for other task managers' data (default: the interface that reaches the
+    /// job manager, any port).
+    pub data_bind: Option<SocketAddr>,
+    /// Where shared-memory rings and the doorbell live (default `/dev/shm`).
+    pub shm_dir: PathBuf,
+    /// Which host this is (default: [`host_id`]); task managers of one host share memory.
+    pub host: Option<String>,
+}
+
+impl TaskManagerConfig {
+    pub fn new(jobmanager: impl Into<String>, cores: u32, secret: Vec<u8>) -> Self {
+        Self {
+            jobmanager: jobmanager.into(),
+            cores,
+            secret,
+            data_bind: None,
+            shm_dir: PathBuf::from("/dev/shm"),
+            host: None,
+        }
+    }
+}
+
+fn io(what: &str, e: impl std::fmt::Display) -> JobError {
+    JobError::Config(format!("{what}: {e}"))
+}
+
+/// Registers with the job manager and serves it until it goes away (an error) or `stop`
+/// is set. Each deployment runs on a thread of its own through `runner`.
+pub fn run_task_manager(
+    config: TaskManagerConfig,
+    runner: JobRunner,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), JobError> {
+    if config.cores == 0 {
+        return Err(JobError::Config(
+            "a task manager offers at least one core".into(),
+        ));
+    }
+    let jm = config.jobmanager.clone();
+    let mut conn = Connection::connect(&jm, 0, &config.secret)
+        .map_err(|e| io(&format!("job manager {jm}"), e))?;
+    let host = config.host.clone().unwrap_or_else(host_id);
+    conn.send(&Message::Register {
+        cores: config.cores,
+        host: host.clone(),
+        shm_dir: config.shm_dir.display().to_string(),
+    })
+    .map_err(|e| io(&format!("job manager {jm}"), e))?;
+    let id = match conn.recv() {
+        Ok(Message::Registered { id }) => id,
+        Ok(Message::Refused { reason }) => {
+            return Err(JobError::Config(format!(
+                "job manager {jm} refused: {reason}"
+            )));
+        }
+        Ok(other) => {
+            return Err(JobError::Config(format!(
+                "job manager {jm} answered {other:?} to a registration"
+            )));
+        }
+        Err(e) => return Err(io(&format!("job manager {jm}"), e)),
+    };
+    let bind = match config.data_bind {
+        Some(b) => b,
+        None => {
+            let local = conn
+                .local_addr()
+                .map_err(|e| io("the job manager connection", e))?;
+            SocketAddr::new(local.ip(), 0)
+        }
+    };
+    let net = Arc::new(
+        Network::start(NetConfig {
+            process: id,
+            bind,
+            secret: config.secret.clone(),
+        })
+        .map_err(|e| io("the data listener", e))?,
+    );
+    let bell = Arc::new(
+        Bell::create(
+            &config
+                .shm_dir
+                .join(format!("shardflow-tm{id}-{}.bell", std::process::id())),
+        )
+        .map_err(|e| io("the shared-memory doorbell", e))?,
+    );
+    conn.send(&Message::DataAddress {
+        addr: net.local_addr().to_string(),
+    })
+    .map_err(|e| io(&format!("job manager {jm}"), e))?;
+    eprintln!(
+        "task manager {id}: {} shards, data on {}, host {host}",
+        config.cores,
+        net.local_addr()
+    );
+
+    let writer = Arc::new(Mutex::new(
+        conn.try_clone()
+            .map_err(|e| io("the job manager connection", e))?,
+    ));
+    // Heartbeats, from their own thread: a busy job never delays them.
+    {
+        let (writer, stop) = (writer.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name(format!("shardflow-tm{id}-heartbeat"))
+            .spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if lock(&writer).send(&Message::Heartbeat).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(HEARTBEAT_INTERVAL);
+                }
+            })
+            .map_err(|e| io("the heartbeat thread", e))?;
+    }
+    let running: Arc<Mutex<Option<(u64, u32, JobControl)>>> = Arc::new(Mutex::new(None));
+    conn.set_read_timeout(Some(HEARTBEAT_INTERVAL))
+        .map_err(|e| io("the job manager connection", e))?;
+    let me = TaskManager {
+        id,
+        host,
+        shm_dir: config.shm_dir.clone(),
+        net,
+        bell,
+    };
+    let me = Arc::new(me);
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            cancel_running(&running);
+            conn.shutdown();
+            return Ok(());
+        }
+        let m = match conn.recv() {
+            Ok(m) => m,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
+            Err(e) => {
+                cancel_running(&running);
+                return Err(JobError::Config(format!(
+                    "task manager {id}: the job manager at {jm} went away: {e}"
+                )));
+            }
+        };
+        match m {
+            Message::Deploy(d) => {
+                let control = JobControl::default();
+                {
+                    let mut r = lock(&running);
+                    if let Some((job, attempt, _)) = &*r {
+                        let reason =
+                            format!("task manager {id} runs job {job} attempt {attempt} already");
+                        drop(r);
+                        let _ = lock(&writer).send(&Message::AttemptEnded {
+                            job: d.job,
+                            attempt: d.attempt,
+                            error: Some(reason),
+                        });
+                        continue;
+                    }
+                    *r = Some((d.job, d.attempt, control.clone()));
+                }
+                let (me, runner, writer, running) =
+                    (me.clone(), runner.clone(), writer.clone(), running.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("shardflow-job{}-{}", d.job, d.attempt))
+                    .spawn(move || {
+                        let (job, attempt) = (d.job, d.attempt);
+                        let error = me.run_part(d, control, &runner).err();
+                        if let Some(e) = &error {
+                            eprintln!("task manager {}: job {job} attempt {attempt}: {e}", me.id);
+                        }
+                        *lock(&running) = None;
+                        let _ = lock(&writer).send(&Message::AttemptEnded {
+                            job,
+                            attempt,
+                            error,
+                        });
+                    });
+                if let Err(e) = spawned {
+                    return Err(io("a job thread", e));
+                }
+            }
+            Message::CancelAttempt { job, attempt } => {
+                if let Some((j, a, control)) = &*lock(&running)
+                    && (*j, *a) == (job, attempt)
+                {
+                    control.cancel();
+                }
+            }
+            other => {
+                eprintln!("task manager {id}: ignored a {other:?} from the job manager");
+            }
+        }
+    }
+}
+
+fn cancel_running(running: &Mutex<Option<(u64, u32, JobControl)>>) {
+    if let Some((_, _, c)) = &*lock(running) {
+        c.cancel();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+struct TaskManager {
+    id: u32,
+    host: String,
+    shm_dir: PathBuf,
+    net: Arc<Network>,
+    bell: Arc<Bell>,
+}
+
+impl TaskManager {
+    /// Runs this task manager's part of a deployment to its end.
+    fn run_part(
+        &self,
+        d: Deployment,
+        control: JobControl,
+        runner: &JobRunner,
+    ) -> Result<(), String> {
+        let mine = d
+            .parts
+            .iter()
+            .find(|p| p.task_manager == self.id)
+            .ok_or_else(|| {
+                format!(
+                    "deployment of job {} has no part for this task manager",
+                    d.job
+                )
+            })?
+            .clone();
+        // One TCP link per pair of task managers on different hosts: the lower id connects.
+        for p in &d.parts {
+            if p.host != self.host && p.task_manager > self.id {
+                let addr: SocketAddr = p.data_addr.parse().map_err(|e| {
+                    format!(
+                        "task manager {}'s data address {}: {e}",
+                        p.task_manager, p.data_addr
+                    )
+                })?;
+                // Linked already (an earlier attempt)? The network keeps that link and drops
+                // the new connection.
+                self.net
+                    .connect(p.task_manager, addr)
+                    .map_err(|e| format!("task manager {}: {e}", p.task_manager))?;
+            }
+        }
+        let transports = Transports {
+            me: self.id,
+            host: self.host.clone(),
+            shm_dir: self.shm_dir.clone(),
+            job: d.job,
+            attempt: d.attempt,
+            parts: d.parts.clone(),
+            net: self.net.clone(),
+            bell: self.bell.clone(),
+        };
+        let deployed = Deployed {
+            parallelism: d.parallelism,
+            part: ClusterPart {
+                shards: mine.first_shard..mine.first_shard + mine.shards,
+                remote: Arc::new(transports),
+            },
+            control,
+        };
+        with_deployment(deployed, || runner(&d.args))
+    }
+}
+
+/// A task manager's rings to the shards of others: shared memory to task managers of its host,
+/// its TCP links to the rest.
+struct Transports {
+    me: u32,
+    host: String,
+    shm_dir: PathBuf,
+    job: u64,
+    attempt: u32,
+    parts: Vec<Part>,
+    net: Arc<Network>,
+    bell: Arc<Bell>,
+}
+
+impl Transports {
+    fn owner(&self, shard: u32) -> Result<&Part, JobError> {
+        self.parts
+            .iter()
+            .find(|p| (p.first_shard..p.first_shard + p.shards).contains(&shard))
+            .ok_or_else(|| JobError::Config(format!("no task manager runs shard {shard}")))
+    }
+
+    fn ring_path(&self, dir: &Path, channel: u32) -> PathBuf {
+        dir.join(format!(
+            "shardflow-j{}-a{}-c{channel}",
+            self.job, self.attempt
+        ))
+    }
+
+    fn fail(&self, what: String) -> JobError {
+        JobError::Config(format!("task manager {}: {what}", self.me))
+    }
+}
+
+impl RemoteChannels for Transports {
+    fn sender(
+        &self,
+        channel: u32,
+        _from: u32,
+        to: u32,
+        config: RingConfig,
+    ) -> Result<RingSender, JobError> {
+        let p = self.owner(to)?;
+        if p.host != self.host {
+            return Ok(self.net.sender(p.task_manager, channel, config));
+        }
+        // The receiving task manager makes the ring in its directory; wait for it.
+        let path = self.ring_path(Path::new(&p.shm_dir), channel);
+        let start = Instant::now();
+        loop {
+            match shm::attach_sender(&path, channel, self.bell.clone()) {
+                Ok(tx) => return Ok(tx),
+                Err(e) if start.elapsed() < SHM_ATTACH_TIMEOUT => {
+                    let _ = e;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err(e) => {
+                    return Err(self.fail(format!(
+                        "task manager {} never made its ring: {e}",
+                        p.task_manager
+                    )));
+                }
+            }
+        }
+    }
+
+    fn receiver(
+        &self,
+        channel: u32,
+        from: u32,
+        _to: u32,
+        config: RingConfig,
+    ) -> Result<RingReceiver, JobError> {
+        let p = self.owner(from)?;
+        if p.host != self.host {
+            return Ok(self.net.receiver(p.task_manager, channel, config));
+        }
+        shm::create_receiver(
+            &self.ring_path(&self.shm_dir, channel),
+            channel,
+            ShmConfig {
+                slots: config.buffers,
+                // Room for a batch and the strings it points to: buffers seldom span slots.
+                slot_bytes: config.buffer_bytes * 2,
+            },
+            self.bell.clone(),
+        )
+        .map_err(|e| self.fail(e.to_string()))
+    }
+}
