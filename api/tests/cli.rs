@@ -1,10 +1,9 @@
 //! The `shardflow` binary as a user runs it.
 
+mod common;
+
 use std::collections::HashMap;
 use std::process::Command;
-
-use shardflow::datagen::ZipfText;
-use shardflow::jobs::wordcount::{normalize, tokens};
 
 fn shardflow() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shardflow"))
@@ -55,31 +54,10 @@ fn wordcount_writes_csv_counts_equal_to_a_plain_loop() {
     .arg(dir.path());
     let stdout = stdout_of(&mut cmd);
     assert!(stdout.contains("job 'wordcount' finished"), "{stdout}");
-    let mut got: HashMap<String, u64> = HashMap::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .from_path(entry.unwrap().path())
-            .unwrap();
-        for row in reader.records() {
-            let row = row.unwrap();
-            assert!(
-                got.insert(row[0].to_string(), row[1].parse().unwrap())
-                    .is_none()
-            );
-        }
-    }
-    let text = ZipfText::standard(3);
-    let mut want: HashMap<String, u64> = HashMap::new();
-    let mut line = String::new();
-    for j in 0..5000 {
-        line.clear();
-        text.line(j, &mut line);
-        for w in tokens(&line) {
-            *want.entry(normalize(w).to_string()).or_insert(0) += 1;
-        }
-    }
-    assert_eq!(got, want);
+    assert_eq!(
+        common::read_counts(dir.path()),
+        common::brute_force_counts(3, 5000)
+    );
 }
 
 #[test]

@@ -74,6 +74,9 @@ pub enum JobError {
     State { shard: u32, message: String },
     #[error("the job was cancelled")]
     Cancelled,
+    /// A cluster's job manager or task managers: unreachable, lost, or the job failed there.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 impl JobError {

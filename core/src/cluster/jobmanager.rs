@@ -86,10 +86,10 @@ impl JobManager {
             return Err(JobError::Config("a cluster needs a shared secret".into()));
         }
         let listener = TcpListener::bind(config.bind)
-            .map_err(|e| JobError::Config(format!("cannot listen on {}: {e}", config.bind)))?;
+            .map_err(|e| JobError::Cluster(format!("cannot listen on {}: {e}", config.bind)))?;
         let addr = listener
             .local_addr()
-            .map_err(|e| JobError::Config(format!("the job manager's address: {e}")))?;
+            .map_err(|e| JobError::Cluster(format!("the job manager's address: {e}")))?;
         let shared = Arc::new(Shared {
             config,
             state: Mutex::new(State {
@@ -116,7 +116,7 @@ impl JobManager {
                         .spawn(move || serve(&s, stream));
                 }
             })
-            .map_err(|e| JobError::Config(format!("the job manager's thread: {e}")))?;
+            .map_err(|e| JobError::Cluster(format!("the job manager's thread: {e}")))?;
         Ok(Self {
             shared,
             addr,
@@ -502,39 +502,39 @@ pub fn submit(
     on_accepted: impl FnOnce(u64, u32),
 ) -> Result<u32, JobError> {
     let mut conn = Connection::connect(addr, 0, secret)
-        .map_err(|e| JobError::Config(format!("job manager {addr}: {e}")))?;
+        .map_err(|e| JobError::Cluster(format!("job manager {addr}: {e}")))?;
     conn.send(&Message::Submit {
         name: name.to_string(),
         args,
         parallelism,
     })
-    .map_err(|e| JobError::Config(format!("job manager {addr}: {e}")))?;
+    .map_err(|e| JobError::Cluster(format!("job manager {addr}: {e}")))?;
     let p = match conn.recv() {
         Ok(Message::Accepted { job, parallelism }) => {
             on_accepted(job, parallelism);
             parallelism
         }
         Ok(Message::Refused { reason }) => {
-            return Err(JobError::Config(format!(
+            return Err(JobError::Cluster(format!(
                 "job manager {addr} refused the job: {reason}"
             )));
         }
         Ok(other) => {
-            return Err(JobError::Config(format!(
+            return Err(JobError::Cluster(format!(
                 "job manager {addr} answered {other:?}"
             )));
         }
-        Err(e) => return Err(JobError::Config(format!("job manager {addr}: {e}"))),
+        Err(e) => return Err(JobError::Cluster(format!("job manager {addr}: {e}"))),
     };
     match conn.recv() {
         Ok(Message::JobEnded { error: None, .. }) => Ok(p),
         Ok(Message::JobEnded { error: Some(e), .. }) => {
-            Err(JobError::Config(format!("the job failed: {e}")))
+            Err(JobError::Cluster(format!("the job failed: {e}")))
         }
-        Ok(other) => Err(JobError::Config(format!(
+        Ok(other) => Err(JobError::Cluster(format!(
             "job manager {addr} answered {other:?}"
         ))),
-        Err(e) => Err(JobError::Config(format!(
+        Err(e) => Err(JobError::Cluster(format!(
             "job manager {addr} went away: {e}"
         ))),
     }
@@ -561,7 +561,7 @@ pub fn cancel(addr: &str, secret: &[u8], name: &str) -> Result<(), JobError> {
 }
 
 fn request(addr: &str, secret: &[u8], m: Message) -> Result<Message, JobError> {
-    let fail = |e: String| JobError::Config(format!("job manager {addr}: {e}"));
+    let fail = |e: String| JobError::Cluster(format!("job manager {addr}: {e}"));
     let mut conn = Connection::connect(addr, 0, secret).map_err(|e| fail(e.to_string()))?;
     conn.send(&m).map_err(|e| fail(e.to_string()))?;
     match conn.recv().map_err(|e| fail(e.to_string()))? {

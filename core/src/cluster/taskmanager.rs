@@ -52,7 +52,7 @@ impl TaskManagerConfig {
 }
 
 fn io(what: &str, e: impl std::fmt::Display) -> JobError {
-    JobError::Config(format!("{what}: {e}"))
+    JobError::Cluster(format!("{what}: {e}"))
 }
 
 /// Registers with the job manager and serves it until it goes away (an error) or `stop`
@@ -80,12 +80,12 @@ pub fn run_task_manager(
     let id = match conn.recv() {
         Ok(Message::Registered { id }) => id,
         Ok(Message::Refused { reason }) => {
-            return Err(JobError::Config(format!(
+            return Err(JobError::Cluster(format!(
                 "job manager {jm} refused: {reason}"
             )));
         }
         Ok(other) => {
-            return Err(JobError::Config(format!(
+            return Err(JobError::Cluster(format!(
                 "job manager {jm} answered {other:?} to a registration"
             )));
         }
@@ -108,6 +108,7 @@ pub fn run_task_manager(
         })
         .map_err(|e| io("the data listener", e))?,
     );
+    remove_stale_bells(&config.shm_dir);
     let bell = Arc::new(
         Bell::create(
             &config
@@ -174,7 +175,7 @@ pub fn run_task_manager(
             }
             Err(e) => {
                 cancel_running(&running);
-                return Err(JobError::Config(format!(
+                return Err(JobError::Cluster(format!(
                     "task manager {id}: the job manager at {jm} went away: {e}"
                 )));
             }
@@ -232,6 +233,29 @@ pub fn run_task_manager(
     }
 }
 
+/// Removes the doorbells of task managers that died without cleaning up (killed), named
+/// `shardflow-tm<id>-<pid>.bell` with no such process any more.
+fn remove_stale_bells(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(pid) = name
+            .strip_prefix("shardflow-tm")
+            .and_then(|r| r.strip_suffix(".bell"))
+            .and_then(|r| r.rsplit_once('-'))
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 fn cancel_running(running: &Mutex<Option<(u64, u32, JobControl)>>) {
     if let Some((_, _, c)) = &*lock(running) {
         c.cancel();
@@ -285,6 +309,25 @@ impl TaskManager {
                     .map_err(|e| format!("task manager {}: {e}", p.task_manager))?;
             }
         }
+        let (shared, tcp): (Vec<u32>, Vec<u32>) = d
+            .parts
+            .iter()
+            .filter(|p| p.task_manager != self.id)
+            .map(|p| p.task_manager)
+            .partition(|&tm| {
+                d.parts
+                    .iter()
+                    .any(|p| p.task_manager == tm && p.host == self.host)
+            });
+        eprintln!(
+            "task manager {}: job {} attempt {}: shards {}..{} of {}; shared memory with task managers {shared:?}, TCP with {tcp:?}",
+            self.id,
+            d.job,
+            d.attempt,
+            mine.first_shard,
+            mine.first_shard + mine.shards,
+            d.parallelism
+        );
         let transports = Transports {
             me: self.id,
             host: self.host.clone(),
@@ -325,7 +368,7 @@ impl Transports {
         self.parts
             .iter()
             .find(|p| (p.first_shard..p.first_shard + p.shards).contains(&shard))
-            .ok_or_else(|| JobError::Config(format!("no task manager runs shard {shard}")))
+            .ok_or_else(|| JobError::Cluster(format!("no task manager runs shard {shard}")))
     }
 
     fn ring_path(&self, dir: &Path, channel: u32) -> PathBuf {
@@ -336,7 +379,7 @@ impl Transports {
     }
 
     fn fail(&self, what: String) -> JobError {
-        JobError::Config(format!("task manager {}: {what}", self.me))
+        JobError::Cluster(format!("task manager {}: {what}", self.me))
     }
 }
 

@@ -1,0 +1,276 @@
+//! Cluster mode as a user runs it: a job manager and two task managers, each its own
+//! `shardflow` process on loopback. Jobs give what local mode gives, over shared memory (task
+//! managers of one host) and over TCP (of two); a task manager without the secret is refused;
+//! one killed mid-job fails the job with an error naming it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECRET: &str = "test-cluster-secret";
+
+fn shardflow() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shardflow"));
+    c.env("SHARDFLOW_CLUSTER_SECRET", SECRET);
+    c
+}
+
+/// A process whose standard error is kept, line by line, for the test to look at.
+struct Watched {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    news: mpsc::Receiver<String>,
+}
+
+impl Watched {
+    fn spawn(cmd: &mut Command) -> Self {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let err = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, news) = mpsc::channel();
+        let keep = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                keep.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, lines, news }
+    }
+
+    /// Waits (bounded) for a line containing `what`; returns it.
+    fn wait_for(&self, what: &str) -> String {
+        if let Some(l) = self.lines.lock().unwrap().iter().find(|l| l.contains(what)) {
+            return l.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.news.recv_timeout(left) {
+                Ok(l) if l.contains(what) => return l,
+                Ok(_) => {}
+                Err(_) => panic!(
+                    "never saw '{what}' in:\n{}",
+                    self.lines.lock().unwrap().join("\n")
+                ),
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Cluster {
+    jm: Watched,
+    addr: String,
+    tms: Vec<Watched>,
+    _shm: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// A job manager, and a task manager of one core on each of `hosts` (equal names: one
+    /// host, shared memory between them).
+    fn start(hosts: &[&str]) -> Self {
+        let jm = Watched::spawn(shardflow().args(["jobmanager", "--bind", "127.0.0.1:0"]));
+        let line = jm.wait_for("listening on");
+        let addr = line.rsplit(' ').next().unwrap().to_string();
+        let shm = tempfile::tempdir_in("/dev/shm")
+            .or_else(|_| tempfile::tempdir())
+            .unwrap();
+        // One at a time, so that task manager i + 1 is `tms[i]`.
+        let tms = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let tm = Watched::spawn(
+                    shardflow()
+                        .args(["taskmanager", "--jobmanager", &addr, "--cores", "1"])
+                        .args(["--host", host, "--shm-dir"])
+                        .arg(shm.path()),
+                );
+                jm.wait_for(&format!("task manager {} at", i + 1));
+                tm
+            })
+            .collect();
+        Self {
+            jm,
+            addr,
+            tms,
+            _shm: shm,
+        }
+    }
+
+    fn run(&self, args: &[&str], out: &Path) -> std::process::Output {
+        shardflow()
+            .arg("run")
+            .args(args)
+            .arg("--output")
+            .arg(out)
+            .args(["--jobmanager", &self.addr])
+            .output()
+            .unwrap()
+    }
+}
+
+fn local(args: &[&str], out: &Path) {
+    let status = shardflow()
+        .arg("run")
+        .args(args)
+        .args(["-p", "2", "--output"])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn jobs_on_two_task_managers_equal_local_mode_over_shared_memory_and_tcp() {
+    let dir = tempfile::tempdir().unwrap();
+    let wordcount = ["wordcount", "--lines", "20000", "--seed", "5"];
+    let telemetry = [
+        "telemetry",
+        "--rate",
+        "200000",
+        "--duration-secs",
+        "3",
+        "--sensors",
+        "500",
+    ];
+    local(&wordcount, &dir.path().join("wc-local"));
+    local(&telemetry, &dir.path().join("tel-local"));
+    let want_wc = common::brute_force_counts(5, 20_000);
+    assert_eq!(common::read_counts(&dir.path().join("wc-local")), want_wc);
+    let want_tel = common::sorted_lines(&dir.path().join("tel-local"));
+    assert!(want_tel.len() > 1000, "{} windows", want_tel.len());
+
+    for (hosts, transport) in [(["h", "h"], "shared memory"), (["a", "b"], "TCP")] {
+        let cluster = Cluster::start(&hosts);
+        let wc = dir.path().join(format!("wc-{}", hosts[1]));
+        let out = cluster.run(&wordcount, &wc);
+        assert_ok(&out);
+        assert_eq!(
+            common::read_counts(&wc),
+            want_wc,
+            "wordcount over {transport}"
+        );
+        let tel = dir.path().join(format!("tel-{}", hosts[1]));
+        assert_ok(&cluster.run(&telemetry, &tel));
+        assert_eq!(
+            common::sorted_lines(&tel),
+            want_tel,
+            "telemetry over {transport}"
+        );
+        // Each task manager ran one of the two shards, talking to the other as its host says.
+        let line = cluster.tms[0].wait_for("job 1 attempt 1");
+        let expected = match transport {
+            "TCP" => "shared memory with task managers [], TCP with [2]",
+            _ => "shared memory with task managers [2], TCP with []",
+        };
+        assert!(line.contains(expected), "{line}");
+        assert!(line.contains("shards 0..1 of 2"), "{line}");
+        cluster.jm.wait_for("job 2 'telemetry' finished");
+    }
+}
+
+#[test]
+fn a_task_manager_without_the_secret_is_refused() {
+    let cluster = Cluster::start(&["h"]);
+    let out = Command::new(env!("CARGO_BIN_EXE_shardflow"))
+        .env("SHARDFLOW_CLUSTER_SECRET", "not-the-secret")
+        .args(["taskmanager", "--jobmanager", &cluster.addr, "--cores", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("secret"), "{stderr}");
+    cluster.jm.wait_for("refused a connection");
+    // Nor does a client without it get a job run.
+    let out = Command::new(env!("CARGO_BIN_EXE_shardflow"))
+        .args([
+            "run",
+            "wordcount",
+            "--lines",
+            "10",
+            "--output",
+            "/tmp/never",
+        ])
+        .args(["--jobmanager", &cluster.addr, "--secret", "wrong"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(!Path::new("/tmp/never").exists());
+}
+
+#[test]
+fn a_task_manager_killed_mid_job_fails_the_job_naming_it() {
+    // Without checkpoints there is nothing to fail over to: the job fails, naming the task
+    // manager it lost, and the survivor's part is cancelled (it is free for the next job).
+    let mut cluster = Cluster::start(&["a", "b"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tel");
+    let mut run = shardflow()
+        .args([
+            "run",
+            "telemetry",
+            "--paced",
+            "--rate",
+            "20000",
+            "--duration-secs",
+            "60",
+        ])
+        .arg("--output")
+        .arg(&out)
+        .args(["--jobmanager", &cluster.addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    cluster.tms[1].wait_for("job 1 attempt 1");
+    let mut victim = cluster.tms.remove(1);
+    victim.child.kill().unwrap();
+    let _ = victim.child.wait();
+    let status = run.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("task manager 2"), "{stderr}");
+    cluster.jm.wait_for("job 1 'telemetry' failed");
+    // The survivor is free again: a new job runs on it alone.
+    let wc = dir.path().join("wc");
+    let out = cluster.run(&["wordcount", "--lines", "3000", "--seed", "9"], &wc);
+    assert_ok(&out);
+    assert_eq!(
+        common::read_counts(&wc),
+        common::brute_force_counts(9, 3000),
+        "{}",
+        cluster.jm.log()
+    );
+}
