@@ -37,6 +37,7 @@
 //!   `Clone`): see [`Data`].
 //! - The engine underneath is `shardflow-core`; its crate docs tell the path of a record.
 
+pub mod cluster;
 pub mod connected;
 pub mod control;
 pub mod datagen;

@@ -15,9 +15,30 @@ use std::time::{Duration, Instant};
 const SECRET: &str = "test-cluster-secret";
 
 fn shardflow() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shardflow"));
+    binary(Path::new(env!("CARGO_BIN_EXE_shardflow")))
+}
+
+fn binary(path: &Path) -> Command {
+    let mut c = Command::new(path);
     c.env("SHARDFLOW_CLUSTER_SECRET", SECRET);
     c
+}
+
+/// The `cluster_job` example (cargo builds the examples of the package it tests, beside the
+/// test binaries).
+fn example_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("examples/cluster_job");
+    assert!(
+        path.exists(),
+        "{} is not built (run `cargo test -p shardflow`, which builds the examples)",
+        path.display()
+    );
+    path
 }
 
 /// A process whose standard error is kept, line by line, for the test to look at.
@@ -89,7 +110,12 @@ impl Cluster {
     /// A job manager, and a task manager of one core on each of `hosts` (equal names: one
     /// host, shared memory between them).
     fn start(hosts: &[&str]) -> Self {
-        let jm = Watched::spawn(shardflow().args(["jobmanager", "--bind", "127.0.0.1:0"]));
+        Self::start_of(Path::new(env!("CARGO_BIN_EXE_shardflow")), hosts)
+    }
+
+    /// The same, of a job binary's roles.
+    fn start_of(bin: &Path, hosts: &[&str]) -> Self {
+        let jm = Watched::spawn(binary(bin).args(["jobmanager", "--bind", "127.0.0.1:0"]));
         let line = jm.wait_for("listening on");
         let addr = line.rsplit(' ').next().unwrap().to_string();
         let shm = tempfile::tempdir_in("/dev/shm")
@@ -101,7 +127,7 @@ impl Cluster {
             .enumerate()
             .map(|(i, host)| {
                 let tm = Watched::spawn(
-                    shardflow()
+                    binary(bin)
                         .args(["taskmanager", "--jobmanager", &addr, "--cores", "1"])
                         .args(["--host", host, "--shm-dir"])
                         .arg(shm.path()),
@@ -273,4 +299,34 @@ fn a_task_manager_killed_mid_job_fails_the_job_naming_it() {
         "{}",
         cluster.jm.log()
     );
+}
+
+#[test]
+fn a_users_own_binary_runs_on_its_cluster_as_locally() {
+    // examples/cluster_job.rs: its main is shardflow::cluster::main, nothing else.
+    let bin = example_binary();
+    let cluster = Cluster::start_of(&bin, &["a", "b"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = binary(&bin)
+        .args(["run", "--jobmanager", &cluster.addr, "--", "100000"])
+        .arg(dir.path().join("cluster"))
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let status = binary(&bin)
+        .args(["run", "--", "100000"])
+        .arg(dir.path().join("local"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut want: Vec<String> = (0..97i64)
+        .map(|r| {
+            let sum: i64 = (1..=100_000i64).filter(|x| x % 97 == r).sum();
+            format!("{r},{sum}")
+        })
+        .collect();
+    want.sort();
+    assert_eq!(common::sorted_lines(&dir.path().join("cluster")), want);
+    assert_eq!(common::sorted_lines(&dir.path().join("local")), want);
+    cluster.tms[1].wait_for("shards 1..2 of 2");
 }

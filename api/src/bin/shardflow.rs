@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use shardflow::cluster::{ClusterArgs, JobManagerArgs, TaskManagerArgs};
 use shardflow::jobs::logs;
 use shardflow::jobs::telemetry::{self, TelemetrySettings, WindowStats};
 use shardflow::jobs::wordcount::{self, ShortString, WordCountInput};
@@ -69,47 +70,9 @@ enum Command {
     },
     /// Run a cluster's job manager: task managers register with it, `shardflow run ...
     /// --jobmanager ADDR` submits jobs to it.
-    Jobmanager {
-        #[arg(long, default_value = "0.0.0.0:6123")]
-        bind: std::net::SocketAddr,
-        /// The cluster secret (default: $SHARDFLOW_CLUSTER_SECRET).
-        #[arg(long)]
-        secret: Option<String>,
-    },
+    Jobmanager(JobManagerArgs),
     /// Run a task manager: offers this machine's cores to a job manager as shards.
-    Taskmanager {
-        #[arg(long)]
-        jobmanager: String,
-        /// Shards to offer (default: the cores this process may use).
-        #[arg(long)]
-        cores: Option<u32>,
-        /// The cluster secret (default: $SHARDFLOW_CLUSTER_SECRET).
-        #[arg(long)]
-        secret: Option<String>,
-        /// Where to listen for other task managers' data (default: the interface that reaches
-        /// the job manager, any port).
-        #[arg(long)]
-        data_bind: Option<std::net::SocketAddr>,
-        /// Where shared-memory rings live.
-        #[arg(long, default_value = "/dev/shm")]
-        shm_dir: PathBuf,
-        /// Which host this is (default: the machine's boot id and network namespace); task
-        /// managers of one host exchange records through shared memory.
-        #[arg(long)]
-        host: Option<String>,
-    },
-}
-
-/// Where a cluster's job manager is, and its secret.
-#[derive(clap::Args, Clone, Default)]
-struct ClusterArgs {
-    /// A cluster's job manager (host:port): run on, or ask, the cluster instead of this
-    /// machine.
-    #[arg(long, value_name = "ADDR")]
-    jobmanager: Option<String>,
-    /// The cluster secret (default: $SHARDFLOW_CLUSTER_SECRET).
-    #[arg(long)]
-    secret: Option<String>,
+    Taskmanager(TaskManagerArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -468,41 +431,18 @@ fn run(cli: Cli) -> Result<(), JobError> {
             println!("cancelled {job} on {jm}");
             Ok(())
         }
-        Command::Jobmanager { bind, secret } => {
-            let secret = shardflow_core::cluster::secret(secret.as_deref())?;
-            let jm = shardflow_core::cluster::jobmanager::JobManager::start(
-                shardflow_core::cluster::jobmanager::JobManagerConfig::new(bind, secret),
-            )?;
-            eprintln!("job manager listening on {}", jm.local_addr());
-            jm.wait();
-            Ok(())
-        }
-        Command::Taskmanager {
-            jobmanager,
-            cores,
-            secret,
-            data_bind,
-            shm_dir,
-            host,
-        } => {
-            use shardflow_core::cluster::taskmanager::{TaskManagerConfig, run_task_manager};
-            let secret = shardflow_core::cluster::secret(secret.as_deref())?;
-            let cores = cores.unwrap_or_else(shardflow_core::config::default_parallelism);
-            let mut config = TaskManagerConfig::new(jobmanager, cores, secret);
-            config.data_bind = data_bind;
-            config.shm_dir = shm_dir;
-            config.host = host;
+        Command::Jobmanager(args) => shardflow::cluster::run_jobmanager(args),
+        Command::Taskmanager(args) => {
             // A deployed job runs through the same command line as a local one.
-            let runner: shardflow_core::cluster::JobRunner =
-                std::sync::Arc::new(|args: &[String]| {
-                    let argv = ["shardflow", "run"]
-                        .into_iter()
-                        .map(String::from)
-                        .chain(args.iter().cloned());
-                    let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
-                    run(cli).map_err(|e| e.to_string())
-                });
-            run_task_manager(config, runner, Default::default())
+            let runner: shardflow::cluster::JobRunner = std::sync::Arc::new(|args: &[String]| {
+                let argv = ["shardflow", "run"]
+                    .into_iter()
+                    .map(String::from)
+                    .chain(args.iter().cloned());
+                let cli = Cli::try_parse_from(argv).map_err(|e| e.to_string())?;
+                run(cli).map_err(|e| e.to_string())
+            });
+            shardflow::cluster::run_taskmanager(args, runner)
         }
         Command::Run { job } if job.common().cluster.jobmanager.is_some() => submit(&job),
         Command::List { .. } => {
@@ -794,54 +734,21 @@ impl Job {
 /// Runs `job` on a cluster: its command line (less the cluster flags) goes to the job manager,
 /// which deploys it over its task managers; waits for its end.
 fn submit(job: &Job) -> Result<(), JobError> {
-    let cluster = &job.common().cluster;
-    let jm = cluster
-        .jobmanager
-        .as_deref()
-        .expect("checked by the caller");
     if job.output().is_none() {
         return Err(JobError::Config(
             "on a cluster, give --output DIR: each task manager writes its shards' files there"
                 .into(),
         ));
     }
-    let secret = shardflow_core::cluster::secret(cluster.secret.as_deref())?;
-    let args = job_args(std::env::args().collect());
+    let args = shardflow::cluster::job_args(&std::env::args().collect::<Vec<_>>());
     let name = job.name();
-    let p = shardflow_core::cluster::jobmanager::submit(
-        jm,
-        &secret,
-        name,
-        args,
-        job.common().parallelism,
-        |id, p| eprintln!("job {id} '{name}' deployed at P = {p} by {jm}"),
-    )?;
+    let p =
+        shardflow::cluster::submit(&job.common().cluster, name, args, job.common().parallelism)?;
     println!(
         "{name} finished at P = {p}; output in {}",
         job.output().expect("checked above").display()
     );
     Ok(())
-}
-
-/// The arguments after `run`, less the cluster's flags (a task manager runs the job with them).
-fn job_args(argv: Vec<String>) -> Vec<String> {
-    let start = argv
-        .iter()
-        .position(|a| a == "run")
-        .map_or(argv.len(), |i| i + 1);
-    let mut out = Vec::new();
-    let mut skip = false;
-    for a in &argv[start..] {
-        if std::mem::take(&mut skip) {
-            continue;
-        }
-        match a.as_str() {
-            "--jobmanager" | "--secret" => skip = true,
-            _ if a.starts_with("--jobmanager=") || a.starts_with("--secret=") => {}
-            _ => out.push(a.clone()),
-        }
-    }
-    out
 }
 
 /// Lists malformed lines by file and line number (the first `show` of them, in file order) and
