@@ -3,6 +3,7 @@
 //! Each workload comes with the hand-written baseline it is held against, so that a run reports
 //! the ratio of the two measured side by side on the same machine.
 
+pub mod cluster;
 pub mod exchange;
 pub mod keyed_state;
 pub mod recovery;

@@ -133,6 +133,20 @@ enum Bench {
         #[arg(long, default_value_t = 5)]
         runs: usize,
     },
+    /// WordCount on a cluster of two task manager processes (shared memory between them, then
+    /// TCP) beside the same job in local mode at the same P = 2.
+    Cluster {
+        #[arg(long, default_value_t = 5_000_000)]
+        lines: u64,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+    /// (The bench cluster's job manager: started by `cluster`.)
+    #[command(hide = true)]
+    Jobmanager(shardflow::cluster::JobManagerArgs),
+    /// (A bench cluster's task manager: started by `cluster`.)
+    #[command(hide = true)]
+    Taskmanager(shardflow::cluster::TaskManagerArgs),
     /// One-way latency of a lone record between two shards (hdrhistogram percentiles).
     Latency {
         #[arg(long, default_value_t = 20_000)]
@@ -199,6 +213,43 @@ fn main() -> anyhow::Result<()> {
                 median(recover) / median(read).max(1e-9)
             );
         }
+        Bench::Jobmanager(args) => shardflow::cluster::run_jobmanager(args)?,
+        Bench::Taskmanager(args) => shardflow::cluster::run_taskmanager(
+            args,
+            std::sync::Arc::new(|a: &[String]| {
+                shardflow_bench::cluster::job(a).map_err(|e| e.to_string())
+            }),
+        )?,
+        Bench::Cluster { lines, runs } => {
+            use shardflow_bench::cluster::{Cluster, local};
+            let dir = tempdir()?;
+            let input = dir.join("text.txt");
+            let bytes = wordcount::write_text(&input, lines, 42)?;
+            println!(
+                "cluster: wordcount of {lines} lines ({:.0} MiB) at P = 2, two task managers of one shard each beside local mode, {runs} runs each (interleaved)",
+                bytes as f64 / (1 << 20) as f64
+            );
+            for (hosts, transport) in [(["h", "h"], "shared memory"), (["a", "b"], "TCP")] {
+                let cluster = Cluster::start(hosts)?;
+                let (mut l, mut c) = (Vec::new(), Vec::new());
+                for run in 0..runs {
+                    let out = dir.join(format!("out-{run}"));
+                    l.push(local(&input, &out)?.as_secs_f64());
+                    c.push(cluster.run(&input, &out)?.as_secs_f64());
+                    println!(
+                        "  {transport}: local {:.3} s, cluster {:.3} s ({:.2}x)",
+                        l[run],
+                        c[run],
+                        l[run] / c[run]
+                    );
+                }
+                let (l, c) = (median(l), median(c));
+                println!(
+                    "  medians over {transport}: local {l:.3} s, cluster {c:.3} s: the cluster runs at {:.2}x local mode's speed",
+                    l / c
+                );
+            }
+        }
         Bench::Shuffle {
             batches,
             batch_kib,
@@ -257,6 +308,14 @@ fn main() -> anyhow::Result<()> {
                 median(shm),
                 median(tcp),
                 median(link),
+            );
+            // Records of 16 bytes (the exchange bench's): what the bytes mean in records/s.
+            let mrec = |gbs: f64| gbs * 1e9 / 16.0 / 1e6;
+            println!(
+                "  records of 16 bytes: in process {:.0} M/s, shared memory {:.0} M/s, TCP link {:.0} M/s",
+                mrec(local),
+                mrec(shm),
+                mrec(link)
             );
             println!(
                 "  medians: memcpy {copy:.2} GB/s; copied across cores {hand:.2} GB/s; in process {local:.2} GB/s ({:.2}x memcpy); shared memory {shm:.2} GB/s ({:.2}x memcpy, {:.2}x copied across cores); plain TCP {tcp:.2} GB/s; TCP link {link:.2} GB/s ({:.2}x plain TCP)",

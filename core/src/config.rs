@@ -142,6 +142,10 @@ pub struct JobConfig {
 pub struct ClusterPart {
     /// The shards this process runs (global indices in `0..parallelism`).
     pub shards: std::ops::Range<u32>,
+    /// The first of the machine's CPUs this process's shards are pinned to (the k-th local
+    /// shard to the CPU `first_cpu + k`, modulo the CPUs): processes of one machine take
+    /// different ones.
+    pub first_cpu: usize,
     /// Ring ends to and from shards in other processes.
     pub remote: std::sync::Arc<dyn RemoteChannels>,
 }

@@ -512,6 +512,7 @@ fn execute_inner(
         None => 0..p,
     };
     let here = |s: u32| local.contains(&s);
+    let first_cpu = config.cluster.as_ref().map_or(0, |c| c.first_cpu);
 
     // Rings: ends[local shard][exchange]. Between two shards here, an in-process ring; to or
     // from a shard elsewhere, the cluster's transport. Every receiving end is made before any
@@ -612,7 +613,7 @@ fn execute_inner(
     for (i, shard_ends) in ends.into_iter().enumerate() {
         let shard = local.start + i as u32;
         let placement = match config.placement {
-            ShardPlacement::Pinned => Placement::Fixed(cpus[i % cpus.len()]),
+            ShardPlacement::Pinned => Placement::Fixed(cpus[(first_cpu + i) % cpus.len()]),
             ShardPlacement::Unpinned => Placement::Unbound,
         };
         let ctx = ShardContext {

@@ -34,6 +34,7 @@ impl JobManagerConfig {
 struct TaskManagerEntry {
     cores: u32,
     host: String,
+    machine: String,
     shm_dir: String,
     data_addr: Option<String>,
     writer: Connection,
@@ -180,8 +181,9 @@ fn serve(s: &Arc<Shared>, stream: std::net::TcpStream) {
         Ok(Message::Register {
             cores,
             host,
+            machine,
             shm_dir,
-        }) => serve_task_manager(s, conn, cores, host, shm_dir),
+        }) => serve_task_manager(s, conn, cores, host, machine, shm_dir),
         Ok(Message::Submit {
             name,
             args,
@@ -244,30 +246,39 @@ fn serve_task_manager(
     mut conn: Connection,
     cores: u32,
     host: String,
+    machine: String,
     shm_dir: String,
 ) {
     let peer = conn.peer().to_string();
     let Ok(writer) = conn.try_clone() else {
         return;
     };
-    let id = {
+    let (id, first_cpu) = {
         let mut st = s.lock();
         let id = st.next_task_manager;
+        // Its machine's task managers so far take the CPUs before its own.
+        let first_cpu = st
+            .task_managers
+            .values()
+            .filter(|t| t.machine == machine)
+            .map(|t| t.cores)
+            .sum::<u32>();
         st.next_task_manager += 1;
         st.task_managers.insert(
             id,
             TaskManagerEntry {
                 cores,
                 host,
+                machine,
                 shm_dir,
                 data_addr: None,
                 writer,
                 busy: None,
             },
         );
-        id
+        (id, first_cpu)
     };
-    if conn.send(&Message::Registered { id }).is_err() {
+    if conn.send(&Message::Registered { id, first_cpu }).is_err() {
         s.lock().task_managers.remove(&id);
         return;
     }

@@ -53,6 +53,9 @@ pub enum Message {
     Register {
         cores: u32,
         host: String,
+        /// The machine (its boot id): task managers of one machine pin to different CPUs,
+        /// whatever their hosts (network namespaces are hosts of one machine).
+        machine: String,
         shm_dir: String,
     },
     /// Its data listener is up (after `Registered`: the id names its links).
@@ -67,9 +70,9 @@ pub enum Message {
         error: Option<String>,
     },
     // Job manager → task manager.
-    Registered {
-        id: u32,
-    },
+    /// Its id, and the first of this host's CPUs its shards take (task managers of one host
+    /// pin their shards to different cores).
+    Registered { id: u32, first_cpu: u32 },
     Deploy(Deployment),
     CancelAttempt {
         job: u64,
@@ -239,13 +242,18 @@ impl Connection {
     }
 }
 
+/// This machine: its boot id.
+pub fn machine_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown-boot".into())
+}
+
 /// This machine and network namespace: task managers with the same host id share memory;
 /// others talk TCP. The boot id tells machines apart, the network namespace's inode tells
 /// apart the "hosts" of one machine that tests make with `ip netns`.
 pub fn host_id() -> String {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown-boot".into());
+    let boot = machine_id();
     let net = std::fs::read_link("/proc/self/ns/net")
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "unknown-net".into());

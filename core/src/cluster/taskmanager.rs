@@ -74,11 +74,12 @@ pub fn run_task_manager(
     conn.send(&Message::Register {
         cores: config.cores,
         host: host.clone(),
+        machine: super::protocol::machine_id(),
         shm_dir: config.shm_dir.display().to_string(),
     })
     .map_err(|e| io(&format!("job manager {jm}"), e))?;
-    let id = match conn.recv() {
-        Ok(Message::Registered { id }) => id,
+    let (id, first_cpu) = match conn.recv() {
+        Ok(Message::Registered { id, first_cpu }) => (id, first_cpu),
         Ok(Message::Refused { reason }) => {
             return Err(JobError::Cluster(format!(
                 "job manager {jm} refused: {reason}"
@@ -151,6 +152,7 @@ pub fn run_task_manager(
         .map_err(|e| io("the job manager connection", e))?;
     let me = TaskManager {
         id,
+        first_cpu: first_cpu as usize,
         host,
         shm_dir: config.shm_dir.clone(),
         net,
@@ -268,6 +270,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 struct TaskManager {
     id: u32,
+    first_cpu: usize,
     host: String,
     shm_dir: PathBuf,
     net: Arc<Network>,
@@ -342,6 +345,7 @@ impl TaskManager {
             parallelism: d.parallelism,
             part: ClusterPart {
                 shards: mine.first_shard..mine.first_shard + mine.shards,
+                first_cpu: self.first_cpu,
                 remote: Arc::new(transports),
             },
             control,
