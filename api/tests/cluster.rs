@@ -330,3 +330,59 @@ fn a_users_own_binary_runs_on_its_cluster_as_locally() {
     assert_eq!(common::sorted_lines(&dir.path().join("local")), want);
     cluster.tms[1].wait_for("shards 1..2 of 2");
 }
+
+#[test]
+fn checkpoints_span_the_task_managers() {
+    // The job manager triggers each checkpoint on both task managers, writes one metadata of
+    // both parts into the shared directory, and tells them it is complete (their file sinks
+    // commit then): the output is local mode's, and the newest checkpoint holds both shards.
+    let cluster = Cluster::start(&["a", "b"]);
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = [
+        "telemetry",
+        "--paced",
+        "--rate",
+        "20000",
+        "--duration-secs",
+        "2",
+        "--sensors",
+        "300",
+    ];
+    local(&telemetry, &dir.path().join("local"));
+    let ck = dir.path().join("ck");
+    let mut args: Vec<&str> = telemetry.to_vec();
+    let ck_str = ck.display().to_string();
+    args.extend([
+        "--checkpoint-dir",
+        &ck_str,
+        "--checkpoint-interval-ms",
+        "200",
+    ]);
+    let out = dir.path().join("cluster");
+    assert_ok(&cluster.run(&args, &out));
+    assert_eq!(
+        common::sorted_lines(&out),
+        common::sorted_lines(&dir.path().join("local"))
+    );
+    cluster.jm.wait_for("checkpoint 2 complete");
+    let (plan, skipped) = shardflow_core::checkpoint::RestorePlan::load(&ck).unwrap();
+    assert!(skipped.is_empty());
+    assert_eq!(
+        plan.parallelism(),
+        2,
+        "both task managers' shards are in it"
+    );
+    assert!(plan.id() >= 2);
+    // The job manager keeps three.
+    let kept = std::fs::read_dir(&ck)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("chk-")
+        })
+        .count();
+    assert!(kept <= 3, "{kept} checkpoints kept");
+}

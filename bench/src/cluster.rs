@@ -58,7 +58,15 @@ impl Cluster {
         let mut children = vec![jm];
         for (i, host) in hosts.iter().enumerate() {
             let tm = spawn(
-                &["taskmanager", "--jobmanager", &addr, "--cores", "1", "--host", host],
+                &[
+                    "taskmanager",
+                    "--jobmanager",
+                    &addr,
+                    "--cores",
+                    "1",
+                    "--host",
+                    host,
+                ],
                 Stdio::null(),
             )?;
             // Its registration, in order (task manager i + 1 takes shard i).

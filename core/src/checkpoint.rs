@@ -182,6 +182,8 @@ struct State {
     at_job_end: Vec<JobEndAction>,
     /// Savepoints asked for and not triggered yet.
     savepoints: Vec<SavepointRequest>,
+    /// Checkpoints whose part this process handed over, awaiting the job's completion.
+    handed_over: BTreeMap<u64, Pending>,
     /// Segments being uploaded for an ack not made yet: retention keeps them (counted, as
     /// two operators' snapshots may name one segment).
     protected: std::collections::HashMap<String, usize>,
@@ -199,6 +201,18 @@ impl Pending {
     }
 }
 
+/// Where a process's part of each checkpoint goes when the job spans processes (a task
+/// manager's link to its job manager): the job manager triggers every process's coordinator
+/// with one id, gathers the parts, writes the checkpoint's metadata, and reports it complete
+/// ([`Coordinator::completed_globally`]).
+pub trait CheckpointParts: Send + Sync {
+    /// Every operator of this process acked checkpoint `id`: their snapshots, and the bytes
+    /// their segments added to the shared directory and hold in all.
+    fn part_ready(&self, id: u64, acks: Vec<OperatorSnapshot>, bytes_added: u64, bytes_total: u64);
+    /// An operator of this process could not snapshot for checkpoint `id`.
+    fn part_declined(&self, id: u64, reason: String);
+}
+
 /// The job's checkpoint coordinator: triggers checkpoints, collects every operator's ack, and
 /// completes them. Shared by the shards (acks are rare: a lock per operator and checkpoint).
 pub struct Coordinator {
@@ -213,6 +227,9 @@ pub struct Coordinator {
     /// The newest checkpoint complete (sinks commit up to it).
     latest_completed: AtomicU64,
     state: Mutex<State>,
+    /// In a job that spans processes: where this process's parts go (it then completes no
+    /// checkpoint by itself).
+    parts: Option<std::sync::Arc<dyn CheckpointParts>>,
 }
 
 impl Coordinator {
@@ -241,7 +258,51 @@ impl Coordinator {
                 next_id: newest + 1,
                 ..State::default()
             }),
+            parts: None,
         })
+    }
+
+    /// A coordinator of this process's part of a job that spans processes: checkpoints are
+    /// triggered by id ([`trigger_id`](Self::trigger_id)), and completed by the job
+    /// ([`completed_globally`](Self::completed_globally)) once every process's part is in.
+    pub fn distributed(
+        config: CheckpointConfig,
+        parts: std::sync::Arc<dyn CheckpointParts>,
+    ) -> Result<Self, JobError> {
+        let mut c = Self::new(config)?;
+        c.parts = Some(parts);
+        Ok(c)
+    }
+
+    /// Whether this coordinator is a part of a job's (see [`distributed`](Self::distributed)).
+    pub fn is_distributed(&self) -> bool {
+        self.parts.is_some()
+    }
+
+    /// Triggers checkpoint `id` (chosen by the job manager for every process).
+    pub fn trigger_id(&self, id: u64) {
+        let mut s = self.state.lock().expect("coordinator lock");
+        if id < s.next_id {
+            return; // already triggered (or older than this run)
+        }
+        s.next_id = id;
+        drop(s);
+        self.open_next(Instant::now());
+    }
+
+    /// Checkpoint `id` is complete in every process (its metadata written): sinks commit up to
+    /// it.
+    pub fn completed_globally(&self, id: u64) {
+        let mut s = self.state.lock().expect("coordinator lock");
+        let Some(p) = s.handed_over.remove(&id) else {
+            return;
+        };
+        // Older parts handed over and never completed: the job manager gave up on them.
+        let older: Vec<u64> = s.handed_over.range(..id).map(|(i, _)| *i).collect();
+        for i in older {
+            s.handed_over.remove(&i);
+        }
+        self.finish_complete(&mut s, id, p);
     }
 
     pub fn config(&self) -> &CheckpointConfig {
@@ -300,6 +361,14 @@ impl Coordinator {
         {
             return None;
         }
+        drop(s);
+        Some(self.open_next(now))
+    }
+
+    /// Opens checkpoint `next_id` (finished operators ack it at once) and lets sources inject
+    /// its barrier.
+    fn open_next(&self, now: Instant) -> u64 {
+        let mut s = self.state.lock().expect("coordinator lock");
         let id = s.next_id;
         s.next_id += 1;
         let savepoint = (!s.savepoints.is_empty()).then(|| s.savepoints.remove(0));
@@ -322,7 +391,7 @@ impl Coordinator {
         if let Err(e) = self.complete_if_acked(&mut s, id) {
             s.failed.push((id, e.to_string()));
         }
-        Some(id)
+        id
     }
 
     /// An operator's input ended: `snapshot` is its state from now on, standing as its ack of
@@ -442,20 +511,16 @@ impl Coordinator {
         if (p.acks.len() as u64) < self.expected.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let p = s.pending.remove(&id).expect("found above");
-        let mut acks = p.acks;
-        acks.sort_by_key(|a| (a.node, a.shard));
-        let mut segments: Vec<String> = acks.iter().flat_map(|a| a.segments.clone()).collect();
-        segments.sort();
-        segments.dedup();
-        let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&acks)
-            .map_err(|e| self.error(id, format!("cannot serialize the snapshots: {e}")))?
-            .to_vec();
-        let meta = Metadata {
-            id,
-            segments,
-            payload,
-        };
+        let mut p = s.pending.remove(&id).expect("found above");
+        if let Some(parts) = &self.parts {
+            // This process's part is ready: the job manager completes the checkpoint.
+            let acks = std::mem::take(&mut p.acks);
+            let (added, total) = (p.bytes_added, p.bytes_total);
+            s.handed_over.insert(id, p);
+            parts.part_ready(id, acks, added, total);
+            return Ok(());
+        }
+        let meta = metadata_of(id, std::mem::take(&mut p.acks)).map_err(|e| self.error(id, e))?;
         self.storage
             .commit(&meta)
             .map_err(|e| self.error(id, e.to_string()))?;
@@ -475,6 +540,12 @@ impl Coordinator {
         self.storage
             .retain(self.config.retain, &in_flight)
             .map_err(|e| self.error(id, e.to_string()))?;
+        self.finish_complete(s, id, p);
+        Ok(())
+    }
+
+    /// Records checkpoint `id` complete: sinks may commit up to it.
+    fn finish_complete(&self, s: &mut State, id: u64, p: Pending) {
         let now = Instant::now();
         s.last_completed_at = Some(now);
         self.latest_completed.fetch_max(id, Ordering::Release);
@@ -486,7 +557,6 @@ impl Coordinator {
             alignment: Duration::from_micros(p.alignment_us),
             in_flight_bytes: p.in_flight_bytes,
         });
-        Ok(())
     }
 
     /// An operator could not snapshot for checkpoint `id`: the checkpoint is aborted (the job
@@ -495,6 +565,9 @@ impl Coordinator {
         let mut s = self.state.lock().expect("coordinator lock");
         if let Some(p) = s.pending.remove(&id) {
             p.fail_savepoint(id, &reason);
+            if let Some(parts) = &self.parts {
+                parts.part_declined(id, reason.clone());
+            }
             s.failed.push((id, reason));
         }
     }
@@ -554,6 +627,12 @@ impl Coordinator {
         let mut s = self.state.lock().expect("coordinator lock");
         let expected = self.expected.load(Ordering::Relaxed);
         let pending = std::mem::take(&mut s.pending);
+        for (id, _) in std::mem::take(&mut s.handed_over) {
+            s.failed.push((
+                id,
+                "the job ended before every process's part was in".into(),
+            ));
+        }
         for r in s.savepoints.drain(..) {
             let _ = r
                 .reply
@@ -615,6 +694,23 @@ impl Coordinator {
             self.config.dir.display()
         ))
     }
+}
+
+/// The metadata of checkpoint `id` from every operator's snapshot (of every process): the
+/// snapshots in (node, shard) order, and every segment they name.
+pub fn metadata_of(id: u64, mut acks: Vec<OperatorSnapshot>) -> Result<Metadata, String> {
+    acks.sort_by_key(|a| (a.node, a.shard));
+    let mut segments: Vec<String> = acks.iter().flat_map(|a| a.segments.clone()).collect();
+    segments.sort();
+    segments.dedup();
+    let payload = rkyv::to_bytes::<rkyv::rancor::Error>(&acks)
+        .map_err(|e| format!("cannot serialize the snapshots: {e}"))?
+        .to_vec();
+    Ok(Metadata {
+        id,
+        segments,
+        payload,
+    })
 }
 
 /// A piece of a snapshot's file work, run off the shards.

@@ -148,6 +148,19 @@ pub struct ClusterPart {
     pub first_cpu: usize,
     /// Ring ends to and from shards in other processes.
     pub remote: std::sync::Arc<dyn RemoteChannels>,
+    /// How this process takes part in the job's checkpoints (none: a job with checkpoints
+    /// cannot span processes).
+    pub checkpoints: Option<std::sync::Arc<dyn ClusterCheckpoints>>,
+}
+
+/// A process's link to the job's checkpoints when the job spans processes: its part of each
+/// checkpoint goes there, and the job manager triggers and completes checkpoints through the
+/// coordinator it is given.
+pub trait ClusterCheckpoints: Send + Sync {
+    /// Where this process's parts go.
+    fn parts(&self) -> std::sync::Arc<dyn crate::checkpoint::CheckpointParts>;
+    /// Every shard of this process is built: checkpoints may be triggered on `coordinator`.
+    fn ready(&self, coordinator: std::sync::Arc<crate::checkpoint::Coordinator>);
 }
 
 impl std::fmt::Debug for ClusterPart {

@@ -461,10 +461,17 @@ fn execute_inner(
     let state_budget = config
         .state_memory_bytes
         .map_or(usize::MAX, |b| (b / p as usize).max(1));
-    let coordinator = match &config.checkpoints {
-        Some(c) => Some(Arc::new(crate::checkpoint::Coordinator::new(c.clone())?)),
-        None => None,
+    let cluster_checkpoints = config.cluster.as_ref().and_then(|c| c.checkpoints.clone());
+    let coordinator = match (&config.checkpoints, &cluster_checkpoints) {
+        (Some(c), Some(cc)) => Some(Arc::new(crate::checkpoint::Coordinator::distributed(
+            c.clone(),
+            cc.parts(),
+        )?)),
+        (Some(c), None) => Some(Arc::new(crate::checkpoint::Coordinator::new(c.clone())?)),
+        (None, _) => None,
     };
+    // In a job that spans processes, the job manager triggers once every process is built.
+    let mut announced = false;
     let restore = match &config.restore_from {
         Some(path) => {
             let (mut plan, skipped) = crate::checkpoint::RestorePlan::load(path)?;
@@ -502,9 +509,10 @@ fn execute_inner(
                     c.shards
                 )));
             }
-            if config.checkpoints.is_some() {
+            if config.checkpoints.is_some() && c.checkpoints.is_none() {
                 return Err(JobError::Config(
-                    "checkpoints of a job spread over processes are not supported yet".into(),
+                    "checkpoints of a job spread over processes need the cluster's coordinator"
+                        .into(),
                 ));
             }
             c.shards.clone()
@@ -702,8 +710,18 @@ fn execute_inner(
                         }
                     }
                 }
+                let all_built =
+                    built.load(std::sync::atomic::Ordering::Acquire) == local.len() as u32;
+                if let (Some(c), Some(cc)) = (&coordinator, &cluster_checkpoints)
+                    && all_built
+                    && !announced
+                {
+                    announced = true;
+                    cc.ready(c.clone());
+                }
                 if let Some(c) = &coordinator
-                    && built.load(std::sync::atomic::Ordering::Acquire) == local.len() as u32
+                    && !c.is_distributed()
+                    && all_built
                     && (last_trigger.elapsed() >= c.config().interval || c.savepoint_requested())
                 {
                     last_trigger = Instant::now();

@@ -49,6 +49,52 @@ struct Job {
     /// Task managers whose part has not ended.
     waiting: BTreeSet<u32>,
     error: Option<String>,
+    /// The job's checkpoints, once its task managers said where they go.
+    checkpoints: Option<Checkpointing>,
+}
+
+/// A job's checkpoints as the job manager runs them: it triggers each on every task manager,
+/// gathers their parts, writes the metadata, and says it is complete.
+struct Checkpointing {
+    dir: std::path::PathBuf,
+    interval: Duration,
+    retain: usize,
+    next_id: u64,
+    /// Task managers whose shards are built (checkpoints start when all are).
+    ready: BTreeSet<u32>,
+    last_trigger: Option<std::time::Instant>,
+    /// Triggered and not complete: the parts in so far.
+    pending: BTreeMap<u64, BTreeMap<u32, Vec<crate::checkpoint::OperatorSnapshot>>>,
+    /// Checkpoints this job manager completed, with their segments (retention removes only
+    /// these: a segment no metadata names yet may be one a task manager is uploading).
+    committed: std::collections::VecDeque<(u64, Vec<String>)>,
+    /// A task manager's part ended: no more checkpoints (it can no longer ack them).
+    stopped: bool,
+}
+
+impl Checkpointing {
+    /// Writes checkpoint `id` from every part, keeps the newest `retain`.
+    fn complete(&mut self, id: u64) -> Result<(), String> {
+        let parts = self.pending.remove(&id).unwrap_or_default();
+        let acks: Vec<_> = parts.into_values().flatten().collect();
+        let meta = crate::checkpoint::metadata_of(id, acks)?;
+        let storage = shardflow_state::CheckpointStorage::new(&self.dir)
+            .map_err(|e| format!("checkpoint directory {}: {e}", self.dir.display()))?;
+        storage
+            .commit(&meta)
+            .map_err(|e| format!("checkpoint {id}: {e}"))?;
+        self.committed.push_back((id, meta.segments));
+        while self.committed.len() > self.retain {
+            let (old, segments) = self.committed.pop_front().expect("longer than retain");
+            let kept: BTreeSet<&String> = self.committed.iter().flat_map(|c| c.1.iter()).collect();
+            let d = storage.checkpoint_dir(old);
+            let _ = std::fs::remove_dir_all(&d);
+            for s in segments.iter().filter(|s| !kept.contains(s)) {
+                let _ = std::fs::remove_file(storage.segment_path(s));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Default)]
@@ -102,6 +148,16 @@ impl JobManager {
             stop: AtomicBool::new(false),
             refused: AtomicU64::new(0),
         });
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("shardflow-jm-checkpoints".into())
+            .spawn(move || {
+                while !s.stop.load(Ordering::SeqCst) {
+                    trigger_due(&mut s.lock());
+                    std::thread::sleep(TRIGGER_TICK);
+                }
+            })
+            .map_err(|e| JobError::Cluster(format!("the job manager's thread: {e}")))?;
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("shardflow-jobmanager".into())
@@ -162,6 +218,53 @@ impl Drop for JobManager {
         let _ = std::net::TcpStream::connect(self.addr);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+    }
+}
+
+/// The least time a checkpoint may take before it is abandoned (20 intervals otherwise).
+const CHECKPOINT_TIMEOUT_MIN: Duration = Duration::from_secs(60);
+/// How often the job manager looks for checkpoints to trigger.
+const TRIGGER_TICK: Duration = Duration::from_millis(20);
+
+/// Triggers the checkpoints that are due: one in flight per job at a time, every job's
+/// interval after the last trigger, once every task manager of the job is ready.
+fn trigger_due(st: &mut State) {
+    let mut sends = Vec::new();
+    for (&job, j) in st.jobs.iter_mut() {
+        let Some(c) = j.checkpoints.as_mut() else {
+            continue;
+        };
+        // A part that never comes (its task manager declined without saying, or lost it):
+        // the checkpoint is abandoned and the next one triggered.
+        let timeout = (c.interval * 20).max(CHECKPOINT_TIMEOUT_MIN);
+        if c.last_trigger.is_some_and(|t| t.elapsed() > timeout) && !c.pending.is_empty() {
+            eprintln!(
+                "job manager: job {job}: checkpoints {:?} not complete within {timeout:?}; abandoned",
+                c.pending.keys().collect::<Vec<_>>()
+            );
+            c.pending.clear();
+        }
+        if c.stopped
+            || !c.pending.is_empty()
+            || c.ready.len() < j.parts.len()
+            || c.last_trigger.is_some_and(|t| t.elapsed() < c.interval)
+        {
+            continue;
+        }
+        let id = c.next_id;
+        c.next_id += 1;
+        c.last_trigger = Some(std::time::Instant::now());
+        c.pending.insert(id, BTreeMap::new());
+        for p in &j.parts {
+            sends.push((p.task_manager, job, j.attempt, id));
+        }
+    }
+    for (tm, job, attempt, id) in sends {
+        if let Some(t) = st.task_managers.get_mut(&tm) {
+            let _ = t
+                .writer
+                .send(&Message::TriggerCheckpoint { job, attempt, id });
         }
     }
 }
@@ -295,6 +398,110 @@ fn serve_task_manager(
                 s.changed.notify_all();
             }
             Ok(Message::Heartbeat) => {}
+            Ok(Message::CheckpointsReady {
+                job,
+                attempt,
+                dir,
+                base,
+                interval_ms,
+                retain,
+            }) => {
+                let mut st = s.lock();
+                if let Some(j) = st.jobs.get_mut(&job).filter(|j| j.attempt == attempt) {
+                    let c = j.checkpoints.get_or_insert_with(|| Checkpointing {
+                        dir: dir.clone().into(),
+                        interval: Duration::from_millis(interval_ms.max(1)),
+                        retain: (retain as usize).max(1),
+                        next_id: base + 1,
+                        ready: BTreeSet::new(),
+                        last_trigger: None,
+                        pending: BTreeMap::new(),
+                        committed: Default::default(),
+                        stopped: false,
+                    });
+                    if c.dir != std::path::Path::new(&dir) {
+                        let why = format!(
+                            "task manager {id} checkpoints into {dir}, another into {} (they must share one directory)",
+                            c.dir.display()
+                        );
+                        cancel_job(&mut st, job, why);
+                    } else {
+                        c.next_id = c.next_id.max(base + 1);
+                        c.ready.insert(id);
+                    }
+                }
+            }
+            Ok(Message::CheckpointPart {
+                job,
+                attempt,
+                id: ck,
+                acks,
+                ..
+            }) => {
+                let mut st = s.lock();
+                let Some(j) = st.jobs.get_mut(&job).filter(|j| j.attempt == attempt) else {
+                    continue;
+                };
+                let tms = j.parts.len();
+                let name = j.name.clone();
+                let Some(c) = j.checkpoints.as_mut() else {
+                    continue;
+                };
+                let snapshots = crate::checkpoint::decode_snapshots(&acks);
+                let Some(parts) = c.pending.get_mut(&ck) else {
+                    continue; // abandoned meanwhile
+                };
+                match snapshots {
+                    Ok(snapshots) => {
+                        parts.insert(id, snapshots);
+                    }
+                    Err(e) => {
+                        c.pending.remove(&ck);
+                        eprintln!(
+                            "job manager: checkpoint {ck} of job {job}: task manager {id}'s part: {e}"
+                        );
+                        continue;
+                    }
+                }
+                if parts.len() == tms {
+                    match c.complete(ck) {
+                        Ok(()) => {
+                            eprintln!("job manager: job {job} '{name}' checkpoint {ck} complete");
+                            let targets: Vec<u32> =
+                                j.parts.iter().map(|p| p.task_manager).collect();
+                            for tm in targets {
+                                if let Some(t) = st.task_managers.get_mut(&tm) {
+                                    let _ = t.writer.send(&Message::CheckpointComplete {
+                                        job,
+                                        attempt,
+                                        id: ck,
+                                    });
+                                }
+                            }
+                        }
+                        Err(e) => eprintln!("job manager: job {job}: {e}"),
+                    }
+                }
+            }
+            Ok(Message::CheckpointDeclined {
+                job,
+                attempt,
+                id: ck,
+                reason,
+            }) => {
+                let mut st = s.lock();
+                if let Some(c) = st
+                    .jobs
+                    .get_mut(&job)
+                    .filter(|j| j.attempt == attempt)
+                    .and_then(|j| j.checkpoints.as_mut())
+                {
+                    c.pending.remove(&ck);
+                }
+                eprintln!(
+                    "job manager: job {job} checkpoint {ck} declined by task manager {id}: {reason}"
+                );
+            }
             Ok(Message::AttemptEnded {
                 job,
                 attempt,
@@ -307,6 +514,10 @@ fn serve_task_manager(
                 let failed = match st.jobs.get_mut(&job) {
                     Some(j) if j.attempt == attempt => {
                         j.waiting.remove(&id);
+                        if let Some(c) = j.checkpoints.as_mut() {
+                            c.stopped = true;
+                            c.pending.clear();
+                        }
                         error.map(|e| format!("task manager {id}: {e}"))
                     }
                     _ => None,
@@ -449,6 +660,7 @@ fn serve_submit(
             parts: parts.clone(),
             waiting: parts.iter().map(|p| p.task_manager).collect(),
             error: None,
+            checkpoints: None,
         },
     );
     for part in &parts {

@@ -69,10 +69,49 @@ pub enum Message {
         attempt: u32,
         error: Option<String>,
     },
+    /// Its shards are built and take checkpoints into `dir` (shared by every task manager),
+    /// whose newest complete one is `base`.
+    CheckpointsReady {
+        job: u64,
+        attempt: u32,
+        dir: String,
+        base: u64,
+        interval_ms: u64,
+        retain: u32,
+    },
+    /// Its part of checkpoint `id`: its operators' snapshots (an rkyv `Vec<OperatorSnapshot>`).
+    CheckpointPart {
+        job: u64,
+        attempt: u32,
+        id: u64,
+        acks: Vec<u8>,
+        bytes_added: u64,
+        bytes_total: u64,
+    },
+    CheckpointDeclined {
+        job: u64,
+        attempt: u32,
+        id: u64,
+        reason: String,
+    },
     // Job manager → task manager.
+    TriggerCheckpoint {
+        job: u64,
+        attempt: u32,
+        id: u64,
+    },
+    /// Checkpoint `id`'s metadata is written: sinks may commit up to it.
+    CheckpointComplete {
+        job: u64,
+        attempt: u32,
+        id: u64,
+    },
     /// Its id, and the first of this host's CPUs its shards take (task managers of one host
     /// pin their shards to different cores).
-    Registered { id: u32, first_cpu: u32 },
+    Registered {
+        id: u32,
+        first_cpu: u32,
+    },
     Deploy(Deployment),
     CancelAttempt {
         job: u64,

@@ -13,7 +13,8 @@ use shardflow_shuffle::{RingConfig, RingReceiver, RingSender};
 
 use super::protocol::{Connection, Deployment, Message, Part, host_id};
 use super::{Deployed, JobRunner, with_deployment};
-use crate::config::{ClusterPart, JobControl, RemoteChannels};
+use crate::checkpoint::{CheckpointParts, Coordinator, OperatorSnapshot};
+use crate::config::{ClusterCheckpoints, ClusterPart, JobControl, RemoteChannels};
 use crate::error::JobError;
 
 /// How often a task manager tells the job manager it is alive.
@@ -147,7 +148,7 @@ pub fn run_task_manager(
             })
             .map_err(|e| io("the heartbeat thread", e))?;
     }
-    let running: Arc<Mutex<Option<(u64, u32, JobControl)>>> = Arc::new(Mutex::new(None));
+    let running: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
     conn.set_read_timeout(Some(HEARTBEAT_INTERVAL))
         .map_err(|e| io("the job manager connection", e))?;
     let me = TaskManager {
@@ -185,9 +186,15 @@ pub fn run_task_manager(
         match m {
             Message::Deploy(d) => {
                 let control = JobControl::default();
+                let checkpoints = Arc::new(TmCheckpoints {
+                    job: d.job,
+                    attempt: d.attempt,
+                    writer: writer.clone(),
+                    coordinator: Mutex::new(None),
+                });
                 {
                     let mut r = lock(&running);
-                    if let Some((job, attempt, _)) = &*r {
+                    if let Some(Running { job, attempt, .. }) = &*r {
                         let reason =
                             format!("task manager {id} runs job {job} attempt {attempt} already");
                         drop(r);
@@ -198,7 +205,12 @@ pub fn run_task_manager(
                         });
                         continue;
                     }
-                    *r = Some((d.job, d.attempt, control.clone()));
+                    *r = Some(Running {
+                        job: d.job,
+                        attempt: d.attempt,
+                        control: control.clone(),
+                        checkpoints: checkpoints.clone(),
+                    });
                 }
                 let (me, runner, writer, running) =
                     (me.clone(), runner.clone(), writer.clone(), running.clone());
@@ -206,7 +218,7 @@ pub fn run_task_manager(
                     .name(format!("shardflow-job{}-{}", d.job, d.attempt))
                     .spawn(move || {
                         let (job, attempt) = (d.job, d.attempt);
-                        let error = me.run_part(d, control, &runner).err();
+                        let error = me.run_part(d, control, checkpoints, &runner).err();
                         if let Some(e) = &error {
                             eprintln!("task manager {}: job {job} attempt {attempt}: {e}", me.id);
                         }
@@ -222,10 +234,20 @@ pub fn run_task_manager(
                 }
             }
             Message::CancelAttempt { job, attempt } => {
-                if let Some((j, a, control)) = &*lock(&running)
-                    && (*j, *a) == (job, attempt)
+                if let Some(r) = &*lock(&running)
+                    && (r.job, r.attempt) == (job, attempt)
                 {
-                    control.cancel();
+                    r.control.cancel();
+                }
+            }
+            Message::TriggerCheckpoint { job, attempt, id } => {
+                if let Some(c) = running_coordinator(&running, job, attempt) {
+                    c.trigger_id(id);
+                }
+            }
+            Message::CheckpointComplete { job, attempt, id } => {
+                if let Some(c) = running_coordinator(&running, job, attempt) {
+                    c.completed_globally(id);
                 }
             }
             other => {
@@ -258,9 +280,98 @@ fn remove_stale_bells(dir: &Path) {
     }
 }
 
-fn cancel_running(running: &Mutex<Option<(u64, u32, JobControl)>>) {
-    if let Some((_, _, c)) = &*lock(running) {
-        c.cancel();
+/// The part of a job attempt a task manager runs.
+struct Running {
+    job: u64,
+    attempt: u32,
+    control: JobControl,
+    checkpoints: Arc<TmCheckpoints>,
+}
+
+fn cancel_running(running: &Mutex<Option<Running>>) {
+    if let Some(r) = &*lock(running) {
+        r.control.cancel();
+    }
+}
+
+/// The coordinator of the running attempt `(job, attempt)`, once its shards are built.
+fn running_coordinator(
+    running: &Mutex<Option<Running>>,
+    job: u64,
+    attempt: u32,
+) -> Option<Arc<Coordinator>> {
+    let r = lock(running);
+    let r = r
+        .as_ref()
+        .filter(|r| (r.job, r.attempt) == (job, attempt))?;
+    lock(&r.checkpoints.coordinator).clone()
+}
+
+/// A task manager's part in a job's checkpoints: what its coordinator completes goes to the
+/// job manager, which triggers and completes checkpoints through it.
+struct TmCheckpoints {
+    job: u64,
+    attempt: u32,
+    writer: Arc<Mutex<Connection>>,
+    coordinator: Mutex<Option<Arc<Coordinator>>>,
+}
+
+impl TmCheckpoints {
+    fn send(&self, m: &Message) {
+        if let Err(e) = lock(&self.writer).send(m) {
+            eprintln!(
+                "job {} attempt {}: cannot tell the job manager about a checkpoint: {e}",
+                self.job, self.attempt
+            );
+        }
+    }
+}
+
+impl CheckpointParts for TmCheckpoints {
+    fn part_ready(&self, id: u64, acks: Vec<OperatorSnapshot>, bytes_added: u64, bytes_total: u64) {
+        match rkyv::to_bytes::<rkyv::rancor::Error>(&acks) {
+            Ok(bytes) => self.send(&Message::CheckpointPart {
+                job: self.job,
+                attempt: self.attempt,
+                id,
+                acks: bytes.to_vec(),
+                bytes_added,
+                bytes_total,
+            }),
+            Err(e) => self.part_declined(id, format!("cannot encode the snapshots: {e}")),
+        }
+    }
+
+    fn part_declined(&self, id: u64, reason: String) {
+        self.send(&Message::CheckpointDeclined {
+            job: self.job,
+            attempt: self.attempt,
+            id,
+            reason,
+        });
+    }
+}
+
+/// The checkpoints of one attempt, as the runtime sees them.
+struct AttemptCheckpoints(Arc<TmCheckpoints>);
+
+impl ClusterCheckpoints for AttemptCheckpoints {
+    fn parts(&self) -> Arc<dyn CheckpointParts> {
+        self.0.clone()
+    }
+
+    fn ready(&self, coordinator: Arc<Coordinator>) {
+        let dir = coordinator.config().dir.clone();
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        self.0.send(&Message::CheckpointsReady {
+            job: self.0.job,
+            attempt: self.0.attempt,
+            dir: dir.display().to_string(),
+            base: coordinator.base(),
+            interval_ms: coordinator.config().interval.as_millis() as u64,
+            retain: coordinator.config().retain as u32,
+        });
+        *lock(&self.0.coordinator) = Some(coordinator);
     }
 }
 
@@ -283,6 +394,7 @@ impl TaskManager {
         &self,
         d: Deployment,
         control: JobControl,
+        checkpoints: Arc<TmCheckpoints>,
         runner: &JobRunner,
     ) -> Result<(), String> {
         let mine = d
@@ -347,6 +459,7 @@ impl TaskManager {
                 shards: mine.first_shard..mine.first_shard + mine.shards,
                 first_cpu: self.first_cpu,
                 remote: Arc::new(transports),
+                checkpoints: Some(Arc::new(AttemptCheckpoints(checkpoints))),
             },
             control,
         };
