@@ -280,6 +280,9 @@ impl StreamExecutionEnvironment {
             config.parallelism = d.parallelism;
             config.cluster = Some(d.part);
             config.control = Some(d.control);
+            if d.restore_from.is_some() {
+                config.restore_from = d.restore_from;
+            }
         }
         shardflow_core::execute(graph, config, job_name, progress)
     }

@@ -386,3 +386,69 @@ fn checkpoints_span_the_task_managers() {
         .count();
     assert!(kept <= 3, "{kept} checkpoints kept");
 }
+
+#[test]
+fn a_task_manager_killed_mid_job_with_checkpoints_fails_over_to_the_survivor() {
+    // The job manager restarts the job from its newest checkpoint on the task manager left (a
+    // rescale from P = 2 to 1); the exactly-once file sink's output is the failure-free run's.
+    let mut cluster = Cluster::start(&["a", "b"]);
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = [
+        "telemetry",
+        "--paced",
+        "--rate",
+        "20000",
+        "--duration-secs",
+        "8",
+        "--sensors",
+        "300",
+    ];
+    local(&telemetry, &dir.path().join("local"));
+    let ck = dir.path().join("ck").display().to_string();
+    let out = dir.path().join("cluster");
+    let mut run = shardflow()
+        .arg("run")
+        .args(telemetry)
+        .args(["--checkpoint-dir", &ck, "--checkpoint-interval-ms", "200"])
+        // Parts roll and are committed every few checkpoints: the failure comes after some
+        // output is committed (a restart that did not restore would write it again).
+        .args(["--part-rollover-ms", "300"])
+        .arg("--output")
+        .arg(&out)
+        .args(["--jobmanager", &cluster.addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The failure comes once output is committed.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&out).is_ok_and(|mut d| {
+        d.any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("part-")
+        })
+    }) {
+        assert!(Instant::now() < deadline, "no output committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut victim = cluster.tms.remove(1);
+    victim.child.kill().unwrap();
+    let _ = victim.child.wait();
+    let status = run.wait().unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}\n{}", cluster.jm.log());
+    let restart = cluster.jm.wait_for("attempt 2 at P = 1");
+    assert!(
+        restart.contains("task managers [1]") && restart.contains("restoring from"),
+        "{restart}"
+    );
+    assert_eq!(
+        common::sorted_lines(&out),
+        common::sorted_lines(&dir.path().join("local")),
+        "{}",
+        cluster.jm.log()
+    );
+}

@@ -161,6 +161,9 @@ pub trait ClusterCheckpoints: Send + Sync {
     fn parts(&self) -> std::sync::Arc<dyn crate::checkpoint::CheckpointParts>;
     /// Every shard of this process is built: checkpoints may be triggered on `coordinator`.
     fn ready(&self, coordinator: std::sync::Arc<crate::checkpoint::Coordinator>);
+    /// This process's part ended without failure: `actions` commit its sinks' last output,
+    /// run when the whole job has ended (another process may still fail and restart it).
+    fn at_job_end(&self, actions: Vec<crate::checkpoint::JobEndAction>);
 }
 
 impl std::fmt::Debug for ClusterPart {

@@ -411,6 +411,10 @@ fn execute_attempts(
         let Some(checkpoints) = &config.checkpoints else {
             return Err(e);
         };
+        // A job that spans processes is restarted by its job manager, everywhere at once.
+        if config.cluster.is_some() {
+            return Err(e);
+        }
         // A job cancelled from outside, or one that cannot start, is not restarted.
         if matches!(
             e,
@@ -761,8 +765,15 @@ fn execute_inner(
         return Err(root);
     }
     if let Some(c) = &coordinator {
-        for action in c.take_job_end_actions() {
-            action()?;
+        let actions = c.take_job_end_actions();
+        match &cluster_checkpoints {
+            // The job manager says when the whole job has ended.
+            Some(cc) => cc.at_job_end(actions),
+            None => {
+                for action in actions {
+                    action()?;
+                }
+            }
         }
     }
     Ok(JobResult {

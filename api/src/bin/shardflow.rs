@@ -112,6 +112,10 @@ struct Common {
     /// Milliseconds between checkpoints (with --checkpoint-dir).
     #[arg(long, value_name = "MS", default_value_t = 1000)]
     checkpoint_interval_ms: u64,
+    /// With --checkpoint-dir and --output: an output part open this long rolls (is committed at
+    /// the next checkpoint and a new one begun), as Flink's file sink's rollover interval.
+    #[arg(long, value_name = "MS", default_value_t = 60_000)]
+    part_rollover_ms: u64,
     /// Unaligned checkpoints: barriers overtake the records waiting in exchanges, which go
     /// into the checkpoint (for jobs under backpressure; restore at the same parallelism).
     #[arg(long)]
@@ -293,10 +297,11 @@ fn write_csv<T: shardflow::sink::csv::ToCsv + shardflow_core::Data>(
     common: &Common,
 ) {
     if common.checkpoint_dir.is_some() {
-        let options = FileSinkOptions {
+        let mut options = FileSinkOptions {
             suffix: ".csv".to_string(),
             ..Default::default()
         };
+        options.rolling.rollover_interval = Duration::from_millis(common.part_rollover_ms.max(1));
         stream.sink_to_files_with(dir, options, shardflow::sink::csv::csv_line::<T>);
     } else {
         stream.write_as_csv_with(dir.to_path_buf(), WriteMode::Overwrite);

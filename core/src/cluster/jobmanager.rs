@@ -51,6 +51,8 @@ struct Job {
     error: Option<String>,
     /// The job's checkpoints, once its task managers said where they go.
     checkpoints: Option<Checkpointing>,
+    /// Task managers committing their sinks' last output (the job ended without failure).
+    committing: BTreeSet<u32>,
 }
 
 /// A job's checkpoints as the job manager runs them: it triggers each on every task manager,
@@ -398,6 +400,23 @@ fn serve_task_manager(
                 s.changed.notify_all();
             }
             Ok(Message::Heartbeat) => {}
+            Ok(Message::JobEndCommitted {
+                job,
+                attempt,
+                error,
+            }) => {
+                let mut st = s.lock();
+                if let Some(j) = st.jobs.get_mut(&job).filter(|j| j.attempt == attempt) {
+                    j.committing.remove(&id);
+                    if let Some(e) = error
+                        && j.error.is_none()
+                    {
+                        j.error = Some(format!("task manager {id} committing the output: {e}"));
+                    }
+                }
+                drop(st);
+                s.changed.notify_all();
+            }
             Ok(Message::CheckpointsReady {
                 job,
                 attempt,
@@ -543,6 +562,13 @@ fn serve_task_manager(
     // Lost: every job with a part on it fails, and its other parts are cancelled.
     let mut st = s.lock();
     st.task_managers.remove(&id);
+    for j in st.jobs.values_mut() {
+        if j.committing.remove(&id) && j.error.is_none() {
+            j.error = Some(format!(
+                "task manager {id} at {peer} was lost committing the job's last output: {lost}"
+            ));
+        }
+    }
     let jobs: Vec<u64> = st
         .jobs
         .iter()
@@ -599,14 +625,17 @@ pub fn assign(cores: &[(u32, u32)], parallelism: u32) -> Vec<(u32, u32, u32)> {
         .collect()
 }
 
-fn serve_submit(
-    s: &Arc<Shared>,
-    mut conn: Connection,
-    name: String,
-    args: Vec<String>,
+/// Deploys attempt `attempt` of `job` on the free task managers: `parallelism` shards (all
+/// their cores if `None`), restoring from `restore_from`. Returns its parts, or why not.
+fn deploy(
+    st: &mut State,
+    job: u64,
+    attempt: u32,
+    name: &str,
+    args: &[String],
     parallelism: Option<u32>,
-) {
-    let mut st = s.lock();
+    restore_from: Option<String>,
+) -> Result<Vec<Part>, String> {
     let free: Vec<(u32, u32)> = st
         .task_managers
         .iter()
@@ -614,22 +643,12 @@ fn serve_submit(
         .map(|(id, t)| (*id, t.cores))
         .collect();
     if free.is_empty() {
-        drop(st);
-        let _ = conn.send(&Message::Refused {
-            reason: "no free task manager is registered".into(),
-        });
-        return;
+        return Err("no free task manager is registered".into());
     }
     let p = parallelism.unwrap_or_else(|| free.iter().map(|&(_, c)| c).sum());
     if p == 0 {
-        drop(st);
-        let _ = conn.send(&Message::Refused {
-            reason: "a job needs at least one shard".into(),
-        });
-        return;
+        return Err("a job needs at least one shard".into());
     }
-    let job = st.next_job;
-    st.next_job += 1;
     let parts: Vec<Part> = assign(&free, p)
         .into_iter()
         .map(|(id, first, n)| {
@@ -646,21 +665,31 @@ fn serve_submit(
         .collect();
     let deployment = Deployment {
         job,
-        attempt: 1,
-        name: name.clone(),
-        args,
+        attempt,
+        name: name.to_string(),
+        args: args.to_vec(),
         parallelism: p,
         parts: parts.clone(),
+        restore_from,
     };
+    let checkpoints = st.jobs.get_mut(&job).and_then(|j| j.checkpoints.take());
     st.jobs.insert(
         job,
         Job {
-            name: name.clone(),
-            attempt: 1,
+            name: name.to_string(),
+            attempt,
             parts: parts.clone(),
             waiting: parts.iter().map(|p| p.task_manager).collect(),
             error: None,
-            checkpoints: None,
+            // The directory and the checkpoints kept carry over; the next ids too.
+            checkpoints: checkpoints.map(|mut c| {
+                c.ready.clear();
+                c.pending.clear();
+                c.stopped = false;
+                c.last_trigger = None;
+                c
+            }),
+            committing: BTreeSet::new(),
         },
     );
     for part in &parts {
@@ -671,46 +700,152 @@ fn serve_submit(
         t.busy = Some(job);
         if let Err(e) = t.writer.send(&Message::Deploy(deployment.clone())) {
             let why = format!("deploying to task manager {}: {e}", part.task_manager);
-            cancel_job(&mut st, job, why);
+            cancel_job(st, job, why);
             break;
         }
     }
     eprintln!(
-        "job manager: job {job} '{name}' at P = {p} on task managers {:?}",
-        parts.iter().map(|p| p.task_manager).collect::<Vec<_>>()
+        "job manager: job {job} '{name}' attempt {attempt} at P = {p} on task managers {:?}{}",
+        parts.iter().map(|p| p.task_manager).collect::<Vec<_>>(),
+        deployment
+            .restore_from
+            .as_deref()
+            .map_or_else(String::new, |r| format!(", restoring from {r}"))
     );
+    Ok(parts)
+}
+
+/// Waits for a change (or a while) with the state unlocked.
+fn wait<'a>(s: &'a Shared, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+    s.changed
+        .wait_timeout(st, Duration::from_millis(200))
+        .unwrap_or_else(|e| e.into_inner())
+        .0
+}
+
+/// Attempts a job may take (the first and its restarts after failures).
+pub const ATTEMPTS_MAX: u32 = 4;
+/// How long a failed job waits for a free task manager to restart on.
+const RESTART_WAIT: Duration = Duration::from_secs(30);
+
+fn serve_submit(
+    s: &Arc<Shared>,
+    mut conn: Connection,
+    name: String,
+    args: Vec<String>,
+    parallelism: Option<u32>,
+) {
+    let mut st = s.lock();
+    let job = st.next_job;
+    st.next_job += 1;
+    let parts = match deploy(&mut st, job, 1, &name, &args, parallelism, None) {
+        Ok(parts) => parts,
+        Err(reason) => {
+            st.jobs.remove(&job);
+            drop(st);
+            let _ = conn.send(&Message::Refused { reason });
+            return;
+        }
+    };
+    let p: u32 = parts.iter().map(|p| p.shards).sum();
     drop(st);
     let _ = conn.send(&Message::Accepted {
         job,
         parallelism: p,
     });
-    // Wait for every part to end (or its task manager to be lost).
     let mut st = s.lock();
-    while st.jobs.get(&job).is_some_and(|j| !j.waiting.is_empty()) {
-        st = s
-            .changed
-            .wait_timeout(st, Duration::from_millis(200))
-            .unwrap_or_else(|e| e.into_inner())
-            .0;
-    }
-    let j = st.jobs.remove(&job).expect("inserted above");
-    for part in &j.parts {
-        if let Some(t) = st.task_managers.get_mut(&part.task_manager)
-            && t.busy == Some(job)
-        {
-            t.busy = None;
+    let outcome: Option<String> = loop {
+        // Every part of the attempt ends (or its task manager is lost).
+        while st.jobs.get(&job).is_some_and(|j| !j.waiting.is_empty()) {
+            st = wait(s, st);
         }
-    }
+        let j = st.jobs.get_mut(&job).expect("jobs are removed only here");
+        for part in j.parts.clone() {
+            if let Some(t) = st.task_managers.get_mut(&part.task_manager)
+                && t.busy == Some(job)
+            {
+                t.busy = None;
+            }
+        }
+        let j = st.jobs.get_mut(&job).expect("jobs are removed only here");
+        let Some(error) = j.error.clone() else {
+            // Every part finished: now their sinks' last output is committed (not before: a
+            // part that failed would have restarted the job from a checkpoint, replaying it).
+            j.committing = j.parts.iter().map(|p| p.task_manager).collect();
+            let attempt = j.attempt;
+            for tm in j.committing.clone() {
+                if let Some(t) = st.task_managers.get_mut(&tm) {
+                    let _ = t.writer.send(&Message::CommitJobEnd { job, attempt });
+                }
+            }
+            while st
+                .jobs
+                .get(&job)
+                .is_some_and(|j| !j.committing.is_empty() && j.error.is_none())
+            {
+                st = wait(s, st);
+            }
+            break st.jobs.get(&job).and_then(|j| j.error.clone());
+        };
+        // Failed: restart from the newest checkpoint, if the job takes checkpoints.
+        let Some(dir) = j.checkpoints.as_ref().map(|c| c.dir.display().to_string()) else {
+            break Some(error);
+        };
+        if j.attempt >= ATTEMPTS_MAX {
+            break Some(format!("{error} (after {} attempts)", j.attempt));
+        }
+        let attempt = j.attempt + 1;
+        let restore = shardflow_state::CheckpointStorage::new(&dir)
+            .ok()
+            .and_then(|c| c.list().ok())
+            .is_some_and(|l| l.iter().any(|(_, m)| m.is_ok()))
+            .then(|| dir.clone());
+        eprintln!(
+            "job manager: job {job} '{name}' attempt {} failed ({error}); restarting",
+            attempt - 1
+        );
+        let since = std::time::Instant::now();
+        loop {
+            match deploy(
+                &mut st,
+                job,
+                attempt,
+                &name,
+                &args,
+                parallelism,
+                restore.clone(),
+            ) {
+                Ok(_) => break,
+                Err(why) if since.elapsed() < RESTART_WAIT => {
+                    let _ = why;
+                    st = wait(s, st);
+                }
+                Err(why) => {
+                    if let Some(j) = st.jobs.get_mut(&job) {
+                        j.error = Some(format!("{error}; no restart: {why}"));
+                        j.waiting.clear();
+                    }
+                    break;
+                }
+            }
+        }
+        if st.jobs.get(&job).is_some_and(|j| j.attempt < attempt) {
+            break st.jobs.get(&job).and_then(|j| j.error.clone());
+        }
+    };
+    let j = st.jobs.remove(&job).expect("jobs are removed only here");
     drop(st);
     eprintln!(
         "job manager: job {job} '{name}' {}",
-        j.error
+        outcome
             .as_deref()
             .map_or_else(|| "finished".to_string(), |e| format!("failed: {e}"))
     );
     let _ = conn.send(&Message::JobEnded {
-        error: j.error,
+        error: outcome,
         task_managers: j.parts.len() as u32,
+        attempts: j.attempt,
+        parallelism: j.parts.iter().map(|p| p.shards).sum(),
     });
 }
 
@@ -750,7 +885,20 @@ pub fn submit(
         Err(e) => return Err(JobError::Cluster(format!("job manager {addr}: {e}"))),
     };
     match conn.recv() {
-        Ok(Message::JobEnded { error: None, .. }) => Ok(p),
+        Ok(Message::JobEnded {
+            error: None,
+            attempts,
+            parallelism,
+            ..
+        }) => {
+            if attempts > 1 {
+                eprintln!(
+                    "restarted {} time(s) after failures; the last attempt ran at P = {parallelism}",
+                    attempts - 1
+                );
+            }
+            Ok(p)
+        }
         Ok(Message::JobEnded { error: Some(e), .. }) => {
             Err(JobError::Cluster(format!("the job failed: {e}")))
         }

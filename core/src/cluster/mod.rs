@@ -43,6 +43,8 @@ pub struct Deployed {
     pub part: ClusterPart,
     /// The task manager cancels the job through it.
     pub control: JobControl,
+    /// Resume from this checkpoint directory's newest complete checkpoint (a restart).
+    pub restore_from: Option<std::path::PathBuf>,
 }
 
 thread_local! {

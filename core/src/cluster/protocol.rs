@@ -43,6 +43,9 @@ pub struct Deployment {
     pub args: Vec<String>,
     pub parallelism: u32,
     pub parts: Vec<Part>,
+    /// The checkpoint directory to resume from (its newest complete checkpoint): a restart
+    /// after a failure.
+    pub restore_from: Option<String>,
 }
 
 /// Every message of the control protocol.
@@ -88,6 +91,12 @@ pub enum Message {
         bytes_added: u64,
         bytes_total: u64,
     },
+    /// The job's last output is committed (after `CommitJobEnd`), or why not.
+    JobEndCommitted {
+        job: u64,
+        attempt: u32,
+        error: Option<String>,
+    },
     CheckpointDeclined {
         job: u64,
         attempt: u32,
@@ -99,6 +108,11 @@ pub enum Message {
         job: u64,
         attempt: u32,
         id: u64,
+    },
+    /// Every part of the attempt finished: commit the sinks' last output.
+    CommitJobEnd {
+        job: u64,
+        attempt: u32,
     },
     /// Checkpoint `id`'s metadata is written: sinks may commit up to it.
     CheckpointComplete {
@@ -135,6 +149,10 @@ pub enum Message {
     JobEnded {
         error: Option<String>,
         task_managers: u32,
+        /// Attempts it took (restarts after failures, plus one).
+        attempts: u32,
+        /// Shards of its last attempt.
+        parallelism: u32,
     },
     Jobs {
         running: Vec<String>,
@@ -332,6 +350,7 @@ mod tests {
                 data_addr: "127.0.0.1:1".into(),
                 shm_dir: "/dev/shm".into(),
             }],
+            restore_from: Some("/ck".into()),
         });
         c.send(&m).unwrap();
         assert_eq!(c.recv().unwrap(), m);

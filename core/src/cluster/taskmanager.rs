@@ -13,7 +13,7 @@ use shardflow_shuffle::{RingConfig, RingReceiver, RingSender};
 
 use super::protocol::{Connection, Deployment, Message, Part, host_id};
 use super::{Deployed, JobRunner, with_deployment};
-use crate::checkpoint::{CheckpointParts, Coordinator, OperatorSnapshot};
+use crate::checkpoint::{CheckpointParts, Coordinator, JobEndAction, OperatorSnapshot};
 use crate::config::{ClusterCheckpoints, ClusterPart, JobControl, RemoteChannels};
 use crate::error::JobError;
 
@@ -149,6 +149,9 @@ pub fn run_task_manager(
             .map_err(|e| io("the heartbeat thread", e))?;
     }
     let running: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
+    // Attempts whose part finished, with their sinks' last commits, until the job manager
+    // says the job ended (or deploys another attempt).
+    let ended: Arc<Mutex<Vec<Arc<TmCheckpoints>>>> = Arc::new(Mutex::new(Vec::new()));
     conn.set_read_timeout(Some(HEARTBEAT_INTERVAL))
         .map_err(|e| io("the job manager connection", e))?;
     let me = TaskManager {
@@ -191,6 +194,7 @@ pub fn run_task_manager(
                     attempt: d.attempt,
                     writer: writer.clone(),
                     coordinator: Mutex::new(None),
+                    job_end: Mutex::new(Vec::new()),
                 });
                 {
                     let mut r = lock(&running);
@@ -212,17 +216,29 @@ pub fn run_task_manager(
                         checkpoints: checkpoints.clone(),
                     });
                 }
-                let (me, runner, writer, running) =
-                    (me.clone(), runner.clone(), writer.clone(), running.clone());
+                // A new attempt: what earlier ones left to commit is void (it restores and
+                // re-commits what its checkpoint names).
+                lock(&ended).retain(|c| c.job != d.job);
+                let (me, runner, writer, running, ended) = (
+                    me.clone(),
+                    runner.clone(),
+                    writer.clone(),
+                    running.clone(),
+                    ended.clone(),
+                );
                 let spawned = std::thread::Builder::new()
                     .name(format!("shardflow-job{}-{}", d.job, d.attempt))
                     .spawn(move || {
                         let (job, attempt) = (d.job, d.attempt);
+                        let checkpoints_of_part = checkpoints.clone();
                         let error = me.run_part(d, control, checkpoints, &runner).err();
                         if let Some(e) = &error {
                             eprintln!("task manager {}: job {job} attempt {attempt}: {e}", me.id);
                         }
                         *lock(&running) = None;
+                        if error.is_none() {
+                            lock(&ended).push(checkpoints_of_part);
+                        }
                         let _ = lock(&writer).send(&Message::AttemptEnded {
                             job,
                             attempt,
@@ -239,6 +255,26 @@ pub fn run_task_manager(
                 {
                     r.control.cancel();
                 }
+            }
+            Message::CommitJobEnd { job, attempt } => {
+                let part = {
+                    let mut e = lock(&ended);
+                    let i = e.iter().position(|c| (c.job, c.attempt) == (job, attempt));
+                    i.map(|i| e.remove(i))
+                };
+                let mut error = None;
+                if let Some(part) = part {
+                    for action in std::mem::take(&mut *lock(&part.job_end)) {
+                        if let Err(e) = action() {
+                            error.get_or_insert(e.to_string());
+                        }
+                    }
+                }
+                let _ = lock(&writer).send(&Message::JobEndCommitted {
+                    job,
+                    attempt,
+                    error,
+                });
             }
             Message::TriggerCheckpoint { job, attempt, id } => {
                 if let Some(c) = running_coordinator(&running, job, attempt) {
@@ -314,6 +350,8 @@ struct TmCheckpoints {
     attempt: u32,
     writer: Arc<Mutex<Connection>>,
     coordinator: Mutex<Option<Arc<Coordinator>>>,
+    /// The sinks' last commits, run when the job manager says the whole job ended.
+    job_end: Mutex<Vec<JobEndAction>>,
 }
 
 impl TmCheckpoints {
@@ -372,6 +410,10 @@ impl ClusterCheckpoints for AttemptCheckpoints {
             retain: coordinator.config().retain as u32,
         });
         *lock(&self.0.coordinator) = Some(coordinator);
+    }
+
+    fn at_job_end(&self, actions: Vec<JobEndAction>) {
+        lock(&self.0.job_end).extend(actions);
     }
 }
 
@@ -462,6 +504,7 @@ impl TaskManager {
                 checkpoints: Some(Arc::new(AttemptCheckpoints(checkpoints))),
             },
             control,
+            restore_from: d.restore_from.as_ref().map(PathBuf::from),
         };
         with_deployment(deployed, || runner(&d.args))
     }
