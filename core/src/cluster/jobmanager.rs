@@ -154,8 +154,19 @@ impl JobManager {
         std::thread::Builder::new()
             .name("shardflow-jm-checkpoints".into())
             .spawn(move || {
+                let mut last_beat = std::time::Instant::now();
                 while !s.stop.load(Ordering::SeqCst) {
-                    trigger_due(&mut s.lock());
+                    let mut st = s.lock();
+                    trigger_due(&mut st);
+                    // Task managers hear from the job manager at least this often: one that
+                    // does not (a cut link) stops its part rather than run on alone.
+                    if last_beat.elapsed() >= super::taskmanager::HEARTBEAT_INTERVAL {
+                        last_beat = std::time::Instant::now();
+                        for t in st.task_managers.values_mut() {
+                            let _ = t.writer.send(&Message::Heartbeat);
+                        }
+                    }
+                    drop(st);
                     std::thread::sleep(TRIGGER_TICK);
                 }
             })
@@ -226,6 +237,8 @@ impl Drop for JobManager {
 
 /// The least time a checkpoint may take before it is abandoned (20 intervals otherwise).
 const CHECKPOINT_TIMEOUT_MIN: Duration = Duration::from_secs(60);
+/// How long a write to a task manager may block.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How often the job manager looks for checkpoints to trigger.
 const TRIGGER_TICK: Duration = Duration::from_millis(20);
 
@@ -358,6 +371,9 @@ fn serve_task_manager(
     let Ok(writer) = conn.try_clone() else {
         return;
     };
+    // A task manager that cannot take a message within this long is as good as lost; the
+    // state lock is never held for longer on its account.
+    let _ = writer.set_write_timeout(Some(WRITE_TIMEOUT));
     let (id, first_cpu) = {
         let mut st = s.lock();
         let id = st.next_task_manager;

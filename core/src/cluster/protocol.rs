@@ -247,6 +247,10 @@ impl Connection {
         self.stream.set_read_timeout(t)
     }
 
+    pub fn set_write_timeout(&self, t: Option<Duration>) -> std::io::Result<()> {
+        self.stream.set_write_timeout(t)
+    }
+
     /// Closes both directions (the reader on the other end sees the end at once).
     pub fn shutdown(&self) {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);

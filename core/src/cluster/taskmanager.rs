@@ -19,6 +19,9 @@ use crate::error::JobError;
 
 /// How often a task manager tells the job manager it is alive.
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a task manager goes on without a word from the job manager (which heart-beats
+/// every [`HEARTBEAT_INTERVAL`]).
+pub const JOBMANAGER_SILENCE_MAX: Duration = Duration::from_secs(5);
 /// How long a sender waits for the receiving task manager to make its shared-memory ring.
 const SHM_ATTACH_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -163,6 +166,7 @@ pub fn run_task_manager(
         bell,
     };
     let me = Arc::new(me);
+    let mut last_heard = Instant::now();
     loop {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             cancel_running(&running);
@@ -170,13 +174,26 @@ pub fn run_task_manager(
             return Ok(());
         }
         let m = match conn.recv() {
-            Ok(m) => m,
+            Ok(m) => {
+                last_heard = Instant::now();
+                m
+            }
             Err(e)
                 if matches!(
                     e.kind(),
                     std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
                 ) =>
             {
+                if last_heard.elapsed() > JOBMANAGER_SILENCE_MAX {
+                    // Cut off (a link down): the job manager has failed this part over by now;
+                    // running on alone could only compete with its successor.
+                    cancel_running(&running);
+                    conn.shutdown();
+                    return Err(JobError::Cluster(format!(
+                        "task manager {id}: nothing from the job manager at {jm} for {:?}",
+                        JOBMANAGER_SILENCE_MAX
+                    )));
+                }
                 continue;
             }
             Err(e) => {
@@ -286,6 +303,7 @@ pub fn run_task_manager(
                     c.completed_globally(id);
                 }
             }
+            Message::Heartbeat => {}
             other => {
                 eprintln!("task manager {id}: ignored a {other:?} from the job manager");
             }
