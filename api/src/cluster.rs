@@ -63,6 +63,10 @@ pub struct JobManagerArgs {
     /// The cluster secret (default: $SHARDFLOW_CLUSTER_SECRET).
     #[arg(long)]
     pub secret: Option<String>,
+    /// Where the job manager records its running jobs: restarted with the same directory, it
+    /// takes them up again from their newest checkpoints.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A task manager's flags.
@@ -92,7 +96,9 @@ pub struct TaskManagerArgs {
 /// Serves as a job manager until the process ends.
 pub fn run_jobmanager(args: JobManagerArgs) -> Result<(), JobError> {
     let secret = shardflow_core::cluster::secret(args.secret.as_deref())?;
-    let jm = JobManager::start(JobManagerConfig::new(args.bind, secret))?;
+    let mut config = JobManagerConfig::new(args.bind, secret);
+    config.state_dir = args.state_dir;
+    let jm = JobManager::start(config)?;
     eprintln!("job manager listening on {}", jm.local_addr());
     jm.wait();
     Ok(())

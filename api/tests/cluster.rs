@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, assert_ok, binary, example_binary, local, shardflow};
+use common::cluster::{Cluster, Watched, assert_ok, binary, example_binary, local, shardflow};
 
 #[test]
 fn jobs_on_two_task_managers_equal_local_mode_over_shared_memory_and_tcp() {
@@ -285,4 +285,96 @@ fn a_task_manager_killed_mid_job_with_checkpoints_fails_over_to_the_survivor() {
         "{}",
         cluster.jm.log()
     );
+}
+
+#[test]
+fn a_restarted_job_manager_takes_its_running_job_up_from_the_newest_checkpoint() {
+    // The job manager is killed mid-job; started again on its address with the same state
+    // directory, it takes the job up from its newest checkpoint once the task managers have
+    // registered again, and the job ends with exactly the failure-free output.
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("jm-state");
+    let jm = Watched::spawn(
+        shardflow()
+            .args(["jobmanager", "--bind", "127.0.0.1:0", "--state-dir"])
+            .arg(&state),
+    );
+    let addr = jm
+        .wait_for("listening on")
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut tms = Vec::new();
+    for (i, host) in ["a", "b"].into_iter().enumerate() {
+        tms.push(Watched::spawn(shardflow().args([
+            "taskmanager",
+            "--jobmanager",
+            &addr,
+            "--cores",
+            "1",
+            "--host",
+            host,
+        ])));
+        jm.wait_for(&format!("task manager {} at", i + 1));
+    }
+    let telemetry = [
+        "telemetry",
+        "--paced",
+        "--rate",
+        "20000",
+        "--duration-secs",
+        "8",
+        "--sensors",
+        "300",
+    ];
+    local(&telemetry, &dir.path().join("local"));
+    let ck = dir.path().join("ck").display().to_string();
+    let out = dir.path().join("cluster");
+    let mut run = shardflow()
+        .arg("run")
+        .args(telemetry)
+        .args(["--checkpoint-dir", &ck, "--checkpoint-interval-ms", "200"])
+        .args(["--part-rollover-ms", "300", "--output"])
+        .arg(&out)
+        .args(["--jobmanager", &addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(&out).is_ok_and(|mut d| {
+        d.any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("part-")
+        })
+    }) {
+        assert!(Instant::now() < deadline, "no output committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(jm); // SIGKILL
+    // Its client learns that it went away.
+    assert!(!run.wait().unwrap().success());
+    let jm = Watched::spawn(
+        shardflow()
+            .args(["jobmanager", "--bind", &addr, "--state-dir"])
+            .arg(&state),
+    );
+    jm.wait_for("taking up job 1 'telemetry'");
+    let line = jm.wait_for("job 1 'telemetry' attempt 1 at P = 2");
+    assert!(line.contains("restoring from"), "{line}");
+    jm.wait_for("job 1 'telemetry' finished");
+    assert_eq!(
+        common::sorted_lines(&out),
+        common::sorted_lines(&dir.path().join("local")),
+        "{}",
+        jm.log()
+    );
+    assert!(
+        std::fs::read_dir(&state).unwrap().next().is_none(),
+        "a finished job's record is removed"
+    );
+    drop(tms);
 }

@@ -19,6 +19,9 @@ pub struct JobManagerConfig {
     /// A task manager silent this long is lost (it heart-beats every
     /// [`HEARTBEAT_INTERVAL`](super::taskmanager::HEARTBEAT_INTERVAL)).
     pub heartbeat_timeout: Duration,
+    /// Where the job manager records its running jobs, to take them up again (from their
+    /// newest checkpoints) when it restarts. None: a restart forgets them.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl JobManagerConfig {
@@ -27,6 +30,7 @@ impl JobManagerConfig {
             bind,
             secret,
             heartbeat_timeout: Duration::from_secs(5),
+            state_dir: None,
         }
     }
 }
@@ -44,6 +48,9 @@ struct TaskManagerEntry {
 
 struct Job {
     name: String,
+    args: Vec<String>,
+    /// The parallelism asked for (none: every free core).
+    parallelism: Option<u32>,
     attempt: u32,
     parts: Vec<Part>,
     /// Task managers whose part has not ended.
@@ -109,6 +116,7 @@ struct State {
 
 struct Shared {
     config: JobManagerConfig,
+    records: Records,
     state: Mutex<State>,
     changed: Condvar,
     stop: AtomicBool,
@@ -139,11 +147,21 @@ impl JobManager {
         let addr = listener
             .local_addr()
             .map_err(|e| JobError::Cluster(format!("the job manager's address: {e}")))?;
+        let records = Records {
+            dir: config.state_dir.clone(),
+        };
+        if let Some(d) = &config.state_dir {
+            std::fs::create_dir_all(d).map_err(|e| {
+                JobError::Cluster(format!("job manager state directory {}: {e}", d.display()))
+            })?;
+        }
+        let recovered = records.load();
         let shared = Arc::new(Shared {
+            records,
             config,
             state: Mutex::new(State {
                 next_task_manager: 1,
-                next_job: 1,
+                next_job: recovered.iter().map(|r| r.job + 1).max().unwrap_or(1),
                 ..State::default()
             }),
             changed: Condvar::new(),
@@ -171,6 +189,13 @@ impl JobManager {
                 }
             })
             .map_err(|e| JobError::Cluster(format!("the job manager's thread: {e}")))?;
+        for record in recovered {
+            let s = shared.clone();
+            std::thread::Builder::new()
+                .name(format!("shardflow-jm-job{}", record.job))
+                .spawn(move || recover(&s, record))
+                .map_err(|e| JobError::Cluster(format!("the job manager's thread: {e}")))?;
+        }
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("shardflow-jobmanager".into())
@@ -454,6 +479,7 @@ fn serve_task_manager(
                         committed: Default::default(),
                         stopped: false,
                     });
+                    let first = c.ready.is_empty() && c.committed.is_empty();
                     if c.dir != std::path::Path::new(&dir) {
                         let why = format!(
                             "task manager {id} checkpoints into {dir}, another into {} (they must share one directory)",
@@ -463,6 +489,17 @@ fn serve_task_manager(
                     } else {
                         c.next_id = c.next_id.max(base + 1);
                         c.ready.insert(id);
+                        if first {
+                            // A job manager that restarts takes the job up from there.
+                            s.records.save(&JobRecord {
+                                job,
+                                name: j.name.clone(),
+                                args: j.args.clone(),
+                                parallelism: j.parallelism,
+                                shards: j.parts.iter().map(|p| p.shards).sum(),
+                                checkpoint_dir: Some(dir.clone()),
+                            });
+                        }
                     }
                 }
             }
@@ -693,6 +730,8 @@ fn deploy(
         job,
         Job {
             name: name.to_string(),
+            args: args.to_vec(),
+            parallelism,
             attempt,
             parts: parts.clone(),
             waiting: parts.iter().map(|p| p.task_manager).collect(),
@@ -739,6 +778,11 @@ fn wait<'a>(s: &'a Shared, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
         .0
 }
 
+/// How long a job manager that restarted waits for as many cores as a job had before it
+/// takes the job up on fewer.
+const RECOVERY_GRACE: Duration = Duration::from_secs(10);
+/// How long a job manager that restarted waits for task managers to take its jobs up.
+const RECOVERY_WAIT: Duration = Duration::from_secs(60);
 /// Attempts a job may take (the first and its restarts after failures).
 pub const ATTEMPTS_MAX: u32 = 4;
 /// How long a failed job waits for a free task manager to restart on.
@@ -764,11 +808,40 @@ fn serve_submit(
         }
     };
     let p: u32 = parts.iter().map(|p| p.shards).sum();
+    let record = JobRecord {
+        job,
+        name: name.clone(),
+        args: args.clone(),
+        parallelism,
+        shards: p,
+        checkpoint_dir: None,
+    };
+    s.records.save(&record);
     drop(st);
     let _ = conn.send(&Message::Accepted {
         job,
         parallelism: p,
     });
+    let (outcome, attempts, parts) = run_job(s, record);
+    let _ = conn.send(&Message::JobEnded {
+        error: outcome,
+        task_managers: parts.len() as u32,
+        attempts,
+        parallelism: parts.iter().map(|p| p.shards).sum(),
+    });
+}
+
+/// Watches a deployed job to its end: restarts failed attempts from its newest checkpoint,
+/// commits its sinks' last output when every part finished. Returns its error (none: it
+/// finished), the attempts it took and its last attempt's parts; forgets its record.
+fn run_job(s: &Arc<Shared>, record: JobRecord) -> (Option<String>, u32, Vec<Part>) {
+    let JobRecord {
+        job,
+        name,
+        args,
+        parallelism,
+        ..
+    } = record.clone();
     let mut st = s.lock();
     let outcome: Option<String> = loop {
         // Every part of the attempt ends (or its task manager is lost).
@@ -851,18 +924,155 @@ fn serve_submit(
     };
     let j = st.jobs.remove(&job).expect("jobs are removed only here");
     drop(st);
+    s.records.remove(job);
     eprintln!(
         "job manager: job {job} '{name}' {}",
         outcome
             .as_deref()
             .map_or_else(|| "finished".to_string(), |e| format!("failed: {e}"))
     );
-    let _ = conn.send(&Message::JobEnded {
-        error: outcome,
-        task_managers: j.parts.len() as u32,
-        attempts: j.attempt,
-        parallelism: j.parts.iter().map(|p| p.shards).sum(),
+    (outcome, j.attempt, j.parts)
+}
+
+/// What the job manager keeps of a running job, to take it up again after its own restart.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    pub job: u64,
+    pub name: String,
+    pub args: Vec<String>,
+    pub parallelism: Option<u32>,
+    /// The shards its attempt ran on (a job manager that restarts waits a while for as many
+    /// cores to come back before it takes the job up on fewer).
+    pub shards: u32,
+    /// Where its checkpoints go, once known.
+    pub checkpoint_dir: Option<String>,
+}
+
+/// The job manager's records of its running jobs (`job-<id>` files in its state directory),
+/// written atomically (a temporary file renamed); none without a directory.
+struct Records {
+    dir: Option<std::path::PathBuf>,
+}
+
+impl Records {
+    fn path(&self, job: u64) -> Option<std::path::PathBuf> {
+        self.dir.as_ref().map(|d| d.join(format!("job-{job}")))
+    }
+
+    fn save(&self, r: &JobRecord) {
+        let Some(path) = self.path(r.job) else {
+            return;
+        };
+        let written = rkyv::to_bytes::<rkyv::rancor::Error>(r)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, &bytes[..])
+                    .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+                    .and_then(|()| std::fs::rename(&tmp, &path))
+                    .map_err(|e| e.to_string())
+            });
+        if let Err(e) = written {
+            eprintln!(
+                "job manager: cannot record job {} in {}: {e}",
+                r.job,
+                path.display()
+            );
+        }
+    }
+
+    fn remove(&self, job: u64) {
+        if let Some(p) = self.path(job) {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// The jobs recorded as running (a record that does not decode is named and skipped).
+    fn load(&self) -> Vec<JobRecord> {
+        let Some(dir) = &self.dir else {
+            return Vec::new();
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("job-") || name.ends_with(".tmp") {
+                continue;
+            }
+            let decoded = std::fs::read(e.path())
+                .map_err(|e| e.to_string())
+                .and_then(|b| {
+                    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+                    aligned.extend_from_slice(&b);
+                    rkyv::from_bytes::<JobRecord, rkyv::rancor::Error>(&aligned)
+                        .map_err(|e| e.to_string())
+                });
+            match decoded {
+                Ok(r) => out.push(r),
+                Err(err) => eprintln!(
+                    "job manager: skipped the job record {}: {err}",
+                    e.path().display()
+                ),
+            }
+        }
+        out.sort_by_key(|r| r.job);
+        out
+    }
+}
+
+/// Takes up a job recorded by an earlier job manager: once task managers are free, deploys it
+/// from its newest checkpoint (from the start if it has none), and watches it to its end.
+fn recover(s: &Arc<Shared>, record: JobRecord) {
+    let job = record.job;
+    eprintln!(
+        "job manager: taking up job {job} '{}' from before a restart",
+        record.name
+    );
+    let restore = record.checkpoint_dir.clone().filter(|dir| {
+        shardflow_state::CheckpointStorage::new(dir)
+            .ok()
+            .and_then(|c| c.list().ok())
+            .is_some_and(|l| l.iter().any(|(_, m)| m.is_ok()))
     });
+    let mut st = s.lock();
+    let since = std::time::Instant::now();
+    // The task managers come back one by one: wait for the cores the job had (a while).
+    while since.elapsed() < RECOVERY_GRACE
+        && st
+            .task_managers
+            .values()
+            .filter(|t| t.data_addr.is_some() && t.busy.is_none())
+            .map(|t| t.cores)
+            .sum::<u32>()
+            < record.shards
+    {
+        st = wait(s, st);
+    }
+    loop {
+        match deploy(
+            &mut st,
+            job,
+            1,
+            &record.name,
+            &record.args,
+            record.parallelism,
+            restore.clone(),
+        ) {
+            Ok(_) => break,
+            Err(_) if since.elapsed() < RECOVERY_WAIT => st = wait(s, st),
+            Err(why) => {
+                st.jobs.remove(&job);
+                drop(st);
+                eprintln!("job manager: job {job} not taken up: {why}");
+                s.records.remove(job);
+                return;
+            }
+        }
+    }
+    drop(st);
+    let _ = run_job(s, record);
 }
 
 /// Submits a job to the job manager at `addr` and waits for its end: `Ok(P)` once every part

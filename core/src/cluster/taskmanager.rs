@@ -71,9 +71,72 @@ pub fn run_task_manager(
             "a task manager offers at least one core".into(),
         ));
     }
+    // A job manager that goes away may come back (restarted, it takes its jobs up again):
+    // register again, for a while.
+    let mut lost_since: Option<Instant> = None;
+    loop {
+        match session(&config, &runner, &stop) {
+            Ok(()) => return Ok(()),
+            Err(SessionEnd::Refused(e)) => return Err(e),
+            Err(SessionEnd::Lost { error, registered }) => {
+                if registered {
+                    lost_since = None;
+                }
+                let since = *lost_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > JOBMANAGER_RECONNECT_MAX {
+                    return Err(error);
+                }
+                if registered {
+                    eprintln!("{error}; registering again when it is back");
+                }
+                std::thread::sleep(RECONNECT_PAUSE);
+            }
+        }
+    }
+}
+
+/// Why a session with a job manager ended.
+enum SessionEnd {
+    /// For good: refused (the secret), or this process cannot serve.
+    Refused(JobError),
+    /// The job manager is gone or unreachable (it may come back); `registered`: it had
+    /// registered this task manager first.
+    Lost { error: JobError, registered: bool },
+}
+
+impl From<JobError> for SessionEnd {
+    /// A problem of this process (a listener, a thread): nothing to wait for.
+    fn from(e: JobError) -> Self {
+        SessionEnd::Refused(e)
+    }
+}
+
+/// How long a task manager keeps trying to register with a job manager that went away.
+pub const JOBMANAGER_RECONNECT_MAX: Duration = Duration::from_secs(60);
+const RECONNECT_PAUSE: Duration = Duration::from_millis(200);
+/// How long a task manager waits for its part of a job to stop once cancelled.
+const PART_STOP_MAX: Duration = Duration::from_secs(30);
+
+/// One registration with the job manager, served until it ends.
+fn session(
+    config: &TaskManagerConfig,
+    runner: &JobRunner,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), SessionEnd> {
     let jm = config.jobmanager.clone();
-    let mut conn = Connection::connect(&jm, 0, &config.secret)
-        .map_err(|e| io(&format!("job manager {jm}"), e))?;
+    let unreachable = |e: JobError| SessionEnd::Lost {
+        error: e,
+        registered: false,
+    };
+    let mut conn = Connection::connect(&jm, 0, &config.secret).map_err(|e| {
+        let refused = e.kind() == std::io::ErrorKind::PermissionDenied;
+        let e = io(&format!("job manager {jm}"), e);
+        if refused {
+            SessionEnd::Refused(e)
+        } else {
+            unreachable(e)
+        }
+    })?;
     let host = config.host.clone().unwrap_or_else(host_id);
     conn.send(&Message::Register {
         cores: config.cores,
@@ -81,20 +144,24 @@ pub fn run_task_manager(
         machine: super::protocol::machine_id(),
         shm_dir: config.shm_dir.display().to_string(),
     })
-    .map_err(|e| io(&format!("job manager {jm}"), e))?;
+    .map_err(|e| unreachable(io(&format!("job manager {jm}"), e)))?;
     let (id, first_cpu) = match conn.recv() {
         Ok(Message::Registered { id, first_cpu }) => (id, first_cpu),
         Ok(Message::Refused { reason }) => {
-            return Err(JobError::Cluster(format!(
+            return Err(SessionEnd::Refused(JobError::Cluster(format!(
                 "job manager {jm} refused: {reason}"
-            )));
+            ))));
         }
         Ok(other) => {
-            return Err(JobError::Cluster(format!(
+            return Err(SessionEnd::Refused(JobError::Cluster(format!(
                 "job manager {jm} answered {other:?} to a registration"
-            )));
+            ))));
         }
-        Err(e) => return Err(io(&format!("job manager {jm}"), e)),
+        Err(e) => return Err(unreachable(io(&format!("job manager {jm}"), e))),
+    };
+    let lost = |e: JobError| SessionEnd::Lost {
+        error: e,
+        registered: true,
     };
     let bind = match config.data_bind {
         Some(b) => b,
@@ -125,7 +192,7 @@ pub fn run_task_manager(
     conn.send(&Message::DataAddress {
         addr: net.local_addr().to_string(),
     })
-    .map_err(|e| io(&format!("job manager {jm}"), e))?;
+    .map_err(|e| lost(io(&format!("job manager {jm}"), e)))?;
     eprintln!(
         "task manager {id}: {} shards, data on {}, host {host}",
         config.cores,
@@ -187,20 +254,21 @@ pub fn run_task_manager(
                 if last_heard.elapsed() > JOBMANAGER_SILENCE_MAX {
                     // Cut off (a link down): the job manager has failed this part over by now;
                     // running on alone could only compete with its successor.
-                    cancel_running(&running);
+                    stop_part(&running);
                     conn.shutdown();
-                    return Err(JobError::Cluster(format!(
+                    return Err(lost(JobError::Cluster(format!(
                         "task manager {id}: nothing from the job manager at {jm} for {:?}",
                         JOBMANAGER_SILENCE_MAX
-                    )));
+                    ))));
                 }
                 continue;
             }
             Err(e) => {
-                cancel_running(&running);
-                return Err(JobError::Cluster(format!(
+                stop_part(&running);
+                conn.shutdown();
+                return Err(lost(JobError::Cluster(format!(
                     "task manager {id}: the job manager at {jm} went away: {e}"
-                )));
+                ))));
             }
         };
         match m {
@@ -263,7 +331,7 @@ pub fn run_task_manager(
                         });
                     });
                 if let Err(e) = spawned {
-                    return Err(io("a job thread", e));
+                    return Err(io("a job thread", e).into());
                 }
             }
             Message::CancelAttempt { job, attempt } => {
@@ -345,6 +413,16 @@ struct Running {
 fn cancel_running(running: &Mutex<Option<Running>>) {
     if let Some(r) = &*lock(running) {
         r.control.cancel();
+    }
+}
+
+/// Cancels the running part and waits (bounded) for it to stop: a new session must not deploy
+/// beside a part still winding down.
+fn stop_part(running: &Mutex<Option<Running>>) {
+    cancel_running(running);
+    let since = Instant::now();
+    while lock(running).is_some() && since.elapsed() < PART_STOP_MAX {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
