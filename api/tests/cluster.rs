@@ -378,3 +378,65 @@ fn a_restarted_job_manager_takes_its_running_job_up_from_the_newest_checkpoint()
     );
     drop(tms);
 }
+
+#[test]
+fn a_savepoint_of_a_cluster_job_stops_it_and_resumes_it_elsewhere() {
+    // `shardflow savepoint --jobmanager ... --cancel` stops the job with a savepoint that the
+    // job manager writes whole; the job resumed from it in local mode at P = 1 leaves exactly
+    // the output of an uninterrupted run.
+    let cluster = Cluster::start(&["a", "b"]);
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = [
+        "telemetry",
+        "--paced",
+        "--rate",
+        "20000",
+        "--duration-secs",
+        "8",
+        "--sensors",
+        "300",
+    ];
+    local(&telemetry, &dir.path().join("local"));
+    let out = dir.path().join("out");
+    let ck = dir.path().join("ck").display().to_string();
+    let mut run = shardflow()
+        .arg("run")
+        .args(telemetry)
+        .args(["--checkpoint-dir", &ck, "--checkpoint-interval-ms", "200"])
+        .args(["--part-rollover-ms", "300", "--output"])
+        .arg(&out)
+        .args(["--jobmanager", &cluster.addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    cluster.jm.wait_for("checkpoint 5 complete");
+    let sp = shardflow()
+        .args(["savepoint", "telemetry", "--cancel", "--jobmanager", &cluster.addr])
+        .arg("--dir")
+        .arg(dir.path().join("savepoints"))
+        .output()
+        .unwrap();
+    assert_ok(&sp);
+    let path = String::from_utf8(sp.stdout).unwrap().trim().to_string();
+    assert!(path.contains("savepoint-"), "{path}");
+    assert!(!run.wait().unwrap().success(), "the job was stopped");
+    cluster.jm.wait_for("failed: cancelled after a savepoint");
+    // The checkpoints are gone; the savepoint is whole on its own.
+    std::fs::remove_dir_all(dir.path().join("ck")).unwrap();
+    let ck2 = dir.path().join("ck2").display().to_string();
+    let status = shardflow()
+        .arg("run")
+        .args(telemetry.iter().filter(|a| **a != "--paced"))
+        .args(["-p", "1", "--checkpoint-dir", &ck2, "--from-savepoint", &path])
+        .arg("--output")
+        .arg(&out)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(
+        common::sorted_lines(&out),
+        common::sorted_lines(&dir.path().join("local"))
+    );
+}

@@ -280,12 +280,25 @@ impl Coordinator {
     }
 
     /// Triggers checkpoint `id` (chosen by the job manager for every process).
-    pub fn trigger_id(&self, id: u64) {
+    /// `savepoint`: it is one (always aligned; the job manager writes it).
+    pub fn trigger_id(&self, id: u64, savepoint: bool) {
         let mut s = self.state.lock().expect("coordinator lock");
         if id < s.next_id {
             return; // already triggered (or older than this run)
         }
         s.next_id = id;
+        if savepoint {
+            // Marks the checkpoint a savepoint here; its answer goes nowhere (the job manager
+            // writes and reports it).
+            let (reply, _) = std::sync::mpsc::channel();
+            s.savepoints.insert(
+                0,
+                SavepointRequest {
+                    dir: PathBuf::new(),
+                    reply,
+                },
+            );
+        }
         drop(s);
         self.open_next(Instant::now());
     }
@@ -525,7 +538,7 @@ impl Coordinator {
             .commit(&meta)
             .map_err(|e| self.error(id, e.to_string()))?;
         if let Some(req) = &p.savepoint {
-            let written = self.write_savepoint(&req.dir, &meta);
+            let written = write_savepoint(&self.storage, &req.dir, &meta);
             let _ = req.reply.send(written.map_err(|e| e.to_string()));
         }
         // Segments uploaded for checkpoints still in flight stay.
@@ -592,34 +605,6 @@ impl Coordinator {
             .expect("coordinator lock")
             .savepoints
             .is_empty()
-    }
-
-    /// Writes checkpoint `meta` as a self-contained savepoint `<dir>/savepoint-<id>`: a
-    /// checkpoint directory of its own (`shared/` with every segment, linked or copied, and
-    /// `chk-<id>/_metadata`), which `restore_from` takes like any checkpoint directory.
-    fn write_savepoint(&self, dir: &std::path::Path, meta: &Metadata) -> Result<PathBuf, JobError> {
-        let root = dir.join(format!("savepoint-{}", meta.id));
-        let bad = |e: String| JobError::Config(format!("savepoint {}: {e}", root.display()));
-        let target = CheckpointStorage::new(&root).map_err(|e| bad(e.to_string()))?;
-        for name in &meta.segments {
-            let path = self.storage.segment_path(name);
-            let file =
-                std::fs::File::open(&path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
-            let bytes = file
-                .metadata()
-                .map_err(|e| bad(format!("{}: {e}", path.display())))?
-                .len();
-            target
-                .upload(&shardflow_state::SegmentHandle {
-                    name: name.clone(),
-                    path,
-                    bytes,
-                    file,
-                })
-                .map_err(|e| bad(e.to_string()))?;
-        }
-        target.commit(meta).map_err(|e| bad(e.to_string()))?;
-        Ok(root)
     }
 
     /// The job ended: checkpoints still in flight are abandoned, saying which acks they had.
@@ -694,6 +679,38 @@ impl Coordinator {
             self.config.dir.display()
         ))
     }
+}
+
+/// Writes checkpoint `meta` as a self-contained savepoint `<dir>/savepoint-<id>`: a
+/// checkpoint directory of its own (`shared/` with every segment, linked or copied, and
+/// `chk-<id>/_metadata`), which `restore_from` takes like any checkpoint directory.
+pub fn write_savepoint(
+    storage: &CheckpointStorage,
+    dir: &std::path::Path,
+    meta: &Metadata,
+) -> Result<PathBuf, JobError> {
+    let root = dir.join(format!("savepoint-{}", meta.id));
+    let bad = |e: String| JobError::Config(format!("savepoint {}: {e}", root.display()));
+    let target = CheckpointStorage::new(&root).map_err(|e| bad(e.to_string()))?;
+    for name in &meta.segments {
+        let path = storage.segment_path(name);
+        let file =
+            std::fs::File::open(&path).map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        let bytes = file
+            .metadata()
+            .map_err(|e| bad(format!("{}: {e}", path.display())))?
+            .len();
+        target
+            .upload(&shardflow_state::SegmentHandle {
+                name: name.clone(),
+                path,
+                bytes,
+                file,
+            })
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    target.commit(meta).map_err(|e| bad(e.to_string()))?;
+    Ok(root)
 }
 
 /// The metadata of checkpoint `id` from every operator's snapshot (of every process): the

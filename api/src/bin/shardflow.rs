@@ -44,7 +44,8 @@ enum Command {
         #[command(flatten)]
         cluster: ClusterArgs,
     },
-    /// Take a savepoint of a running local job (run with --checkpoint-dir): a full,
+    /// Take a savepoint of a running local job, or with --jobmanager a cluster's (run with
+    /// --checkpoint-dir): a full,
     /// self-contained copy of its state, restored with `run ... --from-savepoint PATH`, at any
     /// parallelism. Prints the savepoint's path.
     Savepoint {
@@ -59,6 +60,8 @@ enum Command {
         /// Cancel the job once the savepoint is taken (stop with savepoint).
         #[arg(long)]
         cancel: bool,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Cancel a running local job (or, with --jobmanager, a cluster's).
     Cancel {
@@ -463,8 +466,26 @@ fn run(cli: Cli) -> Result<(), JobError> {
         Command::Savepoint {
             job,
             dir,
+            cancel,
+            cluster:
+                ClusterArgs {
+                    jobmanager: Some(jm),
+                    secret,
+                },
+            ..
+        } => {
+            let secret = shardflow_core::cluster::secret(secret.as_deref())?;
+            let path =
+                shardflow_core::cluster::jobmanager::savepoint(&jm, &secret, &job, &dir, cancel)?;
+            println!("{path}");
+            Ok(())
+        }
+        Command::Savepoint {
+            job,
+            dir,
             pid,
             cancel,
+            ..
         } => {
             let running = shardflow::control::find(&job, pid)?;
             let path = shardflow::control::savepoint(&running, &dir)?;

@@ -60,6 +60,8 @@ struct Job {
     checkpoints: Option<Checkpointing>,
     /// Task managers committing their sinks' last output (the job ended without failure).
     committing: BTreeSet<u32>,
+    /// Cancelled by a client: it fails without a restart.
+    cancelled: bool,
 }
 
 /// A job's checkpoints as the job manager runs them: it triggers each on every task manager,
@@ -79,11 +81,23 @@ struct Checkpointing {
     committed: std::collections::VecDeque<(u64, Vec<String>)>,
     /// A task manager's part ended: no more checkpoints (it can no longer ack them).
     stopped: bool,
+    /// Savepoints asked for, not yet triggered.
+    savepoints: Vec<SavepointAsk>,
+    /// Savepoints triggered, by checkpoint id.
+    savepoints_pending: BTreeMap<u64, SavepointAsk>,
+}
+
+/// A client's savepoint: where to write it, whom to tell, and whether to stop the job then.
+struct SavepointAsk {
+    dir: std::path::PathBuf,
+    reply: std::sync::mpsc::Sender<Result<String, String>>,
+    cancel: bool,
 }
 
 impl Checkpointing {
-    /// Writes checkpoint `id` from every part, keeps the newest `retain`.
-    fn complete(&mut self, id: u64) -> Result<(), String> {
+    /// Writes checkpoint `id` from every part (and, if it is a savepoint, the savepoint too),
+    /// keeps the newest `retain`; returns the savepoint's ask, if any.
+    fn complete(&mut self, id: u64) -> Result<Option<SavepointAsk>, String> {
         let parts = self.pending.remove(&id).unwrap_or_default();
         let acks: Vec<_> = parts.into_values().flatten().collect();
         let meta = crate::checkpoint::metadata_of(id, acks)?;
@@ -92,6 +106,13 @@ impl Checkpointing {
         storage
             .commit(&meta)
             .map_err(|e| format!("checkpoint {id}: {e}"))?;
+        let ask = self.savepoints_pending.remove(&id);
+        if let Some(a) = &ask {
+            let written = crate::checkpoint::write_savepoint(&storage, &a.dir, &meta)
+                .map(|p| p.display().to_string())
+                .map_err(|e| e.to_string());
+            let _ = a.reply.send(written);
+        }
         self.committed.push_back((id, meta.segments));
         while self.committed.len() > self.retain {
             let (old, segments) = self.committed.pop_front().expect("longer than retain");
@@ -102,7 +123,16 @@ impl Checkpointing {
                 let _ = std::fs::remove_file(storage.segment_path(s));
             }
         }
-        Ok(())
+        Ok(ask)
+    }
+
+    /// Abandons the checkpoints in flight: a savepoint among them is answered with `why`.
+    fn abandon(&mut self, why: &str) {
+        for id in std::mem::take(&mut self.pending).into_keys() {
+            if let Some(a) = self.savepoints_pending.remove(&id) {
+                let _ = a.reply.send(Err(format!("checkpoint {id}: {why}")));
+            }
+        }
     }
 }
 
@@ -283,12 +313,20 @@ fn trigger_due(st: &mut State) {
                 "job manager: job {job}: checkpoints {:?} not complete within {timeout:?}; abandoned",
                 c.pending.keys().collect::<Vec<_>>()
             );
-            c.pending.clear();
+            c.abandon("not complete in time");
         }
-        if c.stopped
-            || !c.pending.is_empty()
+        if c.stopped {
+            for a in c.savepoints.drain(..) {
+                let _ = a
+                    .reply
+                    .send(Err("a part of the job ended: no savepoint".into()));
+            }
+            continue;
+        }
+        let savepoint = !c.savepoints.is_empty();
+        if !c.pending.is_empty()
             || c.ready.len() < j.parts.len()
-            || c.last_trigger.is_some_and(|t| t.elapsed() < c.interval)
+            || (!savepoint && c.last_trigger.is_some_and(|t| t.elapsed() < c.interval))
         {
             continue;
         }
@@ -296,15 +334,22 @@ fn trigger_due(st: &mut State) {
         c.next_id += 1;
         c.last_trigger = Some(std::time::Instant::now());
         c.pending.insert(id, BTreeMap::new());
+        if savepoint {
+            let ask = c.savepoints.remove(0);
+            c.savepoints_pending.insert(id, ask);
+        }
         for p in &j.parts {
-            sends.push((p.task_manager, job, j.attempt, id));
+            sends.push((p.task_manager, job, j.attempt, id, savepoint));
         }
     }
-    for (tm, job, attempt, id) in sends {
+    for (tm, job, attempt, id, savepoint) in sends {
         if let Some(t) = st.task_managers.get_mut(&tm) {
-            let _ = t
-                .writer
-                .send(&Message::TriggerCheckpoint { job, attempt, id });
+            let _ = t.writer.send(&Message::TriggerCheckpoint {
+                job,
+                attempt,
+                id,
+                savepoint,
+            });
         }
     }
 }
@@ -336,6 +381,40 @@ fn serve(s: &Arc<Shared>, stream: std::net::TcpStream) {
             let running = s.lock().jobs.values().map(|j| j.name.clone()).collect();
             let _ = conn.send(&Message::Jobs { running });
         }
+        Ok(Message::SavepointJob { name, dir, cancel }) => {
+            let (reply, answer) = std::sync::mpsc::channel();
+            let asked = {
+                let mut st = s.lock();
+                match st
+                    .jobs
+                    .values_mut()
+                    .find(|j| j.name == name)
+                    .map(|j| j.checkpoints.as_mut())
+                {
+                    None => Err(format!("no running job named '{name}'")),
+                    Some(None) => Err(format!(
+                        "job '{name}' takes no checkpoints (run it with --checkpoint-dir)"
+                    )),
+                    Some(Some(c)) => {
+                        c.savepoints.push(SavepointAsk {
+                            dir: dir.into(),
+                            reply,
+                            cancel,
+                        });
+                        Ok(())
+                    }
+                }
+            };
+            let answer = asked.and_then(|()| {
+                answer
+                    .recv()
+                    .unwrap_or_else(|_| Err("the job ended first".into()))
+            });
+            let _ = conn.send(&match answer {
+                Ok(path) => Message::SavepointTaken { path },
+                Err(reason) => Message::Refused { reason },
+            });
+        }
         Ok(Message::CancelJob { name }) => {
             let mut st = s.lock();
             let found: Vec<u64> = st
@@ -345,6 +424,9 @@ fn serve(s: &Arc<Shared>, stream: std::net::TcpStream) {
                 .map(|(id, _)| *id)
                 .collect();
             for id in &found {
+                if let Some(j) = st.jobs.get_mut(id) {
+                    j.cancelled = true;
+                }
                 cancel_job(&mut st, *id, "cancelled".to_string());
             }
             drop(st);
@@ -478,6 +560,8 @@ fn serve_task_manager(
                         pending: BTreeMap::new(),
                         committed: Default::default(),
                         stopped: false,
+                        savepoints: Vec::new(),
+                        savepoints_pending: BTreeMap::new(),
                     });
                     let first = c.ready.is_empty() && c.committed.is_empty();
                     if c.dir != std::path::Path::new(&dir) {
@@ -537,7 +621,10 @@ fn serve_task_manager(
                 }
                 if parts.len() == tms {
                     match c.complete(ck) {
-                        Ok(()) => {
+                        Ok(ask) => {
+                            if ask.as_ref().is_some_and(|a| a.cancel) {
+                                j.cancelled = true;
+                            }
                             eprintln!("job manager: job {job} '{name}' checkpoint {ck} complete");
                             let targets: Vec<u32> =
                                 j.parts.iter().map(|p| p.task_manager).collect();
@@ -552,6 +639,13 @@ fn serve_task_manager(
                             }
                         }
                         Err(e) => eprintln!("job manager: job {job}: {e}"),
+                    }
+                    if st
+                        .jobs
+                        .get(&job)
+                        .is_some_and(|j| j.cancelled && j.error.is_none())
+                    {
+                        cancel_job(&mut st, job, "cancelled after a savepoint".into());
                     }
                 }
             }
@@ -588,7 +682,7 @@ fn serve_task_manager(
                         j.waiting.remove(&id);
                         if let Some(c) = j.checkpoints.as_mut() {
                             c.stopped = true;
-                            c.pending.clear();
+                            c.abandon("a part of the job ended");
                         }
                         error.map(|e| format!("task manager {id}: {e}"))
                     }
@@ -745,6 +839,7 @@ fn deploy(
                 c
             }),
             committing: BTreeSet::new(),
+            cancelled: false,
         },
     );
     for part in &parts {
@@ -876,7 +971,11 @@ fn run_job(s: &Arc<Shared>, record: JobRecord) -> (Option<String>, u32, Vec<Part
             }
             break st.jobs.get(&job).and_then(|j| j.error.clone());
         };
-        // Failed: restart from the newest checkpoint, if the job takes checkpoints.
+        // Failed: restart from the newest checkpoint, if the job takes checkpoints (and no
+        // one cancelled it).
+        if j.cancelled {
+            break Some(error);
+        }
         let Some(dir) = j.checkpoints.as_ref().map(|c| c.dir.display().to_string()) else {
             break Some(error);
         };
@@ -1143,6 +1242,33 @@ pub fn list(addr: &str, secret: &[u8]) -> Result<Vec<String>, JobError> {
         Message::Jobs { running } => running,
         _ => Vec::new(),
     })
+}
+
+/// Takes a savepoint of the running job named `name` into a new directory under `dir` (which
+/// the job manager writes: shared storage); with `cancel`, stops the job once it is taken.
+/// Returns the savepoint's path.
+pub fn savepoint(
+    addr: &str,
+    secret: &[u8],
+    name: &str,
+    dir: &std::path::Path,
+    cancel: bool,
+) -> Result<String, JobError> {
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    match request(
+        addr,
+        secret,
+        Message::SavepointJob {
+            name: name.to_string(),
+            dir: dir.display().to_string(),
+            cancel,
+        },
+    )? {
+        Message::SavepointTaken { path } => Ok(path),
+        other => Err(JobError::Cluster(format!(
+            "job manager {addr} answered {other:?}"
+        ))),
+    }
 }
 
 /// Cancels the running job named `name`.

@@ -104,10 +104,12 @@ pub enum Message {
         reason: String,
     },
     // Job manager → task manager.
+    /// `savepoint`: the checkpoint is also a savepoint (always aligned).
     TriggerCheckpoint {
         job: u64,
         attempt: u32,
         id: u64,
+        savepoint: bool,
     },
     /// Every part of the attempt finished: commit the sinks' last output.
     CommitJobEnd {
@@ -138,6 +140,13 @@ pub enum Message {
         parallelism: Option<u32>,
     },
     ListJobs,
+    /// A savepoint of the running job `name` into a new directory under `dir` (a path the job
+    /// manager can write); `cancel`: stop the job once it is taken.
+    SavepointJob {
+        name: String,
+        dir: String,
+        cancel: bool,
+    },
     CancelJob {
         name: String,
     },
@@ -153,6 +162,9 @@ pub enum Message {
         attempts: u32,
         /// Shards of its last attempt.
         parallelism: u32,
+    },
+    SavepointTaken {
+        path: String,
     },
     Jobs {
         running: Vec<String>,

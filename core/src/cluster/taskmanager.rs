@@ -361,9 +361,14 @@ fn session(
                     error,
                 });
             }
-            Message::TriggerCheckpoint { job, attempt, id } => {
+            Message::TriggerCheckpoint {
+                job,
+                attempt,
+                id,
+                savepoint,
+            } => {
                 if let Some(c) = running_coordinator(&running, job, attempt) {
-                    c.trigger_id(id);
+                    c.trigger_id(id, savepoint);
                 }
             }
             Message::CheckpointComplete { job, attempt, id } => {
