@@ -412,7 +412,13 @@ fn a_savepoint_of_a_cluster_job_stops_it_and_resumes_it_elsewhere() {
         .unwrap();
     cluster.jm.wait_for("checkpoint 5 complete");
     let sp = shardflow()
-        .args(["savepoint", "telemetry", "--cancel", "--jobmanager", &cluster.addr])
+        .args([
+            "savepoint",
+            "telemetry",
+            "--cancel",
+            "--jobmanager",
+            &cluster.addr,
+        ])
         .arg("--dir")
         .arg(dir.path().join("savepoints"))
         .output()
@@ -428,7 +434,14 @@ fn a_savepoint_of_a_cluster_job_stops_it_and_resumes_it_elsewhere() {
     let status = shardflow()
         .arg("run")
         .args(telemetry.iter().filter(|a| **a != "--paced"))
-        .args(["-p", "1", "--checkpoint-dir", &ck2, "--from-savepoint", &path])
+        .args([
+            "-p",
+            "1",
+            "--checkpoint-dir",
+            &ck2,
+            "--from-savepoint",
+            &path,
+        ])
         .arg("--output")
         .arg(&out)
         .stdout(Stdio::null())
