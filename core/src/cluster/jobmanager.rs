@@ -324,6 +324,10 @@ fn trigger_due(st: &mut State) {
             continue;
         }
         let savepoint = !c.savepoints.is_empty();
+        // Every part ended: nothing more to checkpoint (the job commits and ends).
+        if j.waiting.is_empty() {
+            continue;
+        }
         if !c.pending.is_empty()
             || c.ready.len() < j.parts.len()
             || (!savepoint && c.last_trigger.is_some_and(|t| t.elapsed() < c.interval))
@@ -680,9 +684,13 @@ fn serve_task_manager(
                 let failed = match st.jobs.get_mut(&job) {
                     Some(j) if j.attempt == attempt => {
                         j.waiting.remove(&id);
-                        if let Some(c) = j.checkpoints.as_mut() {
+                        // A part that finished goes on answering checkpoints with its last
+                        // snapshots; one that failed stops them (the attempt is over).
+                        if let Some(c) = j.checkpoints.as_mut()
+                            && error.is_some()
+                        {
                             c.stopped = true;
-                            c.abandon("a part of the job ended");
+                            c.abandon("a part of the job failed");
                         }
                         error.map(|e| format!("task manager {id}: {e}"))
                     }

@@ -367,12 +367,12 @@ fn session(
                 id,
                 savepoint,
             } => {
-                if let Some(c) = running_coordinator(&running, job, attempt) {
+                if let Some(c) = coordinator_of(&running, &ended, job, attempt) {
                     c.trigger_id(id, savepoint);
                 }
             }
             Message::CheckpointComplete { job, attempt, id } => {
-                if let Some(c) = running_coordinator(&running, job, attempt) {
+                if let Some(c) = coordinator_of(&running, &ended, job, attempt) {
                     c.completed_globally(id);
                 }
             }
@@ -431,17 +431,24 @@ fn stop_part(running: &Mutex<Option<Running>>) {
     }
 }
 
-/// The coordinator of the running attempt `(job, attempt)`, once its shards are built.
-fn running_coordinator(
+/// The coordinator of attempt `(job, attempt)`: running (once its shards are built), or whose
+/// part here finished — it still answers every checkpoint with its operators' last snapshots
+/// (their standing acks), so the job's other parts go on checkpointing.
+fn coordinator_of(
     running: &Mutex<Option<Running>>,
+    ended: &Mutex<Vec<Arc<TmCheckpoints>>>,
     job: u64,
     attempt: u32,
 ) -> Option<Arc<Coordinator>> {
-    let r = lock(running);
-    let r = r
+    if let Some(r) = lock(running)
         .as_ref()
-        .filter(|r| (r.job, r.attempt) == (job, attempt))?;
-    lock(&r.checkpoints.coordinator).clone()
+        .filter(|r| (r.job, r.attempt) == (job, attempt))
+    {
+        return lock(&r.checkpoints.coordinator).clone();
+    }
+    let e = lock(ended);
+    let c = e.iter().find(|c| (c.job, c.attempt) == (job, attempt))?;
+    lock(&c.coordinator).clone()
 }
 
 /// A task manager's part in a job's checkpoints: what its coordinator completes goes to the
