@@ -453,3 +453,60 @@ fn a_savepoint_of_a_cluster_job_stops_it_and_resumes_it_elsewhere() {
         common::sorted_lines(&dir.path().join("local"))
     );
 }
+
+#[test]
+fn a_replacement_task_manager_takes_the_place_of_a_lost_one() {
+    // Task manager 2 is killed and a third registers in its place: the job manager restarts
+    // the job from its newest checkpoint on task managers 1 and 3 at the same P = 2.
+    let mut cluster = Cluster::start(&["a", "b"]);
+    let dir = tempfile::tempdir().unwrap();
+    let telemetry = [
+        "telemetry",
+        "--paced",
+        "--rate",
+        "20000",
+        "--duration-secs",
+        "8",
+        "--sensors",
+        "300",
+    ];
+    local(&telemetry, &dir.path().join("local"));
+    let ck = dir.path().join("ck").display().to_string();
+    let out = dir.path().join("cluster");
+    let mut run = shardflow()
+        .arg("run")
+        .args(telemetry)
+        .args(["--checkpoint-dir", &ck, "--checkpoint-interval-ms", "200"])
+        .args(["--part-rollover-ms", "300", "--output"])
+        .arg(&out)
+        .args(["--jobmanager", &cluster.addr])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    cluster.jm.wait_for("checkpoint 5 complete");
+    let mut victim = cluster.tms.remove(1);
+    victim.child.kill().unwrap();
+    let _ = victim.child.wait();
+    cluster.tms.push(Watched::spawn(shardflow().args([
+        "taskmanager",
+        "--jobmanager",
+        &cluster.addr,
+        "--cores",
+        "1",
+        "--host",
+        "c",
+    ])));
+    assert!(run.wait().unwrap().success(), "{}", cluster.jm.log());
+    let restart = cluster.jm.wait_for("attempt 2 at P = 2");
+    assert!(
+        restart.contains("task managers [1, 3]") && restart.contains("restoring from"),
+        "{restart}"
+    );
+    assert_eq!(
+        common::sorted_lines(&out),
+        common::sorted_lines(&dir.path().join("local")),
+        "{}",
+        cluster.jm.log()
+    );
+}

@@ -22,6 +22,9 @@ pub struct JobManagerConfig {
     /// Where the job manager records its running jobs, to take them up again (from their
     /// newest checkpoints) when it restarts. None: a restart forgets them.
     pub state_dir: Option<std::path::PathBuf>,
+    /// How long a failed job waits for as many free cores as it had (a replacement task
+    /// manager registering) before it restarts on fewer.
+    pub restart_grace: Duration,
 }
 
 impl JobManagerConfig {
@@ -31,6 +34,7 @@ impl JobManagerConfig {
             secret,
             heartbeat_timeout: Duration::from_secs(5),
             state_dir: None,
+            restart_grace: Duration::from_secs(3),
         }
     }
 }
@@ -873,6 +877,15 @@ fn deploy(
     Ok(parts)
 }
 
+/// Cores of the registered task managers that run nothing.
+fn free_cores(st: &State) -> u32 {
+    st.task_managers
+        .values()
+        .filter(|t| t.data_addr.is_some() && t.busy.is_none())
+        .map(|t| t.cores)
+        .sum()
+}
+
 /// Waits for a change (or a while) with the state unlocked.
 fn wait<'a>(s: &'a Shared, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
     s.changed
@@ -1001,6 +1014,12 @@ fn run_job(s: &Arc<Shared>, record: JobRecord) -> (Option<String>, u32, Vec<Part
             attempt - 1
         );
         let since = std::time::Instant::now();
+        // A replacement for a lost task manager may be on its way: wait a little for as many
+        // free cores as the attempt had before restarting on fewer (a rescale).
+        let had: u32 = j.parts.iter().map(|p| p.shards).sum();
+        while since.elapsed() < s.config.restart_grace && free_cores(&st) < had {
+            st = wait(s, st);
+        }
         loop {
             match deploy(
                 &mut st,
@@ -1146,15 +1165,7 @@ fn recover(s: &Arc<Shared>, record: JobRecord) {
     let mut st = s.lock();
     let since = std::time::Instant::now();
     // The task managers come back one by one: wait for the cores the job had (a while).
-    while since.elapsed() < RECOVERY_GRACE
-        && st
-            .task_managers
-            .values()
-            .filter(|t| t.data_addr.is_some() && t.busy.is_none())
-            .map(|t| t.cores)
-            .sum::<u32>()
-            < record.shards
-    {
+    while since.elapsed() < RECOVERY_GRACE && free_cores(&st) < record.shards {
         st = wait(s, st);
     }
     loop {
