@@ -40,6 +40,7 @@ impl JobManagerConfig {
 }
 
 struct TaskManagerEntry {
+    pid: u32,
     cores: u32,
     host: String,
     machine: String,
@@ -379,7 +380,8 @@ fn serve(s: &Arc<Shared>, stream: std::net::TcpStream) {
             host,
             machine,
             shm_dir,
-        }) => serve_task_manager(s, conn, cores, host, machine, shm_dir),
+            pid,
+        }) => serve_task_manager(s, conn, cores, host, machine, shm_dir, pid),
         Ok(Message::Submit {
             name,
             args,
@@ -481,6 +483,7 @@ fn serve_task_manager(
     host: String,
     machine: String,
     shm_dir: String,
+    pid: u32,
 ) {
     let peer = conn.peer().to_string();
     let Ok(writer) = conn.try_clone() else {
@@ -503,6 +506,7 @@ fn serve_task_manager(
         st.task_managers.insert(
             id,
             TaskManagerEntry {
+                pid,
                 cores,
                 host,
                 machine,
@@ -819,6 +823,7 @@ fn deploy(
                 host: t.host.clone(),
                 data_addr: t.data_addr.clone().expect("filtered on it"),
                 shm_dir: t.shm_dir.clone(),
+                pid: t.pid,
             }
         })
         .collect();

@@ -30,6 +30,9 @@ pub struct Part {
     pub data_addr: String,
     /// Its shared-memory directory (for rings from task managers of its host).
     pub shm_dir: String,
+    /// Its process id: names its ring files, so that a task manager can remove those of dead
+    /// ones.
+    pub pid: u32,
 }
 
 /// One attempt of a job, as the job manager deploys it.
@@ -60,6 +63,7 @@ pub enum Message {
         /// whatever their hosts (network namespaces are hosts of one machine).
         machine: String,
         shm_dir: String,
+        pid: u32,
     },
     /// Its data listener is up (after `Registered`: the id names its links).
     DataAddress {
@@ -365,6 +369,7 @@ mod tests {
                 host: host_id(),
                 data_addr: "127.0.0.1:1".into(),
                 shm_dir: "/dev/shm".into(),
+                pid: 42,
             }],
             restore_from: Some("/ck".into()),
         });

@@ -143,6 +143,7 @@ fn session(
         host: host.clone(),
         machine: super::protocol::machine_id(),
         shm_dir: config.shm_dir.display().to_string(),
+        pid: std::process::id(),
     })
     .map_err(|e| unreachable(io(&format!("job manager {jm}"), e)))?;
     let (id, first_cpu) = match conn.recv() {
@@ -180,7 +181,7 @@ fn session(
         })
         .map_err(|e| io("the data listener", e))?,
     );
-    remove_stale_bells(&config.shm_dir);
+    remove_stale_files(&config.shm_dir);
     let bell = Arc::new(
         Bell::create(
             &config
@@ -384,21 +385,27 @@ fn session(
     }
 }
 
-/// Removes the doorbells of task managers that died without cleaning up (killed), named
-/// `shardflow-tm<id>-<pid>.bell` with no such process any more.
-fn remove_stale_bells(dir: &Path) {
+/// Removes the doorbells and ring files of task managers that died without cleaning up
+/// (killed): `shardflow-tm<id>-<pid>.bell` and `shardflow-r<pid>-...`, with no such process
+/// any more. (A ring file is unlinked once both its ends hold it; one left is a ring whose
+/// sender never came.)
+fn remove_stale_files(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for e in entries.flatten() {
         let name = e.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(pid) = name
+        let bell = name
             .strip_prefix("shardflow-tm")
             .and_then(|r| r.strip_suffix(".bell"))
             .and_then(|r| r.rsplit_once('-'))
-            .and_then(|(_, pid)| pid.parse::<u32>().ok())
-        else {
+            .map(|(_, pid)| pid);
+        let ring = name
+            .strip_prefix("shardflow-r")
+            .and_then(|r| r.split_once('-'))
+            .map(|(pid, _)| pid);
+        let Some(pid) = bell.or(ring).and_then(|p| p.parse::<u32>().ok()) else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
@@ -639,9 +646,11 @@ impl Transports {
             .ok_or_else(|| JobError::Cluster(format!("no task manager runs shard {shard}")))
     }
 
-    fn ring_path(&self, dir: &Path, channel: u32) -> PathBuf {
+    /// The ring file of `channel`, in the directory of the receiving task manager (process
+    /// `pid`), which makes it.
+    fn ring_path(&self, dir: &Path, pid: u32, channel: u32) -> PathBuf {
         dir.join(format!(
-            "shardflow-j{}-a{}-c{channel}",
+            "shardflow-r{pid}-j{}-a{}-c{channel}",
             self.job, self.attempt
         ))
     }
@@ -664,7 +673,7 @@ impl RemoteChannels for Transports {
             return Ok(self.net.sender(p.task_manager, channel, config));
         }
         // The receiving task manager makes the ring in its directory; wait for it.
-        let path = self.ring_path(Path::new(&p.shm_dir), channel);
+        let path = self.ring_path(Path::new(&p.shm_dir), p.pid, channel);
         let start = Instant::now();
         loop {
             match shm::attach_sender(&path, channel, self.bell.clone()) {
@@ -695,7 +704,7 @@ impl RemoteChannels for Transports {
             return Ok(self.net.receiver(p.task_manager, channel, config));
         }
         shm::create_receiver(
-            &self.ring_path(&self.shm_dir, channel),
+            &self.ring_path(&self.shm_dir, std::process::id(), channel),
             channel,
             ShmConfig {
                 slots: config.buffers,
@@ -705,5 +714,37 @@ impl RemoteChannels for Transports {
             self.bell.clone(),
         )
         .map_err(|e| self.fail(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_stale_files;
+
+    #[test]
+    fn only_the_files_of_dead_task_managers_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = u32::MAX - 1; // no such process
+        let me = std::process::id();
+        let names = [
+            format!("shardflow-tm1-{dead}.bell"),
+            format!("shardflow-r{dead}-j1-a1-c3"),
+            format!("shardflow-tm2-{me}.bell"),
+            format!("shardflow-r{me}-j1-a1-c4"),
+            "shardflow-rubbish".to_string(),
+            "someone-elses".to_string(),
+        ];
+        for n in &names {
+            std::fs::write(dir.path().join(n), b"x").unwrap();
+        }
+        remove_stale_files(dir.path());
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        let mut want = names[2..].to_vec();
+        want.sort();
+        assert_eq!(left, want);
     }
 }
