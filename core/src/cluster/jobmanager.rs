@@ -1036,10 +1036,8 @@ fn run_job(s: &Arc<Shared>, record: JobRecord) -> (Option<String>, u32, Vec<Part
                 restore.clone(),
             ) {
                 Ok(_) => break,
-                Err(why) if since.elapsed() < RESTART_WAIT => {
-                    let _ = why;
-                    st = wait(s, st);
-                }
+                // No free task manager yet: one may register (or finish another job).
+                Err(_) if since.elapsed() < RESTART_WAIT => st = wait(s, st),
                 Err(why) => {
                     if let Some(j) = st.jobs.get_mut(&job) {
                         j.error = Some(format!("{error}; no restart: {why}"));

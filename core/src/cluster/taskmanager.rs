@@ -678,8 +678,8 @@ impl RemoteChannels for Transports {
         loop {
             match shm::attach_sender(&path, channel, self.bell.clone()) {
                 Ok(tx) => return Ok(tx),
-                Err(e) if start.elapsed() < SHM_ATTACH_TIMEOUT => {
-                    let _ = e;
+                // Not made yet (its task manager is building its receivers): wait for it.
+                Err(_) if start.elapsed() < SHM_ATTACH_TIMEOUT => {
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 Err(e) => {
