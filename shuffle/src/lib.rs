@@ -11,6 +11,18 @@
 //! by `buffers × buffer size` and a slow receiver stops its senders (backpressure). The lock-free
 //! queue underneath is [`spsc`].
 //!
+//! Between processes the same ring ends ([`RingSender`], [`RingReceiver`]) carry one of two
+//! transports, so the exchange code never knows which:
+//!
+//! - [`shm`]: on one host, the ring's slots live in a file under `/dev/shm` that the receiver
+//!   makes and one sender attaches to; a buffer is copied once into a slot and read in place.
+//!   A task parked on a ring in another process is woken through that process's [`bell`] (a
+//!   shared futex word), rung only when the other side said it parked.
+//! - [`tcp`]: between hosts, one authenticated link per pair of processes carries every
+//!   channel between them; a network thread per process moves buffers between the shards'
+//!   rings and the socket, with credits across the network. [`link`] is its wire format
+//!   (handshake, envelopes) and the decoder that checks every frame before a shard sees it.
+//!
 //! Frames that stay in the process carry `FLAG_CRC_UNSET`; frames that leave it carry a crc32
 //! that [`frame::FrameReader`] checks before anything reaches an operator. A frame that fails its
 //! length, kind, channel or crc check is a [`FrameError`] naming the channel and the offset.
