@@ -19,12 +19,12 @@
 //!
 //! Writes gather whatever every channel has ready (buffers, credits) into one write of up to
 //! 256 KiB; Nagle is off, so a lone watermark leaves at once. Reads go through a
-//! [`Decoder`](crate::link::Decoder) that checks every envelope and every frame before a shard
+//! [`Decoder`] that checks every envelope and every frame before a shard
 //! sees it. A peer that sends a malformed envelope or frame, more than its credit, or data
 //! for a channel no one receives on, is disconnected, and every ring to and from it fails with
 //! an error naming the peer (process id and address) and what it sent.
 //!
-//! Connections are authenticated by the cluster secret ([`link`](crate::link)'s handshake); a
+//! Connections are authenticated by the cluster secret ([`link`]'s handshake); a
 //! connection that fails it is refused, logged and counted.
 
 use std::cell::RefCell;
