@@ -13,7 +13,7 @@
 //! The job binary is the same everywhere (jobs are compiled Rust): a task manager gets the
 //! job's command line and runs it through its [`JobRunner`] exactly as local mode would, with
 //! [`deployed`] telling the environment's `execute` which shards are this process's and how to
-//! reach the others (a [`ClusterPart`](crate::config::ClusterPart)). Every exchange between
+//! reach the others (a [`crate::config::ClusterPart`]). Every exchange between
 //! shards of different processes then goes through a shared-memory ring (task managers of one
 //! host) or a channel of the TCP link between the two processes; the operators cannot tell.
 //!

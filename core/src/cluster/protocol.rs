@@ -1,6 +1,6 @@
 //! The control RPC of a cluster: rkyv-encoded messages in frames (with their crc), over TCP
 //! connections that open with the cluster secret's handshake
-//! ([`link`](shardflow_shuffle::link)), as data links do.
+//! ([`shardflow_shuffle::link`]), as data links do.
 //!
 //! Control traffic is small and rare (registration, deployment, heartbeats, results), so a
 //! connection is plain blocking std I/O on a thread of its own; the data path never sees it.
