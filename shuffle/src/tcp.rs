@@ -254,9 +254,10 @@ struct Peer {
     early_bytes: usize,
     writer: Option<Waker>,
     failure: Option<String>,
-    /// The link's socket, shut down when the link fails (so its reader stops and the peer
-    /// sees the end).
-    socket: Option<std::os::fd::RawFd>,
+    /// A descriptor of the link's socket of its own, to shut the socket down when the link
+    /// fails (its reader stops, the peer sees the end). Owned, so that its number cannot be
+    /// reused by another socket meanwhile (the reader and writer close theirs when they end).
+    socket: Option<std::os::fd::OwnedFd>,
 }
 
 impl Peer {
@@ -297,8 +298,9 @@ async fn net_main(control: Arc<Control>, config: NetConfig, listener: std::net::
                 };
                 let (peers, secret, control) = (peers.clone(), secret.clone(), control.clone());
                 glommio::spawn_local(async move {
+                    let mut stream = stream;
                     let addr = stream.peer_addr().ok();
-                    match accept(&stream, me, &secret).await {
+                    match accept(&mut stream, me, &secret).await {
                         Ok(peer) => start_link(&peers, &control, peer, stream, addr),
                         Err(e) => {
                             control.refused.fetch_add(1, Ordering::Relaxed);
@@ -334,8 +336,7 @@ async fn net_main(control: Arc<Control>, config: NetConfig, listener: std::net::
                 fail_rings(p, &why);
                 p.linked = false;
                 if let Some(fd) = p.socket.take() {
-                    // SAFETY: shutdown on a live socket of ours; peers see the end at once.
-                    unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+                    shutdown(&fd);
                 }
             }
             return;
@@ -462,32 +463,37 @@ async fn connect(
 }
 
 /// Runs the server side of the handshake; returns the peer's process id.
-async fn accept(s: &TcpStream, me: u32, secret: &[u8]) -> Result<u32, String> {
+async fn accept(s: &mut TcpStream, me: u32, secret: &[u8]) -> Result<u32, String> {
     fn io(e: impl std::fmt::Display) -> String {
         format!("handshake: {e}")
     }
     s.set_nodelay(true).map_err(io)?;
-    // The stream is read and written through a second handle on its descriptor (glommio's
-    // streams read and write through `&mut`); the timeout is that handle's.
-    let mut s2 = dup_stream(s).map_err(io)?;
-    s2.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io)?;
+    s.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(io)?;
     let mut theirs = [0u8; link::HELLO_BYTES];
-    s2.read_exact(&mut theirs).await.map_err(io)?;
+    s.read_exact(&mut theirs).await.map_err(io)?;
     let client = Hello::decode(&theirs)?;
     let hello = Hello::new(me).map_err(io)?;
     let mut out = hello.encode().to_vec();
     out.extend_from_slice(&link::proof(secret, Role::Server, &client, &hello));
-    s2.write_all(&out).await.map_err(io)?;
+    s.write_all(&out).await.map_err(io)?;
     let mut proof = [0u8; link::PROOF_BYTES];
-    s2.read_exact(&mut proof).await.map_err(io)?;
+    s.read_exact(&mut proof).await.map_err(io)?;
     if !link::verify(secret, Role::Client, &client, &hello, &proof) {
         return Err(format!(
             "process {} does not know the cluster secret",
             client.process
         ));
     }
-    s2.write_all(&[1]).await.map_err(io)?;
+    s.write_all(&[1]).await.map_err(io)?;
+    s.set_read_timeout(None).map_err(io)?;
     Ok(client.process)
+}
+
+/// Shuts a link's socket down in both directions: every descriptor of it sees the end.
+fn shutdown(fd: &std::os::fd::OwnedFd) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: a descriptor we own, open until `fd` is dropped.
+    unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_RDWR) };
 }
 
 /// A second glommio stream on the same socket (one task reads, another writes).
@@ -527,7 +533,10 @@ fn start_link(
         }
         p.addr = addr.or(p.addr);
         p.linked = true;
-        p.socket = Some(stream.as_raw_fd());
+        // SAFETY: dup returns a new descriptor (owned here) or -1.
+        let own = unsafe { libc::dup(stream.as_raw_fd()) };
+        // SAFETY: a fresh descriptor no one else owns.
+        p.socket = (own >= 0).then(|| unsafe { std::os::fd::OwnedFd::from_raw_fd(own) });
         p.failure = None;
         control
             .failures
@@ -574,19 +583,20 @@ fn fail_peer(control: &Control, p: &mut Peer, id: u32, why: &str) {
         return;
     }
     eprintln!("shardflow: link to {} failed: {why}", p.name(id));
-    fail_rings(p, why);
-    p.failure = Some(why.to_string());
-    p.linked = false;
-    if let Some(fd) = p.socket.take() {
-        // SAFETY: shutdown on the link's live socket (its reader still holds the descriptor).
-        unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-    }
-    p.wake_writer();
+    // The reason is on record before any ring reports the failure: whoever sees a ring fail
+    // finds why in `Network::failure`.
     control
         .failures
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(id, why.to_string());
+    fail_rings(p, why);
+    p.failure = Some(why.to_string());
+    p.linked = false;
+    if let Some(fd) = p.socket.take() {
+        shutdown(&fd);
+    }
+    p.wake_writer();
 }
 
 /// Copies a checked buffer into one the receiving shard granted, and hands it over.
