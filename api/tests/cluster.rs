@@ -7,9 +7,11 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use common::cluster::{Cluster, Watched, assert_ok, binary, example_binary, local, shardflow};
+use common::cluster::{
+    Cluster, Watched, assert_ok, binary, example_binary, local, paced_telemetry, run_checkpointed,
+    shardflow, wait_for_committed_output,
+};
 
 #[test]
 fn jobs_on_two_task_managers_equal_local_mode_over_shared_memory_and_tcp() {
@@ -172,16 +174,7 @@ fn checkpoints_span_the_task_managers() {
     // commit then): the output is local mode's, and the newest checkpoint holds both shards.
     let cluster = Cluster::start(&["a", "b"]);
     let dir = tempfile::tempdir().unwrap();
-    let telemetry = [
-        "telemetry",
-        "--paced",
-        "--rate",
-        "20000",
-        "--duration-secs",
-        "2",
-        "--sensors",
-        "300",
-    ];
+    let telemetry = paced_telemetry("2");
     local(&telemetry, &dir.path().join("local"));
     let ck = dir.path().join("ck");
     let mut args: Vec<&str> = telemetry.to_vec();
@@ -227,46 +220,12 @@ fn a_task_manager_killed_mid_job_with_checkpoints_fails_over_to_the_survivor() {
     // rescale from P = 2 to 1); the exactly-once file sink's output is the failure-free run's.
     let mut cluster = Cluster::start(&["a", "b"]);
     let dir = tempfile::tempdir().unwrap();
-    let telemetry = [
-        "telemetry",
-        "--paced",
-        "--rate",
-        "20000",
-        "--duration-secs",
-        "8",
-        "--sensors",
-        "300",
-    ];
+    let telemetry = paced_telemetry("8");
     local(&telemetry, &dir.path().join("local"));
-    let ck = dir.path().join("ck").display().to_string();
+    let ck = dir.path().join("ck");
     let out = dir.path().join("cluster");
-    let mut run = shardflow()
-        .arg("run")
-        .args(telemetry)
-        .args(["--checkpoint-dir", &ck, "--checkpoint-interval-ms", "200"])
-        // Parts roll and are committed every few checkpoints: the failure comes after some
-        // output is committed (a restart that did not restore would write it again).
-        .args(["--part-rollover-ms", "300"])
-        .arg("--output")
-        .arg(&out)
-        .args(["--jobmanager", &cluster.addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The failure comes once output is committed.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_dir(&out).is_ok_and(|mut d| {
-        d.any(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("part-")
-        })
-    }) {
-        assert!(Instant::now() < deadline, "no output committed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut run = run_checkpointed(shardflow(), &telemetry, &ck, &out, &cluster.addr);
+    wait_for_committed_output(&out);
     let mut victim = cluster.tms.remove(1);
     victim.child.kill().unwrap();
     let _ = victim.child.wait();
@@ -318,42 +277,12 @@ fn a_restarted_job_manager_takes_its_running_job_up_from_the_newest_checkpoint()
         ])));
         jm.wait_for(&format!("task manager {} at", i + 1));
     }
-    let telemetry = [
-        "telemetry",
-        "--paced",
-        "--rate",
-        "20000",
-        "--duration-secs",
-        "8",
-        "--sensors",
-        "300",
-    ];
+    let telemetry = paced_telemetry("8");
     local(&telemetry, &dir.path().join("local"));
-    let ck = dir.path().join("ck").display().to_string();
+    let ck = dir.path().join("ck");
     let out = dir.path().join("cluster");
-    let mut run = shardflow()
-        .arg("run")
-        .args(telemetry)
-        .args(["--checkpoint-dir", &ck, "--checkpoint-interval-ms", "200"])
-        .args(["--part-rollover-ms", "300", "--output"])
-        .arg(&out)
-        .args(["--jobmanager", &addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_dir(&out).is_ok_and(|mut d| {
-        d.any(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("part-")
-        })
-    }) {
-        assert!(Instant::now() < deadline, "no output committed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut run = run_checkpointed(shardflow(), &telemetry, &ck, &out, &addr);
+    wait_for_committed_output(&out);
     drop(jm); // SIGKILL
     // Its client learns that it went away.
     assert!(!run.wait().unwrap().success());
@@ -386,30 +315,11 @@ fn a_savepoint_of_a_cluster_job_stops_it_and_resumes_it_elsewhere() {
     // the output of an uninterrupted run.
     let cluster = Cluster::start(&["a", "b"]);
     let dir = tempfile::tempdir().unwrap();
-    let telemetry = [
-        "telemetry",
-        "--paced",
-        "--rate",
-        "20000",
-        "--duration-secs",
-        "8",
-        "--sensors",
-        "300",
-    ];
+    let telemetry = paced_telemetry("8");
     local(&telemetry, &dir.path().join("local"));
     let out = dir.path().join("out");
-    let ck = dir.path().join("ck").display().to_string();
-    let mut run = shardflow()
-        .arg("run")
-        .args(telemetry)
-        .args(["--checkpoint-dir", &ck, "--checkpoint-interval-ms", "200"])
-        .args(["--part-rollover-ms", "300", "--output"])
-        .arg(&out)
-        .args(["--jobmanager", &cluster.addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let ck = dir.path().join("ck");
+    let mut run = run_checkpointed(shardflow(), &telemetry, &ck, &out, &cluster.addr);
     cluster.jm.wait_for("checkpoint 5 complete");
     let sp = shardflow()
         .args([
@@ -460,30 +370,11 @@ fn a_replacement_task_manager_takes_the_place_of_a_lost_one() {
     // the job from its newest checkpoint on task managers 1 and 3 at the same P = 2.
     let mut cluster = Cluster::start(&["a", "b"]);
     let dir = tempfile::tempdir().unwrap();
-    let telemetry = [
-        "telemetry",
-        "--paced",
-        "--rate",
-        "20000",
-        "--duration-secs",
-        "8",
-        "--sensors",
-        "300",
-    ];
+    let telemetry = paced_telemetry("8");
     local(&telemetry, &dir.path().join("local"));
-    let ck = dir.path().join("ck").display().to_string();
+    let ck = dir.path().join("ck");
     let out = dir.path().join("cluster");
-    let mut run = shardflow()
-        .arg("run")
-        .args(telemetry)
-        .args(["--checkpoint-dir", &ck, "--checkpoint-interval-ms", "200"])
-        .args(["--part-rollover-ms", "300", "--output"])
-        .arg(&out)
-        .args(["--jobmanager", &cluster.addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut run = run_checkpointed(shardflow(), &telemetry, &ck, &out, &cluster.addr);
     cluster.jm.wait_for("checkpoint 5 complete");
     let mut victim = cluster.tms.remove(1);
     victim.child.kill().unwrap();

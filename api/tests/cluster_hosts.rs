@@ -8,10 +8,12 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
-use common::cluster::{SECRET, Watched, local};
+use common::cluster::{
+    SECRET, Watched, binary, local, paced_telemetry, run_checkpointed, wait_for_committed_output,
+};
 
 /// Runs `ip` with `args`; an error says what failed.
 fn ip(args: &[&str]) -> Result<(), String> {
@@ -141,47 +143,15 @@ fn cutting_a_hosts_link_fails_the_job_over_with_nothing_lost() {
         jm.wait_for(&format!("task manager {} at", i + 1));
     }
     let dir = tempfile::tempdir().unwrap();
-    let telemetry = [
-        "telemetry",
-        "--paced",
-        "--rate",
-        "20000",
-        "--duration-secs",
-        "12",
-        "--sensors",
-        "300",
-    ];
+    let telemetry = paced_telemetry("12");
     local(&telemetry, &dir.path().join("local"));
     let out = dir.path().join("cluster");
-    let ck = dir.path().join("ck").display().to_string();
-    let mut run = Command::new(bin)
-        .env("SHARDFLOW_CLUSTER_SECRET", SECRET)
-        .arg("run")
-        .args(telemetry)
-        .args(["--checkpoint-dir", &ck, "--checkpoint-interval-ms", "200"])
-        .args(["--part-rollover-ms", "300", "--output"])
-        .arg(&out)
-        .args(["--jobmanager", &jm_addr])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let ck = dir.path().join("ck");
+    let mut run = run_checkpointed(binary(Path::new(bin)), &telemetry, &ck, &out, &jm_addr);
     // Task manager 1 (host a) and 2 (host b) exchange records over TCP.
     let line = tms[0].wait_for("job 1 attempt 1");
     assert!(line.contains("TCP with [2]"), "{line}");
-    // Once output is committed, host b's link goes down.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_dir(&out).is_ok_and(|mut d| {
-        d.any(|e| {
-            e.unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("part-")
-        })
-    }) {
-        assert!(Instant::now() < deadline, "no output committed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_committed_output(&out);
     hosts.cut("b");
     let status = run.wait().unwrap();
     let mut stderr = String::new();

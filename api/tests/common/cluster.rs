@@ -174,3 +174,63 @@ pub fn assert_ok(out: &std::process::Output) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The paced telemetry job of `secs` seconds the failover tests run (300 sensors, 20,000
+/// readings a second).
+pub fn paced_telemetry(secs: &'static str) -> [&'static str; 8] {
+    [
+        "telemetry",
+        "--paced",
+        "--rate",
+        "20000",
+        "--duration-secs",
+        secs,
+        "--sensors",
+        "300",
+    ]
+}
+
+/// `run` of `job` on the cluster at `jobmanager`, with a checkpoint every 200 ms into `ck` and
+/// output parts rolled (so committed) every 300 ms into `out`; its stderr piped.
+pub fn run_checkpointed(
+    mut cmd: Command,
+    job: &[&str],
+    ck: &Path,
+    out: &Path,
+    jobmanager: &str,
+) -> Child {
+    cmd.arg("run")
+        .args(job)
+        .arg("--checkpoint-dir")
+        .arg(ck)
+        .args([
+            "--checkpoint-interval-ms",
+            "200",
+            "--part-rollover-ms",
+            "300",
+        ])
+        .arg("--output")
+        .arg(out)
+        .args(["--jobmanager", jobmanager])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (bounded) until `out` holds a committed part file: failures injected after it test
+/// that committed output is neither lost nor written again.
+pub fn wait_for_committed_output(out: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_dir(out).is_ok_and(|mut d| {
+        d.any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("part-")
+        })
+    }) {
+        assert!(Instant::now() < deadline, "no output committed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
