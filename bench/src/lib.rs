@@ -6,7 +6,9 @@
 pub mod cluster;
 pub mod exchange;
 pub mod keyed_state;
+pub mod nexmark;
 pub mod recovery;
+pub mod report;
 pub mod shuffle;
 pub mod store;
 pub mod timers;
