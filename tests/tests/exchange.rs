@@ -341,3 +341,74 @@ impl ProcessFunction<String, String> for PassOn {
         Ok(())
     }
 }
+
+/// Passes both inputs on, tagged by side.
+#[derive(Clone)]
+struct Both;
+
+impl KeyedCoProcessFunction<u64, (u64, u64), (u64, u64), (u64, u64)> for Both {
+    type State = ();
+    fn process_element1(
+        &mut self,
+        r: (u64, u64),
+        _ctx: &mut KeyedContext<u64, ()>,
+        out: &mut Collector<(u64, u64)>,
+    ) -> Result<(), UserError> {
+        out.collect((r.0, r.1 * 2));
+        Ok(())
+    }
+    fn process_element2(
+        &mut self,
+        r: (u64, u64),
+        _ctx: &mut KeyedContext<u64, ()>,
+        out: &mut Collector<(u64, u64)>,
+    ) -> Result<(), UserError> {
+        out.collect((r.0, r.1 * 2 + 1));
+        Ok(())
+    }
+}
+
+/// Two reader tasks (a two-input operator's inputs, or a union's) drive one exchange writer
+/// downstream, which waits for credit with one waker: every task stalled on it must wake when
+/// the credit comes back. When only the last to poll was woken, these jobs hung about one run
+/// in three; each runs many times here, and must end with every record counted.
+#[test]
+fn tasks_sharing_a_downstream_exchange_all_wake_on_credit() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let n = 100_000u64;
+    let left: Vec<(u64, u64)> = (0..n).map(|i| (i % 977, i)).collect();
+    let right: Vec<(u64, u64)> = (0..n).map(|i| (i % 631, i)).collect();
+    // Every record's value once, keyed by the value's residue: a count per key.
+    let mut want: std::collections::BTreeMap<u64, u64> = Default::default();
+    for i in 0..n {
+        *want.entry((2 * i) % 101).or_default() += 1;
+        *want.entry((2 * i + 1) % 101).or_default() += 1;
+    }
+    for run in 0..12 {
+        let two_input = run % 2 == 0;
+        let mut env = StreamExecutionEnvironment::local();
+        env.set_parallelism(2);
+        let (l, r) = (env.from_iter(left.clone()), env.from_iter(right.clone()));
+        let merged = if two_input {
+            l.key_by(|x: &(u64, u64)| x.0)
+                .connect(&r.key_by(|x: &(u64, u64)| x.0))
+                .process(Both)
+        } else {
+            let l = l.rebalance().map(|x: (u64, u64)| (x.0, x.1 * 2));
+            let r = r.rebalance().map(|x: (u64, u64)| (x.0, x.1 * 2 + 1));
+            l.union(&r)
+        };
+        let counts = merged
+            .map(|x: (u64, u64)| (x.1 % 101, 1u64))
+            .key_by(|x: &(u64, u64)| x.0)
+            .sum(|x: &mut (u64, u64)| &mut x.1)
+            .collect();
+        env.execute("shared downstream").unwrap();
+        let mut got: std::collections::BTreeMap<u64, u64> = Default::default();
+        for (k, c) in counts.take() {
+            let e = got.entry(k).or_default();
+            *e = (*e).max(c);
+        }
+        assert_eq!(got, want, "run {run} (two-input: {two_input})");
+    }
+}

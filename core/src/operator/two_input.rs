@@ -30,7 +30,7 @@ pub trait CoOperator<I1, I2>: 'static {
     fn finish(&mut self) -> Result<(), JobError>;
 }
 
-use super::fan_out::Held;
+use super::fan_out::{Held, InputWakers};
 
 struct Inner<C, I1, I2> {
     op: C,
@@ -40,6 +40,8 @@ struct Inner<C, I1, I2> {
     /// What each input handed over while a barrier alignment blocked it.
     held1: std::collections::VecDeque<Held<I1>>,
     held2: std::collections::VecDeque<Held<I2>>,
+    /// Each input's reader task polls the operator's output (see [`InputWakers`]).
+    wakers: InputWakers,
 }
 
 impl<C: CoOperator<I1, I2>, I1, I2> Inner<C, I1, I2> {
@@ -160,6 +162,7 @@ pub fn ports<I1: 'static, I2: 'static, C: CoOperator<I1, I2>>(op: C) -> (BoxPush
         aligner: crate::checkpoint::BarrierAligner::new(2),
         held1: Default::default(),
         held2: Default::default(),
+        wakers: InputWakers::new(2),
     }));
     (
         Box::new(CoPort::<C, I1, I2, 0> {
@@ -176,7 +179,7 @@ pub fn ports<I1: 'static, I2: 'static, C: CoOperator<I1, I2>>(op: C) -> (BoxPush
 }
 
 macro_rules! co_port_common {
-    ($handle:ident) => {
+    ($handle:ident, $side:literal) => {
         fn watermark(&mut self, watermark: i64) -> Result<(), JobError> {
             self.inner.borrow_mut().$handle(Held::Watermark(watermark))
         }
@@ -190,13 +193,17 @@ macro_rules! co_port_common {
             self.inner.borrow_mut().op.tick(now_ms)
         }
         fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-            self.inner.borrow_mut().op.poll_ready(cx)
+            let inner = &mut *self.inner.borrow_mut();
+            let op = &mut inner.op;
+            inner.wakers.poll($side, cx, |cx| op.poll_ready(cx))
         }
         fn flush(&mut self) -> Result<(), JobError> {
             self.inner.borrow_mut().op.flush()
         }
         fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
-            self.inner.borrow_mut().op.poll_flush(cx)
+            let inner = &mut *self.inner.borrow_mut();
+            let op = &mut inner.op;
+            inner.wakers.poll($side, cx, |cx| op.poll_flush(cx))
         }
         fn finish(&mut self) -> Result<(), JobError> {
             assert!(!self.finished, "an input finished twice");
@@ -216,7 +223,7 @@ impl<I1: 'static, I2: 'static, C: CoOperator<I1, I2>> Push<I1> for CoPort<C, I1,
             inner.op.push1(batch)
         }
     }
-    co_port_common!(handle1);
+    co_port_common!(handle1, 0);
 }
 
 impl<I1: 'static, I2: 'static, C: CoOperator<I1, I2>> Push<I2> for CoPort<C, I1, I2, 1> {
@@ -229,5 +236,5 @@ impl<I1: 'static, I2: 'static, C: CoOperator<I1, I2>> Push<I2> for CoPort<C, I1,
             inner.op.push2(batch)
         }
     }
-    co_port_common!(handle2);
+    co_port_common!(handle2, 1);
 }
