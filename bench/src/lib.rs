@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod exchange;
+pub mod harness;
 pub mod keyed_state;
 pub mod nexmark;
 pub mod recovery;

@@ -17,6 +17,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Nexmark (Beam's and Flink's streaming benchmark): events/s of each query through the
+    /// engine at each parallelism, beside a single-threaded loop doing the same work.
+    Nexmark {
+        /// Queries to run, comma-separated (q0-q9, q11, q12), or `all`.
+        #[arg(long, value_delimiter = ',', default_value = "all")]
+        queries: Vec<String>,
+        #[command(flatten)]
+        common: shardflow_bench::harness::Common,
+    },
     /// WordCount on a generated file: the engine at P = 1 and 2 beside a single-threaded loop.
     Wordcount {
         #[arg(long, default_value_t = 2_000_000)]
@@ -172,6 +181,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     println!("machine: {} CPUs ({})", num_cpus(), cpu_model());
     match cli.bench {
+        Bench::Nexmark { queries, common } => {
+            shardflow_bench::nexmark::harness::run(&common, &queries)?
+        }
         Bench::Recovery {
             state_mib,
             parallelism,

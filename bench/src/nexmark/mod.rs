@@ -3,6 +3,7 @@
 //! references ([`reference`]) the tests check them against.
 
 pub mod generator;
+pub mod harness;
 pub mod model;
 pub mod queries;
 pub mod reference;
