@@ -13,5 +13,6 @@ pub mod report;
 pub mod shuffle;
 pub mod store;
 pub mod timers;
+pub mod trading;
 pub mod windows;
 pub mod wordcount;

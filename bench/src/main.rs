@@ -17,6 +17,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Trading-feed latency: a paced feed of trades and quotes through a keyed VWAP and
+    /// top-of-book job, each update's latency from its event's due time (hdrhistogram
+    /// percentiles, no coordinated omission), beside a single-threaded loop; `--sweep` finds the
+    /// highest rate whose p99 stays within a budget.
+    Trading {
+        #[command(flatten)]
+        args: shardflow_bench::trading::TradingArgs,
+        #[command(flatten)]
+        common: shardflow_bench::harness::Common,
+    },
     /// Nexmark (Beam's and Flink's streaming benchmark): events/s of each query through the
     /// engine at each parallelism, beside a single-threaded loop doing the same work.
     Nexmark {
@@ -181,6 +191,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     println!("machine: {} CPUs ({})", num_cpus(), cpu_model());
     match cli.bench {
+        Bench::Trading { args, common } => shardflow_bench::trading::run(&common, &args)?,
         Bench::Nexmark { queries, common } => {
             shardflow_bench::nexmark::harness::run(&common, &queries)?
         }
