@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod exchange;
 pub mod harness;
+pub mod ingest;
 pub mod keyed_state;
 pub mod nexmark;
 pub mod recovery;

@@ -17,6 +17,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Telemetry ingestion: metric points as JSON lines, parsed, pre-aggregated per series and
+    /// windowed (10 s tumbling, count/sum/min/max): points/s and bytes/s through the engine at
+    /// each parallelism, beside a single-threaded loop.
+    Telemetry {
+        #[arg(long, default_value_t = 1_000)]
+        hosts: u32,
+        #[command(flatten)]
+        common: shardflow_bench::harness::Common,
+    },
     /// Trading-feed latency: a paced feed of trades and quotes through a keyed VWAP and
     /// top-of-book job, each update's latency from its event's due time (hdrhistogram
     /// percentiles, no coordinated omission), beside a single-threaded loop; `--sweep` finds the
@@ -191,6 +200,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     println!("machine: {} CPUs ({})", num_cpus(), cpu_model());
     match cli.bench {
+        Bench::Telemetry { hosts, common } => shardflow_bench::ingest::run(&common, hosts)?,
         Bench::Trading { args, common } => shardflow_bench::trading::run(&common, &args)?,
         Bench::Nexmark { queries, common } => {
             shardflow_bench::nexmark::harness::run(&common, &queries)?
