@@ -138,3 +138,64 @@ pub fn count_into<T: Data>(stream: &DataStream<T>, total: &Arc<AtomicU64>) {
     let total = total.clone();
     stream.sink_to("count", move |_| Ok(CountingSink::new(total.clone())));
 }
+
+/// `shardflow-bench command -- CMD ARGS...`: times a job of one's own. The command runs
+/// `--warmup` + `--runs` times for each parallelism (`{p}` in its arguments is replaced by
+/// it), interleaved; its wall time is reported, and events/s when `--events` says how many
+/// events one run processes. A run that fails stops the harness, with the command's status.
+pub fn run_command(common: &Common, command: &[String]) -> anyhow::Result<()> {
+    crate::report::progress::set_quiet(common.quiet);
+    let (program, args) = command.split_first().ok_or_else(|| {
+        anyhow::anyhow!("no command given (`shardflow-bench command -- CMD ARGS`)")
+    })?;
+    let mut report = Report::new("command", common.settings());
+    report.setting("command", command.join(" "));
+    if let Some(n) = common.events {
+        report.setting("events per run", n);
+    }
+    let progress = crate::report::Progress::new(
+        (common.parallelism.len() * (common.warmup + common.runs)) as u64,
+        "command",
+    );
+    let mut secs: Vec<Vec<f64>> = vec![Vec::new(); common.parallelism.len()];
+    for run in 0..common.warmup + common.runs {
+        for (k, &p) in common.parallelism.iter().enumerate() {
+            progress.set_message(format!("P={p} run {}", run + 1));
+            let args: Vec<String> = args
+                .iter()
+                .map(|a| a.replace("{p}", &p.to_string()))
+                .collect();
+            let t0 = std::time::Instant::now();
+            let out = std::process::Command::new(program)
+                .args(&args)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::inherit())
+                .status()
+                .map_err(|e| anyhow::anyhow!("cannot run {program}: {e}"))?;
+            let elapsed = t0.elapsed().as_secs_f64();
+            anyhow::ensure!(
+                out.success(),
+                "run {} at P = {p} of `{program} {}` failed: {out}",
+                run + 1,
+                args.join(" ")
+            );
+            if run >= common.warmup {
+                secs[k].push(elapsed);
+            }
+            progress.inc(1);
+        }
+    }
+    progress.finish();
+    for (k, &p) in common.parallelism.iter().enumerate() {
+        let v = format!("P={p}");
+        report.figure("command", &v, "wall time", "s", &secs[k]);
+        if let Some(n) = common.events {
+            let rates: Vec<f64> = secs[k].iter().map(|s| n as f64 / s).collect();
+            report.figure("command", &v, "throughput", "events/s", &rates);
+        }
+    }
+    if let Some(&first) = common.parallelism.first() {
+        report.compare_to_baseline("command", &format!("P={first}"));
+    }
+    common.finish(&report)
+}

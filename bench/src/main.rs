@@ -17,6 +17,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Bench {
+    /// Times a job of one's own: runs `CMD ARGS` (with `{p}` replaced by each parallelism)
+    /// --warmup + --runs times, interleaved; wall time, and events/s given --events.
+    /// E.g. `shardflow-bench command --events 20000000 -- shardflow run wordcount -p {p} --input F`.
+    Command {
+        #[command(flatten)]
+        common: shardflow_bench::harness::Common,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Telemetry ingestion: metric points as JSON lines, parsed, pre-aggregated per series and
     /// windowed (10 s tumbling, count/sum/min/max): points/s and bytes/s through the engine at
     /// each parallelism, beside a single-threaded loop.
@@ -200,6 +210,9 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     println!("machine: {} CPUs ({})", num_cpus(), cpu_model());
     match cli.bench {
+        Bench::Command { common, command } => {
+            shardflow_bench::harness::run_command(&common, &command)?
+        }
         Bench::Telemetry { hosts, common } => shardflow_bench::ingest::run(&common, hosts)?,
         Bench::Trading { args, common } => shardflow_bench::trading::run(&common, &args)?,
         Bench::Nexmark { queries, common } => {

@@ -399,6 +399,37 @@ impl<T> AggregateFunction<T> for Count {
     }
 }
 
+/// The counts of a window with the most bids (all of them on a tie).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Hottest;
+
+impl AggregateFunction<HotItem> for Hottest {
+    type Acc = Vec<HotItem>;
+    type Out = Vec<HotItem>;
+    fn create_accumulator(&self) -> Vec<HotItem> {
+        Vec::new()
+    }
+    #[inline]
+    fn add(&self, acc: &mut Vec<HotItem>, h: HotItem) {
+        match acc.first().map(|a| a.bids) {
+            Some(max) if h.bids < max => {}
+            Some(max) if h.bids == max => acc.push(h),
+            _ => {
+                acc.clear();
+                acc.push(h);
+            }
+        }
+    }
+    fn result(&self, acc: &Vec<HotItem>) -> Vec<HotItem> {
+        acc.clone()
+    }
+    fn merge(&self, into: &mut Vec<HotItem>, from: Vec<HotItem>) {
+        for h in from {
+            self.add(into, h);
+        }
+    }
+}
+
 /// q5: hot items.
 pub fn q5(events: &DataStream<Event>) -> DataStream<HotItem> {
     bids(events)
@@ -422,16 +453,16 @@ pub fn q5(events: &DataStream<Event>) -> DataStream<HotItem> {
         )
         .name("q5 bids per auction")
         // Every count of a window carries the window's last timestamp: a tumbling window of
-        // the slide gathers exactly one window's counts.
+        // the slide gathers exactly one window's counts, and keeps only the highest.
         .key_by(|h: &HotItem| h.window_end)
         .window(TumblingWindows::event_time(Q5_SLIDE))
-        .process(
+        .aggregate_with(
+            Hottest,
             |_end: &i64,
              _ctx: &WindowContext<TimeWindow>,
-             counts: &[HotItem],
+             hottest: &[Vec<HotItem>],
              out: &mut Collector<HotItem>| {
-                let max = counts.iter().map(|h| h.bids).max().unwrap_or(0);
-                for h in counts.iter().filter(|h| h.bids == max) {
+                for h in hottest.iter().flatten() {
                     out.collect(*h);
                 }
                 Ok(())
