@@ -39,6 +39,8 @@ pub struct TradingConfig {
     pub seed: u64,
     /// Latency histograms per interval of this much (the "over time" charts).
     pub interval: Duration,
+    /// How often a shard's executor reaps I/O completions (`JobConfig::latency_io_poll_interval`).
+    pub io_poll: Duration,
     /// Keep every recorded latency too (tests compare the histogram against them).
     pub keep_raw: bool,
 }
@@ -53,6 +55,7 @@ impl Default for TradingConfig {
             trade_every: 4,
             seed: 42,
             interval: Duration::from_millis(100),
+            io_poll: Duration::from_millis(1),
             keep_raw: false,
         }
     }
@@ -380,6 +383,7 @@ pub fn engine(config: &TradingConfig, p: u32) -> anyhow::Result<TradingRun> {
     let mut env = StreamExecutionEnvironment::local();
     env.set_parallelism(p)
         .set_scheduling_mode(SchedulingMode::Latency);
+    env.config_mut().latency_io_poll_interval = config.io_poll;
     let origin: Origin = Arc::default();
     let out = Arc::new(Mutex::new(Latencies::new()));
     let (c, o) = (config.clone(), origin.clone());
@@ -503,6 +507,10 @@ pub struct TradingArgs {
     /// The highest rate a sweep tries.
     #[arg(long, default_value_t = 50_000_000)]
     pub sweep_max_rate: u64,
+    /// Milliseconds between a shard's I/O polls (glommio's preempt timer in latency
+    /// scheduling): each poll is a syscall that holds the shard up.
+    #[arg(long, default_value_t = 1)]
+    pub io_poll_ms: u64,
 }
 
 /// The latency figures of one variant's runs (merged histograms), into the report.
@@ -649,6 +657,7 @@ pub fn run(common: &crate::harness::Common, args: &TradingArgs) -> anyhow::Resul
         rate: common.rate.unwrap_or(1_000_000),
         duration: Duration::from_secs_f64(common.duration_s.unwrap_or(5.0)),
         seed: common.seed,
+        io_poll: Duration::from_millis(args.io_poll_ms.max(1)),
         ..Default::default()
     };
     anyhow::ensure!(config.rate > 0, "--rate must be above 0");
@@ -662,7 +671,8 @@ pub fn run(common: &crate::harness::Common, args: &TradingArgs) -> anyhow::Resul
         .setting("symbols", config.symbols)
         .setting("duration (s)", config.duration.as_secs_f64())
         .setting("warm-up excluded (s)", config.warmup.as_secs_f64())
-        .setting("trades", format!("1 event in {}", config.trade_every));
+        .setting("trades", format!("1 event in {}", config.trade_every))
+        .setting("I/O poll (ms)", args.io_poll_ms);
     let per_rate = (common.parallelism.len() + usize::from(!common.no_baseline))
         * (common.warmup + common.runs);
     if !args.sweep {
