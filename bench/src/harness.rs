@@ -23,7 +23,9 @@ pub struct Common {
     /// Seconds per run, for paced workloads (the workload's default if not given).
     #[arg(long)]
     pub duration_s: Option<f64>,
-    /// Target rate, events per second (for Nexmark: of event time).
+    /// Rate, events per second: of event time for Nexmark and telemetry (how far apart the
+    /// generated timestamps are; events go as fast as the engine takes them), of real time
+    /// for the trading feed (each event is sent when it is due).
     #[arg(long)]
     pub rate: Option<u64>,
     /// Runs of each variant before the measured ones, not counted.
@@ -53,6 +55,28 @@ pub struct Common {
 }
 
 impl Common {
+    /// Refuses settings no run can be made with, naming the flag.
+    pub fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.runs >= 1,
+            "--runs must be at least 1 (medians of the runs are reported)"
+        );
+        anyhow::ensure!(
+            !self.parallelism.is_empty() && self.parallelism.iter().all(|&p| p >= 1),
+            "-p takes parallelisms of at least 1, e.g. `-p 1,2`"
+        );
+        if let Some(r) = self.rate {
+            anyhow::ensure!(r >= 1, "--rate must be at least 1 event per second");
+        }
+        if let Some(d) = self.duration_s {
+            anyhow::ensure!(
+                d.is_finite() && d > 0.0,
+                "--duration-s must be a positive number of seconds"
+            );
+        }
+        Ok(())
+    }
+
     /// Prints the report's table and writes what the flags asked for.
     pub fn finish(&self, report: &Report) -> anyhow::Result<()> {
         println!("\n{}", report.table());
@@ -145,6 +169,7 @@ pub fn count_into<T: Data>(stream: &DataStream<T>, total: &Arc<AtomicU64>) {
 /// events one run processes. A run that fails stops the harness, with the command's status.
 pub fn run_command(common: &Common, command: &[String]) -> anyhow::Result<()> {
     crate::report::progress::set_quiet(common.quiet);
+    common.check()?;
     let (program, args) = command.split_first().ok_or_else(|| {
         anyhow::anyhow!("no command given (`shardflow-bench command -- CMD ARGS`)")
     })?;

@@ -243,7 +243,7 @@ impl ProcessFunction<String, Point> for ParseLines {
 }
 
 /// What a run did: points, text bytes, windows and how long.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct IngestRun {
     pub points: u64,
     pub bytes: u64,
@@ -251,6 +251,8 @@ pub struct IngestRun {
     /// Sum of every window's count (each point counted once).
     pub counted: u64,
     pub elapsed: Duration,
+    /// Points/s generated over time (engine runs): (seconds since the start, points/s).
+    pub throughput: Vec<(f64, f64)>,
 }
 
 struct WindowCount {
@@ -289,6 +291,26 @@ pub fn text_bytes(config: &IngestConfig) -> u64 {
 pub fn engine(config: &IngestConfig, p: u32) -> anyhow::Result<IngestRun> {
     let mut env = StreamExecutionEnvironment::local();
     env.set_parallelism(p);
+    env.config_mut().progress_interval = Duration::from_millis(100);
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    {
+        let samples = samples.clone();
+        let mut last = (0.0f64, 0u64);
+        env.on_progress(move |m, elapsed| {
+            let generated: u64 = m
+                .operators
+                .iter()
+                .filter(|o| o.name == "points")
+                .map(|o| o.records_out)
+                .sum();
+            let t = elapsed.as_secs_f64();
+            if t > last.0 {
+                let rate = (generated - last.1) as f64 / (t - last.0);
+                samples.lock().expect("not poisoned").push((t, rate));
+                last = (t, generated);
+            }
+        });
+    }
     let total = Arc::new(Mutex::new((0, 0)));
     let t = total.clone();
     windows(&env, config).sink_to("count", move |_| {
@@ -302,12 +324,14 @@ pub fn engine(config: &IngestConfig, p: u32) -> anyhow::Result<IngestRun> {
     env.execute("telemetry ingestion")?;
     let elapsed = t0.elapsed();
     let (windows, counted) = *total.lock().expect("not poisoned");
+    let throughput = samples.lock().expect("not poisoned").clone();
     Ok(IngestRun {
         points: config.points,
         bytes: 0,
         windows,
         counted,
         elapsed,
+        throughput,
     })
 }
 
@@ -356,12 +380,14 @@ pub fn baseline(config: &IngestConfig, mut emit: impl FnMut(SeriesWindow)) -> In
         windows: n,
         counted,
         elapsed: t0.elapsed(),
+        throughput: Vec::new(),
     }
 }
 
 /// The `telemetry` subcommand.
 pub fn run(common: &crate::harness::Common, hosts: u32) -> anyhow::Result<()> {
     crate::report::progress::set_quiet(common.quiet);
+    common.check()?;
     let config = IngestConfig {
         points: common.events.unwrap_or(10_000_000),
         hosts,
@@ -386,16 +412,17 @@ pub fn run(common: &crate::harness::Common, hosts: u32) -> anyhow::Result<()> {
     let n = config.points as f64;
     let mut engine_runs: Vec<Vec<f64>> = vec![Vec::new(); common.parallelism.len()];
     let mut base_runs = Vec::new();
-    let mut reference = None;
+    let mut reference: Option<IngestRun> = None;
+    let mut last_series: Vec<Vec<(f64, f64)>> = vec![Vec::new(); common.parallelism.len()];
     for run in 0..common.warmup + common.runs {
         let counted = run >= common.warmup;
         if !common.no_baseline {
             progress.set_message(format!("baseline run {}", run + 1));
             let r = baseline(&config, |_| {});
-            reference = Some(r);
             if counted {
                 base_runs.push(r.elapsed.as_secs_f64());
             }
+            reference = Some(r);
             progress.inc(1);
         }
         for (k, &p) in common.parallelism.iter().enumerate() {
@@ -407,7 +434,7 @@ pub fn run(common: &crate::harness::Common, hosts: u32) -> anyhow::Result<()> {
                 r.counted,
                 config.points
             );
-            if let Some(b) = reference {
+            if let Some(b) = &reference {
                 anyhow::ensure!(
                     r.windows == b.windows,
                     "the engine made {} windows, the loop {}",
@@ -417,6 +444,7 @@ pub fn run(common: &crate::harness::Common, hosts: u32) -> anyhow::Result<()> {
             }
             if counted {
                 engine_runs[k].push(r.elapsed.as_secs_f64());
+                last_series[k] = r.throughput;
             }
             progress.inc(1);
         }
@@ -439,6 +467,16 @@ pub fn run(common: &crate::harness::Common, hosts: u32) -> anyhow::Result<()> {
             "MB/s",
             &as_rates(&engine_runs[k], bytes / 1e6),
         );
+        let mut s = crate::report::Series::new(
+            "telemetry throughput over time",
+            &v,
+            "time (s)",
+            "points/s",
+        );
+        for &(t, rate) in &last_series[k] {
+            s.push(t, rate);
+        }
+        report.series(s);
     }
     if !common.no_baseline {
         let v = "baseline (1 thread)";

@@ -652,6 +652,7 @@ fn at_rate(
 /// The `trading` subcommand.
 pub fn run(common: &crate::harness::Common, args: &TradingArgs) -> anyhow::Result<()> {
     crate::report::progress::set_quiet(common.quiet);
+    common.check()?;
     let config = TradingConfig {
         symbols: args.symbols,
         rate: common.rate.unwrap_or(1_000_000),

@@ -132,6 +132,7 @@ pub fn baseline(query: &str, config: &NexmarkConfig) -> anyhow::Result<(Duration
 /// The `nexmark` subcommand.
 pub fn run(common: &Common, queries_asked: &[String]) -> anyhow::Result<()> {
     crate::report::progress::set_quiet(common.quiet);
+    common.check()?;
     let config = NexmarkConfig {
         events: common.events.unwrap_or(DEFAULT_EVENTS),
         rate: common.rate.unwrap_or(10_000_000),
