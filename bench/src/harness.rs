@@ -132,6 +132,33 @@ impl Common {
     }
 }
 
+/// Samples, every 100 ms while `env`'s job runs, the records/s its source operators named
+/// `source` emit: (seconds since the start, records/s), for the "throughput over time" charts.
+pub fn sample_source_rate(
+    env: &mut StreamExecutionEnvironment,
+    source: &'static str,
+) -> Arc<std::sync::Mutex<Vec<(f64, f64)>>> {
+    env.config_mut().progress_interval = std::time::Duration::from_millis(100);
+    let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = samples.clone();
+    let mut last = (0.0f64, 0u64);
+    env.on_progress(move |m, elapsed| {
+        let emitted: u64 = m
+            .operators
+            .iter()
+            .filter(|o| o.name == source)
+            .map(|o| o.records_out)
+            .sum();
+        let t = elapsed.as_secs_f64();
+        if t > last.0 {
+            let rate = (emitted - last.1) as f64 / (t - last.0);
+            out.lock().expect("not poisoned").push((t, rate));
+            last = (t, emitted);
+        }
+    });
+    samples
+}
+
 /// A sink that counts what reaches it and drops it: the end of a benchmark's job.
 pub struct CountingSink {
     seen: u64,

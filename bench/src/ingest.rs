@@ -291,26 +291,7 @@ pub fn text_bytes(config: &IngestConfig) -> u64 {
 pub fn engine(config: &IngestConfig, p: u32) -> anyhow::Result<IngestRun> {
     let mut env = StreamExecutionEnvironment::local();
     env.set_parallelism(p);
-    env.config_mut().progress_interval = Duration::from_millis(100);
-    let samples = Arc::new(Mutex::new(Vec::new()));
-    {
-        let samples = samples.clone();
-        let mut last = (0.0f64, 0u64);
-        env.on_progress(move |m, elapsed| {
-            let generated: u64 = m
-                .operators
-                .iter()
-                .filter(|o| o.name == "points")
-                .map(|o| o.records_out)
-                .sum();
-            let t = elapsed.as_secs_f64();
-            if t > last.0 {
-                let rate = (generated - last.1) as f64 / (t - last.0);
-                samples.lock().expect("not poisoned").push((t, rate));
-                last = (t, generated);
-            }
-        });
-    }
+    let samples = crate::harness::sample_source_rate(&mut env, "points");
     let total = Arc::new(Mutex::new((0, 0)));
     let t = total.clone();
     windows(&env, config).sink_to("count", move |_| {
@@ -324,7 +305,7 @@ pub fn engine(config: &IngestConfig, p: u32) -> anyhow::Result<IngestRun> {
     env.execute("telemetry ingestion")?;
     let elapsed = t0.elapsed();
     let (windows, counted) = *total.lock().expect("not poisoned");
-    let throughput = samples.lock().expect("not poisoned").clone();
+    let throughput = std::mem::take(&mut *samples.lock().expect("not poisoned"));
     Ok(IngestRun {
         points: config.points,
         bytes: 0,
@@ -395,13 +376,11 @@ pub fn run(common: &crate::harness::Common, hosts: u32) -> anyhow::Result<()> {
         seed: common.seed,
         ..Default::default()
     };
-    let bytes = text_bytes(&config) as f64;
     let mut report = crate::report::Report::new("telemetry", common.settings());
     report
         .setting("points", config.points)
         .setting("hosts", config.hosts)
         .setting("series", config.hosts as usize * METRICS.len())
-        .setting("text bytes", bytes)
         .setting("event-time rate", config.rate)
         .setting("window (s)", config.window.as_secs_f64());
     let variants = common.parallelism.len() + usize::from(!common.no_baseline);
@@ -450,6 +429,11 @@ pub fn run(common: &crate::harness::Common, hosts: u32) -> anyhow::Result<()> {
         }
     }
     progress.finish();
+    // The loop counted the text's bytes as it went; without it, one pass counts them.
+    let bytes = reference
+        .as_ref()
+        .map_or_else(|| text_bytes(&config), |r| r.bytes) as f64;
+    report.setting("text bytes", bytes);
     let as_rates = |secs: &[f64], per: f64| secs.iter().map(|s| per / s).collect::<Vec<f64>>();
     for (k, &p) in common.parallelism.iter().enumerate() {
         let v = format!("engine P={p}");

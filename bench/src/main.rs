@@ -208,7 +208,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    println!("machine: {} CPUs ({})", num_cpus(), cpu_model());
+    println!(
+        "machine: {} CPUs ({})",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        shardflow_bench::report::processor_model()
+    );
     match cli.bench {
         Bench::Command { common, command } => {
             shardflow_bench::harness::run_command(&common, &command)?
@@ -778,21 +782,6 @@ fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn num_cpus() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown model".into())
 }
 
 fn tempdir() -> std::io::Result<std::path::PathBuf> {

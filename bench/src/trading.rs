@@ -41,7 +41,8 @@ pub struct TradingConfig {
     pub interval: Duration,
     /// How often a shard's executor reaps I/O completions (`JobConfig::latency_io_poll_interval`).
     pub io_poll: Duration,
-    /// Keep every recorded latency too (tests compare the histogram against them).
+    /// Keep every recorded latency and each symbol's last update too (tests check them against
+    /// the histogram and a replay); off in benchmark runs, where the sink keeps histograms only.
     pub keep_raw: bool,
 }
 
@@ -255,7 +256,7 @@ pub struct Latencies {
     pub intervals: Vec<Histogram<u64>>,
     /// Every recorded latency, when kept.
     pub raw: Vec<u64>,
-    /// Each symbol's last update (by sequence number), for checking the results.
+    /// Each symbol's last update (by sequence number), when kept.
     pub last: HashMap<u32, Update>,
 }
 
@@ -279,11 +280,16 @@ impl Latencies {
             a.add(b).expect("same bounds");
         }
         self.raw.extend_from_slice(&other.raw);
-        for (s, u) in &other.last {
-            let e = self.last.entry(*s).or_insert(*u);
-            if u.seq > e.seq {
-                *e = *u;
-            }
+        for u in other.last.values() {
+            self.note_last(*u);
+        }
+    }
+
+    /// Keeps `u` as its symbol's last update unless a later one is kept already.
+    fn note_last(&mut self, u: Update) {
+        let e = self.last.entry(u.symbol).or_insert(u);
+        if u.seq > e.seq {
+            *e = u;
         }
     }
 }
@@ -309,6 +315,8 @@ pub struct LatencySink {
     origin: Origin,
     warmup_ns: u64,
     interval_ns: u64,
+    /// Keep raw latencies and last updates (`TradingConfig::keep_raw`).
+    keep: bool,
     mine: Latencies,
     out: Arc<Mutex<Latencies>>,
 }
@@ -319,6 +327,7 @@ impl LatencySink {
             origin,
             warmup_ns: config.warmup.as_nanos() as u64,
             interval_ns: config.interval.as_nanos().max(1) as u64,
+            keep: config.keep_raw,
             mine: Latencies {
                 raw: Vec::with_capacity(if config.keep_raw { 1 << 16 } else { 0 }),
                 ..Latencies::new()
@@ -327,20 +336,24 @@ impl LatencySink {
         }
     }
 
-    /// Records one latency of an event due at `intended_ns`.
+    /// Records the latency of update `u`, seen at `now` (nanoseconds after the start).
     #[inline]
-    fn record(&mut self, intended_ns: u64, latency: u64, keep_raw: bool) {
+    fn take(&mut self, u: Update, now: u64) {
+        if self.keep {
+            self.mine.note_last(u);
+        }
+        let intended_ns = u.intended_ns;
         if intended_ns < self.warmup_ns {
             return;
         }
-        let v = latency.max(1);
+        let v = now.saturating_sub(intended_ns).max(1);
         self.mine.all.saturating_record(v);
         let k = ((intended_ns - self.warmup_ns) / self.interval_ns) as usize;
         if self.mine.intervals.len() <= k {
             self.mine.intervals.resize(k + 1, interval_histogram());
         }
         self.mine.intervals[k].saturating_record(v);
-        if keep_raw {
+        if self.keep {
             self.mine.raw.push(v);
         }
     }
@@ -350,13 +363,8 @@ impl SinkFunction<Update> for LatencySink {
     fn write(&mut self, batch: &mut Vec<Update>) -> Result<(), JobError> {
         let origin = *self.origin.get().expect("the source started the feed");
         let now = origin.elapsed().as_nanos() as u64;
-        let keep_raw = self.mine.raw.capacity() > 0;
         for u in batch.drain(..) {
-            self.record(u.intended_ns, now.saturating_sub(u.intended_ns), keep_raw);
-            let e = self.mine.last.entry(u.symbol).or_insert(u);
-            if u.seq > e.seq {
-                *e = u;
-            }
+            self.take(u, now);
         }
         Ok(())
     }
@@ -423,7 +431,6 @@ pub fn baseline(config: &TradingConfig) -> TradingRun {
     let mut sink = LatencySink::new(config, origin.clone(), out.clone());
     let start = *origin.get_or_init(Instant::now);
     let mut books: HashMap<u32, Book> = HashMap::with_capacity(config.symbols as usize);
-    let keep_raw = config.keep_raw;
     let t0 = Instant::now();
     let end = config.events();
     let mut i = 0;
@@ -438,12 +445,7 @@ pub fn baseline(config: &TradingConfig) -> TradingRun {
             let b = books.entry(t.symbol).or_default();
             b.apply(&t);
             let u = b.update(&t);
-            let now = start.elapsed().as_nanos() as u64;
-            sink.record(u.intended_ns, now.saturating_sub(u.intended_ns), keep_raw);
-            let e = sink.mine.last.entry(u.symbol).or_insert(u);
-            if u.seq > e.seq {
-                *e = u;
-            }
+            sink.take(u, start.elapsed().as_nanos() as u64);
             i += 1;
         }
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use shardflow_core::operator::process::UserError;
 use shardflow_core::operator::{Collector, OutputTag, ProcessFunction, RuntimeContext};
 use shardflow_core::time::WatermarkStrategy;
-use shardflow_core::window::{AggregateFunction, TimeWindow, TumblingWindows, WindowContext};
+use shardflow_core::window::{Count, TimeWindow, TumblingWindows, WindowContext};
 
 use crate::source::text_file::Line;
 use crate::stream::DataStream;
@@ -103,26 +103,6 @@ impl ProcessFunction<Line, LogEvent> for ParseLogs {
             ),
         }
         Ok(())
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Count;
-
-impl AggregateFunction<LogEvent> for Count {
-    type Acc = u64;
-    type Out = u64;
-    fn create_accumulator(&self) -> u64 {
-        0
-    }
-    fn add(&self, acc: &mut u64, _e: LogEvent) {
-        *acc += 1;
-    }
-    fn result(&self, acc: &u64) -> u64 {
-        *acc
-    }
-    fn merge(&self, into: &mut u64, from: u64) {
-        *into += from;
     }
 }
 

@@ -3,8 +3,6 @@
 //! query's result by [`super::reference`]'s brute force; a plain generate-map-filter loop for
 //! the stateless q0-q2).
 
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -13,7 +11,7 @@ use shardflow::prelude::*;
 
 use super::model::Event;
 use super::{NexmarkConfig, events, queries, reference};
-use crate::harness::{Common, count_into};
+use crate::harness::{Common, count_into, sample_source_rate};
 use crate::report::{Progress, Report, Series};
 
 /// The stream the harness generates by default: 10 M events at Flink's default 10 M/s.
@@ -33,26 +31,7 @@ pub struct EngineRun {
 pub fn engine(query: &str, config: &NexmarkConfig, p: u32) -> anyhow::Result<EngineRun> {
     let mut env = StreamExecutionEnvironment::local();
     env.set_parallelism(p);
-    env.config_mut().progress_interval = Duration::from_millis(100);
-    let samples = Rc::new(RefCell::new(Vec::new()));
-    {
-        let samples = samples.clone();
-        let mut last = (0.0f64, 0u64);
-        env.on_progress(move |m, elapsed| {
-            let generated: u64 = m
-                .operators
-                .iter()
-                .filter(|o| o.name == "nexmark")
-                .map(|o| o.records_out)
-                .sum();
-            let t = elapsed.as_secs_f64();
-            if t > last.0 {
-                let rate = (generated - last.1) as f64 / (t - last.0);
-                samples.borrow_mut().push((t, rate));
-                last = (t, generated);
-            }
-        });
-    }
+    let samples = sample_source_rate(&mut env, "nexmark");
     let total = Arc::new(AtomicU64::new(0));
     let ev = events(&env, config);
     match query {
@@ -76,7 +55,7 @@ pub fn engine(query: &str, config: &NexmarkConfig, p: u32) -> anyhow::Result<Eng
     let t0 = Instant::now();
     env.execute(&format!("nexmark {query}"))?;
     let elapsed = t0.elapsed();
-    let throughput = samples.borrow().clone();
+    let throughput = std::mem::take(&mut *samples.lock().expect("not poisoned"));
     Ok(EngineRun {
         elapsed,
         outputs: total.load(Ordering::Relaxed),

@@ -24,7 +24,8 @@ use rkyv::{Archive, Deserialize, Serialize};
 use shardflow::prelude::*;
 use shardflow::types::ShortString;
 use shardflow_core::window::{
-    AggregateFunction, SessionWindows, SlidingWindows, TimeWindow, TumblingWindows, WindowContext,
+    AggregateFunction, Count, SessionWindows, SlidingWindows, TimeWindow, TumblingWindows,
+    WindowContext,
 };
 
 use super::model::{Auction, Bid, Event};
@@ -374,29 +375,6 @@ pub struct HotItem {
     pub window_end: i64,
     pub auction: u64,
     pub bids: u64,
-}
-
-/// Counts records.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Count;
-
-impl<T> AggregateFunction<T> for Count {
-    type Acc = u64;
-    type Out = u64;
-    #[inline]
-    fn create_accumulator(&self) -> u64 {
-        0
-    }
-    #[inline]
-    fn add(&self, acc: &mut u64, _: T) {
-        *acc += 1;
-    }
-    fn result(&self, acc: &u64) -> u64 {
-        *acc
-    }
-    fn merge(&self, into: &mut u64, from: u64) {
-        *into += from;
-    }
 }
 
 /// The counts of a window with the most bids (all of them on a tie).

@@ -44,10 +44,7 @@ impl Machine {
         };
         Machine {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            model: std::fs::read_to_string("/proc/cpuinfo")
-                .ok()
-                .and_then(|text| cpu_model(&text))
-                .unwrap_or_else(|| "unknown".to_string()),
+            model: processor_model(),
             memory_bytes: std::fs::read_to_string("/proc/meminfo")
                 .ok()
                 .and_then(|text| memory_bytes(&text))
@@ -73,6 +70,14 @@ impl Machine {
             self.cores, self.model, self.os, self.commit
         )
     }
+}
+
+/// This machine's processor model (`/proc/cpuinfo`), `"unknown"` if it does not say.
+pub fn processor_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| cpu_model(&text))
+        .unwrap_or_else(|| "unknown".to_string())
 }
 
 /// The first `model name` of `/proc/cpuinfo` (x86), else its `Hardware` or `Model` line (Arm).

@@ -55,7 +55,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 pub use distribution::Distribution;
-pub use machine::Machine;
+pub use machine::{Machine, processor_model};
 pub use plot::PlotError;
 pub use progress::{Progress, Watch};
 

@@ -300,3 +300,26 @@ where
         Ok(())
     }
 }
+
+/// Counts the records of a window, whatever their type.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Count;
+
+impl<T> AggregateFunction<T> for Count {
+    type Acc = u64;
+    type Out = u64;
+    #[inline]
+    fn create_accumulator(&self) -> u64 {
+        0
+    }
+    #[inline]
+    fn add(&self, acc: &mut u64, _: T) {
+        *acc += 1;
+    }
+    fn result(&self, acc: &u64) -> u64 {
+        *acc
+    }
+    fn merge(&self, into: &mut u64, from: u64) {
+        *into += from;
+    }
+}

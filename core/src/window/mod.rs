@@ -20,7 +20,9 @@ pub use assigners::{
     GlobalWindows, SessionWindows, SlidingWindows, TumblingWindows, WindowAssigner,
 };
 pub use evictors::{CountEvictor, Evictor, NoEvictor, TimeEvictor};
-pub use functions::{AggregateFunction, ProcessWindowFunction, WindowContext, WindowFunction};
+pub use functions::{
+    AggregateFunction, Count, ProcessWindowFunction, WindowContext, WindowFunction,
+};
 pub use operator::{WindowOperator, WindowSettings};
 pub use triggers::{
     ContinuousEventTimeTrigger, ContinuousProcessingTimeTrigger, CountTrigger, EventTimeTrigger,
