@@ -19,7 +19,6 @@ use shardflow_core::window::{AggregateFunction, TimeWindow, TumblingWindows, Win
 use shardflow_core::{Data, JobError};
 
 use crate::env::StreamExecutionEnvironment;
-use crate::source::split_range;
 use crate::stream::DataStream;
 use shardflow_core::operator::Collector;
 use shardflow_core::operator::process::UserError;
@@ -108,11 +107,30 @@ pub fn reading(s: &TelemetrySettings, i: u64) -> Reading {
     }
 }
 
-/// One shard's share of the generated readings: the ranges of reading indices it has left.
+/// Readings per block dealt to the shards (about a millisecond of event time at the default
+/// rate): every shard generates readings of the same moment, as a feed's partitions do.
+pub const READINGS_PER_BLOCK: u64 = 1_024;
+
+/// One shard's share of the generated readings: blocks of reading indices dealt round robin.
 pub struct ReadingSource {
     settings: TelemetrySettings,
-    remaining: crate::source::Remaining,
+    blocks: crate::source::DealtBlocks,
     started: std::time::Instant,
+}
+
+impl ReadingSource {
+    pub fn new(settings: TelemetrySettings, shard: u32, parallelism: u32) -> Self {
+        Self {
+            blocks: crate::source::DealtBlocks::new(
+                settings.readings,
+                READINGS_PER_BLOCK,
+                shard,
+                parallelism,
+            ),
+            settings,
+            started: std::time::Instant::now(),
+        }
+    }
 }
 
 impl Source<Reading> for ReadingSource {
@@ -121,35 +139,43 @@ impl Source<Reading> for ReadingSource {
         out: &mut Vec<Reading>,
         max_records: usize,
     ) -> Result<SourceStatus, JobError> {
-        let mut max = max_records as u64;
-        if self.settings.paced
-            && let Some(next) = self.remaining.front()
-        {
-            // Emit no reading before its time: reading i is due i / rate seconds in.
-            let elapsed = self.started.elapsed().as_secs_f64();
-            let due = (elapsed * self.settings.rate as f64) as u64;
-            if due <= next {
-                glommio::timer::sleep(Duration::from_micros(500)).await;
-                return Ok(SourceStatus::More);
+        let mut room = max_records.max(1) as u64;
+        while room > 0 {
+            let Some(next) = self.blocks.front() else {
+                break;
+            };
+            let mut max = room;
+            if self.settings.paced {
+                // Emit no reading before its time: reading i is due i / rate seconds in.
+                let elapsed = self.started.elapsed().as_secs_f64();
+                let due = (elapsed * self.settings.rate as f64) as u64;
+                if due <= next {
+                    if out.is_empty() {
+                        glommio::timer::sleep(Duration::from_micros(500)).await;
+                    }
+                    break;
+                }
+                max = max.min(due - next);
             }
-            max = max.min(due - next);
+            let Some(r) = self.blocks.take(max) else {
+                break;
+            };
+            room -= r.end - r.start;
+            out.extend(r.map(|i| reading(&self.settings, i)));
         }
-        if let Some((first, n)) = self.remaining.take(max) {
-            out.extend((first..first + n).map(|i| reading(&self.settings, i)));
-        }
-        Ok(self.remaining.status())
+        Ok(self.blocks.status())
     }
 
-    /// A checkpoint records the readings left; a restore goes on with them (paced: as if the
-    /// readings before them had been sent on time). After a rescale a shard takes the ranges
+    /// A checkpoint records the blocks left; a restore goes on with them (paced: as if the
+    /// readings before them had been sent on time). After a rescale a shard takes the shares
     /// of the earlier shards dealt to it.
     fn initialize_state(
         &mut self,
         state: &mut shardflow_core::state::OperatorStateStore,
     ) -> Result<(), JobError> {
-        self.remaining.restore(state)?;
+        self.blocks.restore(state, "reading-blocks")?;
         if state.is_restored()
-            && let Some(next) = self.remaining.front()
+            && let Some(next) = self.blocks.front()
         {
             let ahead = Duration::from_secs_f64(next as f64 / self.settings.rate.max(1) as f64);
             self.started = std::time::Instant::now()
@@ -163,7 +189,7 @@ impl Source<Reading> for ReadingSource {
         &mut self,
         state: &mut shardflow_core::state::OperatorStateStore,
     ) -> Result<(), JobError> {
-        self.remaining.save(state)
+        self.blocks.save(state, "reading-blocks")
     }
 }
 
@@ -174,12 +200,11 @@ pub fn readings(
 ) -> DataStream<Reading> {
     let s = settings.clone();
     env.add_source("readings", move |ctx| {
-        let r = split_range(0, s.readings, ctx.runtime.shard, ctx.runtime.parallelism);
-        Ok(ReadingSource {
-            settings: s.clone(),
-            remaining: crate::source::Remaining::new(r.start, r.end - r.start),
-            started: std::time::Instant::now(),
-        })
+        Ok(ReadingSource::new(
+            s.clone(),
+            ctx.runtime.shard,
+            ctx.runtime.parallelism,
+        ))
     })
 }
 

@@ -44,11 +44,6 @@ impl Remaining {
         Some((first, n))
     }
 
-    /// The next position, if any is left.
-    pub(crate) fn front(&self) -> Option<u64> {
-        self.ranges.front().map(|r| r.0)
-    }
-
     pub(crate) fn is_empty(&self) -> bool {
         self.ranges.is_empty()
     }
@@ -75,6 +70,115 @@ impl Remaining {
         let saved = state.list_state::<(u64, u64)>("remaining")?;
         saved.clear();
         saved.extend(self.ranges.iter().copied());
+        Ok(())
+    }
+}
+
+/// A shard's share of positions `0..total` dealt in blocks round robin: block `b` (positions
+/// `b * block ..`) belongs to shard `b % parallelism`. For generators whose position is event
+/// time: every shard moves through the whole span of time together, as the partitions of a live
+/// feed do, instead of shard 1 starting where shard 0 will end (a contiguous split holds every
+/// window of the later shards open in a downstream window until the earliest shard catches up,
+/// and a paced generator's later shards wait idle for their time to come).
+///
+/// A checkpoint stores the shares as list state; a restore at another parallelism deals the
+/// earlier shards' shares out whole (a new shard holding several takes the earliest block
+/// first, so it stays in position order; one holding none ends at once).
+#[derive(Debug, Clone)]
+pub struct DealtBlocks {
+    total: u64,
+    block: u64,
+    shares: Vec<BlockShare>,
+}
+
+/// One stride of blocks: `next_block, next_block + stride, ...`, the first `skip` positions of
+/// `next_block` already taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct BlockShare {
+    pub next_block: u64,
+    pub stride: u64,
+    pub skip: u64,
+}
+
+impl DealtBlocks {
+    /// Shard `shard` of `parallelism`'s blocks of `block` positions (at least one) of `0..total`.
+    pub fn new(total: u64, block: u64, shard: u32, parallelism: u32) -> Self {
+        let mut d = Self {
+            total,
+            block: block.max(1),
+            shares: vec![BlockShare {
+                next_block: shard as u64,
+                stride: parallelism.max(1) as u64,
+                skip: 0,
+            }],
+        };
+        d.drop_finished();
+        d
+    }
+
+    fn block_range(&self, b: u64) -> Range<u64> {
+        let start = b.saturating_mul(self.block).min(self.total);
+        start..start.saturating_add(self.block).min(self.total)
+    }
+
+    fn drop_finished(&mut self) {
+        let blocks = self.total.div_ceil(self.block);
+        self.shares.retain(|s| s.next_block < blocks);
+    }
+
+    /// The next run of up to `max` (at least one) positions, within one block; None once all
+    /// are taken.
+    pub fn take(&mut self, max: u64) -> Option<Range<u64>> {
+        let k = (0..self.shares.len()).min_by_key(|&k| self.shares[k].next_block)?;
+        let s = self.shares[k];
+        let block = self.block_range(s.next_block);
+        let start = block.start + s.skip;
+        let end = block.end.min(start.saturating_add(max.max(1)));
+        let share = &mut self.shares[k];
+        if end == block.end {
+            share.next_block += share.stride;
+            share.skip = 0;
+            self.drop_finished();
+        } else {
+            share.skip = end - block.start;
+        }
+        Some(start..end)
+    }
+
+    /// The next position, if any is left.
+    pub fn front(&self) -> Option<u64> {
+        let s = self.shares.iter().min_by_key(|s| s.next_block)?;
+        Some(self.block_range(s.next_block).start + s.skip)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shares.is_empty()
+    }
+
+    /// `End` once every position is taken.
+    pub fn status(&self) -> SourceStatus {
+        if self.is_empty() {
+            SourceStatus::End
+        } else {
+            SourceStatus::More
+        }
+    }
+
+    /// Takes the shares a checkpoint recorded as list state `name` (none restored: keeps the
+    /// shard's own).
+    pub fn restore(&mut self, state: &mut OperatorStateStore, name: &str) -> Result<(), JobError> {
+        if state.is_restored() {
+            self.shares = state.list_state::<BlockShare>(name)?.clone();
+            self.drop_finished();
+        }
+        Ok(())
+    }
+
+    /// Records the shares as list state `name`.
+    pub fn save(&self, state: &mut OperatorStateStore, name: &str) -> Result<(), JobError> {
+        let saved = state.list_state::<BlockShare>(name)?;
+        saved.clear();
+        saved.extend(self.shares.iter().copied());
         Ok(())
     }
 }
@@ -195,6 +299,82 @@ mod tests {
                     next = r.end;
                 }
                 assert_eq!(next, 10 + n);
+            }
+        }
+    }
+
+    /// Takes up to `n` runs of `chunk` positions from every shard in turn, recording them.
+    fn drain_some(shards: &mut [DealtBlocks], chunk: u64, n: usize, seen: &mut [Vec<u64>]) {
+        for (d, seen) in shards.iter_mut().zip(seen.iter_mut()) {
+            for _ in 0..n {
+                let Some(r) = d.take(chunk) else { break };
+                assert!(!r.is_empty() && r.end - r.start <= chunk.max(1));
+                seen.extend(r);
+            }
+        }
+    }
+
+    #[test]
+    fn dealt_blocks_cover_every_position_once_in_order_across_rescales() {
+        use shardflow_core::state::{OperatorStateStore, redistribute};
+        for (total, block) in [
+            (0u64, 4u64),
+            (1, 4),
+            (37, 4),
+            (1000, 7),
+            (1024, 1024),
+            (50, 1),
+        ] {
+            for (p, q) in [(1u32, 1u32), (2, 1), (2, 3), (3, 2), (4, 2), (1, 4)] {
+                for chunk in [1u64, 3, 100] {
+                    let mut shards: Vec<_> = (0..p)
+                        .map(|s| DealtBlocks::new(total, block, s, p))
+                        .collect();
+                    // Block b is shard b % p's.
+                    for (s, d) in shards.iter().enumerate() {
+                        let first = d.front();
+                        let expect = (s as u64 * block < total).then_some(s as u64 * block);
+                        assert_eq!(first, expect, "total {total} block {block} shard {s}");
+                    }
+                    let mut before = vec![Vec::new(); p as usize];
+                    drain_some(&mut shards, chunk, 3, &mut before);
+                    let snapshots: Vec<_> = shards
+                        .iter()
+                        .map(|d| {
+                            let mut st = OperatorStateStore::default();
+                            d.save(&mut st, "blocks").unwrap();
+                            st.snapshot().unwrap()
+                        })
+                        .collect();
+                    let mut resumed: Vec<_> = redistribute(&snapshots, q)
+                        .into_iter()
+                        .enumerate()
+                        .map(|(s, snap)| {
+                            // A fresh shard's own share is replaced by what was dealt to it.
+                            let mut d = DealtBlocks::new(total, block, s as u32, q);
+                            let mut st = OperatorStateStore::restored(snap);
+                            d.restore(&mut st, "blocks").unwrap();
+                            d
+                        })
+                        .collect();
+                    let mut after = vec![Vec::new(); q as usize];
+                    drain_some(&mut resumed, chunk, usize::MAX, &mut after);
+                    assert!(
+                        resumed
+                            .iter_mut()
+                            .all(|d| d.is_empty() && d.take(1).is_none())
+                    );
+                    for run in before.iter().chain(&after) {
+                        assert!(run.windows(2).all(|w| w[0] < w[1]), "out of order: {run:?}");
+                    }
+                    let mut all: Vec<u64> = before.into_iter().chain(after).flatten().collect();
+                    all.sort_unstable();
+                    assert_eq!(
+                        all,
+                        (0..total).collect::<Vec<_>>(),
+                        "{total} {block} {p}->{q}"
+                    );
+                }
             }
         }
     }

@@ -271,38 +271,6 @@ impl NexmarkConfig {
             date_time: ts,
         }
     }
-
-    /// The blocks of events shard `shard` of `parallelism` generates, in order: block `b`
-    /// (events `b * block ..`) belongs to shard `b % parallelism`.
-    pub fn share(&self, shard: u32, parallelism: u32) -> Share {
-        Share {
-            next_block: shard as u64,
-            stride: parallelism.max(1) as u64,
-            skip: 0,
-        }
-    }
-
-    /// Blocks in the stream.
-    pub fn blocks(&self) -> u64 {
-        self.events.div_ceil(self.block.max(1))
-    }
-
-    /// The events of block `b`.
-    pub fn block_range(&self, b: u64) -> std::ops::Range<u64> {
-        let block = self.block.max(1);
-        let start = (b * block).min(self.events);
-        start..(start + block).min(self.events)
-    }
-}
-
-/// A shard's share of the stream: blocks `next_block, next_block + stride, ...`, the first
-/// `skip` events of `next_block` already emitted. A checkpoint records it; a restore at another
-/// parallelism deals the earlier shards' shares out whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
-pub struct Share {
-    pub next_block: u64,
-    pub stride: u64,
-    pub skip: u64,
 }
 
 #[inline]

@@ -7,47 +7,26 @@ use shardflow_core::operator::Batch;
 use shardflow_core::source::{Source, SourceStatus};
 use shardflow_core::state::OperatorStateStore;
 
-use super::generator::{NexmarkConfig, Share};
+use shardflow::source::DealtBlocks;
+
+use super::generator::NexmarkConfig;
 use super::model::Event;
 
 pub struct NexmarkSource {
     config: NexmarkConfig,
-    /// The shares of the stream this shard generates (one, unless a restore at a lower
-    /// parallelism dealt it several).
-    shares: Vec<Share>,
-    /// The block being generated (its share's index in `shares`, the block) and the events of
-    /// it left.
-    current: Option<(usize, u64, std::ops::Range<u64>)>,
+    /// The blocks of the stream this shard generates (its own, unless a restore dealt it the
+    /// shares of earlier shards).
+    blocks: DealtBlocks,
     last: Option<i64>,
 }
 
 impl NexmarkSource {
     pub fn new(config: NexmarkConfig, shard: u32, parallelism: u32) -> Self {
-        let share = config.share(shard, parallelism);
         Self {
+            blocks: DealtBlocks::new(config.events, config.block, shard, parallelism),
             config,
-            shares: vec![share],
-            current: None,
             last: None,
         }
-    }
-
-    /// The next block: the earliest of the shares', so that a shard holding several stays in
-    /// time order.
-    fn next_block(&mut self) -> Option<(usize, u64, std::ops::Range<u64>)> {
-        let blocks = self.config.blocks();
-        self.shares.retain(|s| s.next_block < blocks);
-        let (k, s) = self
-            .shares
-            .iter_mut()
-            .enumerate()
-            .min_by_key(|(_, s)| s.next_block)?;
-        let b = s.next_block;
-        let mut range = self.config.block_range(b);
-        range.start = (range.start + s.skip).min(range.end);
-        s.next_block += s.stride;
-        s.skip = 0;
-        Some((k, b, range))
     }
 }
 
@@ -71,27 +50,18 @@ impl Source<Event> for NexmarkSource {
     ) -> Result<SourceStatus, JobError> {
         let mut room = max_records.max(1) as u64;
         while room > 0 {
-            let (_, _, range) = match &mut self.current {
-                Some(c) if !c.2.is_empty() => c,
-                _ => match self.next_block() {
-                    Some(next) => self.current.insert(next),
-                    None => {
-                        self.current = None;
-                        return Ok(SourceStatus::End);
-                    }
-                },
+            let Some(range) = self.blocks.take(room) else {
+                break;
             };
-            let end = range.end.min(range.start + room);
-            for i in range.start..end {
+            room -= range.end - range.start;
+            for i in range {
                 let e = self.config.event(i);
                 let ts = e.date_time();
                 out.push(e, Some(ts));
                 self.last = Some(ts);
             }
-            room -= end - range.start;
-            range.start = end;
         }
-        Ok(SourceStatus::More)
+        Ok(self.blocks.status())
     }
 
     fn current_watermark(&self) -> Option<i64> {
@@ -100,26 +70,11 @@ impl Source<Event> for NexmarkSource {
 
     /// A restore takes up the shares a checkpoint recorded, from the first event not emitted.
     fn initialize_state(&mut self, state: &mut OperatorStateStore) -> Result<(), JobError> {
-        if state.is_restored() {
-            self.shares = state.list_state::<Share>("nexmark-shares")?.clone();
-            self.current = None;
-        }
-        Ok(())
+        self.blocks.restore(state, "nexmark-blocks")
     }
 
     fn snapshot_state(&mut self, state: &mut OperatorStateStore) -> Result<(), JobError> {
-        let saved = state.list_state::<Share>("nexmark-shares")?;
-        saved.clear();
-        saved.extend(self.shares.iter().copied());
-        // The block under way is not finished: its share goes on from its next event.
-        if let Some((k, b, range)) = &self.current
-            && !range.is_empty()
-        {
-            let s = &mut saved[*k];
-            s.next_block = *b;
-            s.skip = range.start - self.config.block_range(*b).start;
-        }
-        Ok(())
+        self.blocks.save(state, "nexmark-blocks")
     }
 }
 
