@@ -465,6 +465,23 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone, V> KeyedTable<K, N, V> {
         }
     }
 
+    /// Hands every cached (key, namespace, value) to `f`, in no particular order, leaving them
+    /// in place. Only for tables not backed by the store (a pre-aggregation buffer, say).
+    pub fn for_each(&self, mut f: impl FnMut(&K, &N, &V)) {
+        debug_assert!(self.spill.is_none(), "for_each() of a table in the store");
+        match &self.layout {
+            Layout::Pairs(t) => t
+                .entries
+                .iter()
+                .for_each(|e| f(&e.key, &e.namespace, &e.value)),
+            Layout::ByNamespace(v) => {
+                for (ns, t) in v {
+                    t.entries.iter().for_each(|e| f(&e.key, ns, &e.value));
+                }
+            }
+        }
+    }
+
     /// Removes every entry of `namespace`, cached or stored, handing each (key, value) to `f`.
     pub fn drain_namespace(&mut self, namespace: &N, mut f: impl FnMut(K, V)) {
         self.drain(Some(namespace), |k, _, v| f(k, v));

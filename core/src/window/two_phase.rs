@@ -10,6 +10,15 @@
 //! comes after its shard shipped the window's partial becomes a partial of its own, which the
 //! window operator treats as it would have treated the record (late or not, by its window).
 //!
+//! At a checkpoint barrier the first phase keeps its partials and snapshots them as operator
+//! state (a list, split among the shards on a rescale: any shard may hold any partial, since
+//! the exchange takes it to its key's owner when its window ends). Shipping them ahead of the
+//! barrier instead (as Flink's local aggregation does before a snapshot) sends every open
+//! window of every key across the exchange at each checkpoint and makes the second phase store
+//! and later delete them; when event time runs far ahead of the watermark (a replay) that is
+//! tens of windows per key, and the barrier queues behind them on the way to the other shards
+//! (measured: alignment 100-200 ms of every checkpoint a second on the windows benchmark).
+//!
 //! For event-time, non-merging windows with the default trigger and no late output.
 
 use std::hash::Hash;
@@ -18,6 +27,7 @@ use super::Window;
 use super::assigners::{SingleWindow, WindowAssigner};
 use super::functions::{AggregateFunction, WindowContext, WindowFunction};
 use super::triggers::TimeTrigger;
+use crate::data::Data;
 use crate::error::JobError;
 use crate::key::KeySelector;
 use crate::keyed::KeyedTable;
@@ -41,14 +51,24 @@ pub struct WindowCombiner<T, KS: KeySelector<T>, WA: WindowAssigner<T>, A: Aggre
     out: Batch<Partial<KS::Key, WA::W, A::Acc>>,
     down: BoxPush<Partial<KS::Key, WA::W, A::Acc>>,
     ctx: OperatorContext,
+    /// The partials a checkpoint restored are in the table.
+    opened: bool,
 }
+
+/// The operator state the partials are kept in.
+const PARTIALS: &str = "partials";
+/// Partials per element of the list (a rescale deals whole elements out).
+const PARTIALS_PER_ELEMENT: usize = 4_096;
 
 impl<T, KS, WA, A> WindowCombiner<T, KS, WA, A>
 where
     T: Clone + 'static,
     KS: KeySelector<T>,
+    KS::Key: Data,
     WA: WindowAssigner<T>,
+    WA::W: Data,
     A: AggregateFunction<T>,
+    A::Acc: Data,
 {
     pub fn new(
         key: KS,
@@ -57,6 +77,7 @@ where
         down: BoxPush<Partial<KS::Key, WA::W, A::Acc>>,
         ctx: OperatorContext,
     ) -> Self {
+        ctx.expect_checkpoints();
         Self {
             key,
             assigner,
@@ -68,7 +89,54 @@ where
             out: Batch::new(),
             down,
             ctx,
+            opened: false,
         }
+    }
+
+    /// Takes up the partials a checkpoint kept (after a rescale, a share of every earlier
+    /// shard's: two of them may hold the same key and window, and merge).
+    fn open(&mut self) -> Result<(), JobError> {
+        if self.opened {
+            return Ok(());
+        }
+        self.opened = true;
+        let mut state = crate::checkpoint::restored_operator_state(&self.ctx)?;
+        if !state.is_restored() {
+            return Ok(());
+        }
+        let agg = &self.agg;
+        for chunk in state
+            .list_state::<Vec<Partial<KS::Key, WA::W, A::Acc>>>(PARTIALS)?
+            .drain(..)
+        {
+            for (k, w, acc) in chunk {
+                let (into, made) = self.table.get_or_insert_with(&k, &w, || acc.clone());
+                if !made {
+                    agg.merge(into, acc);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The partials held, as the bytes of the operator state.
+    fn snapshot_bytes(&mut self) -> Result<Vec<u8>, JobError> {
+        let mut state = crate::state::OperatorStateStore::default();
+        let list = state.list_state::<Vec<Partial<KS::Key, WA::W, A::Acc>>>(PARTIALS)?;
+        let mut chunk = Vec::new();
+        self.table.for_each(|k, w, acc| {
+            if chunk.len() == PARTIALS_PER_ELEMENT {
+                list.push(std::mem::take(&mut chunk));
+            }
+            chunk.push((k.clone(), w.clone(), acc.clone()));
+        });
+        if !chunk.is_empty() {
+            list.push(chunk);
+        }
+        let snapshot = state.snapshot()?;
+        rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
+            .map(|b| b.to_vec())
+            .map_err(|e| self.ctx.error(format!("cannot archive the partials: {e}")))
     }
 
     fn emit(&mut self) -> Result<(), JobError> {
@@ -102,10 +170,14 @@ impl<T, KS, WA, A> Push<T> for WindowCombiner<T, KS, WA, A>
 where
     T: Clone + 'static,
     KS: KeySelector<T>,
+    KS::Key: Data,
     WA: WindowAssigner<T>,
+    WA::W: Data,
     A: AggregateFunction<T>,
+    A::Acc: Data,
 {
     fn push(&mut self, batch: &mut Batch<T>) -> Result<(), JobError> {
+        self.open()?;
         self.ctx.enter();
         self.ctx.counters.add_in(batch.len());
         if !batch.is_timed() && !batch.is_empty() {
@@ -141,6 +213,7 @@ where
         if watermark <= self.watermark {
             return Ok(());
         }
+        self.open()?;
         self.watermark = watermark;
         // Ship the partials of every window that ended, before the watermark that fires it.
         let mut ended: Vec<WA::W> = self
@@ -165,14 +238,13 @@ where
     }
 
     fn barrier(&mut self, barrier: crate::checkpoint::Barrier) -> Result<(), JobError> {
-        // The partials go on before the barrier (the second phase merges them with the later
-        // ones): the first phase keeps nothing a checkpoint needs.
-        let out = &mut self.out;
-        self.table.drain_all(|k, w, acc| {
-            let ts = w.max_timestamp();
-            out.push((k, w, acc), Some(ts));
-        });
+        self.open()?;
         self.emit()?;
+        // Partials that cannot be archived abort the checkpoint, not the job.
+        match self.snapshot_bytes() {
+            Ok(bytes) => self.ctx.snapshot(barrier, bytes)?,
+            Err(e) => self.ctx.decline(barrier, e.to_string()),
+        }
         self.down.barrier(barrier)
     }
 
@@ -199,8 +271,13 @@ where
     }
 
     fn finish(&mut self) -> Result<(), JobError> {
+        self.open()?;
         // The end of event time came first and shipped every partial.
         debug_assert!(self.table.is_empty());
+        if self.ctx.checkpoints.is_some() {
+            let bytes = self.snapshot_bytes()?;
+            self.ctx.final_snapshot(bytes)?;
+        }
         self.down.finish()
     }
 }
