@@ -114,16 +114,22 @@ impl<T: Data> DataStream<T> {
         G: WatermarkGenerator<T>,
         A: TimestampAssigner<T>,
     {
-        self.env.with_graph(|g| g.use_processing_time());
+        let group = self.env.with_graph(|g| {
+            g.use_processing_time();
+            strategy
+                .alignment
+                .as_ref()
+                .map(|(name, _)| g.alignment_group(name))
+        });
         self.op(
             "timestamps/watermarks",
             forward(&self.heads),
             move |ctx, down| {
-                Ok(Box::new(AssignTimestamps::new(
-                    strategy.clone(),
-                    down,
-                    ctx.clone(),
-                )))
+                let op = AssignTimestamps::new(strategy.clone(), down, ctx.clone());
+                Ok(Box::new(match &group {
+                    Some(g) => op.with_alignment_group(g),
+                    None => op,
+                }))
             },
         )
     }

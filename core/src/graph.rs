@@ -165,6 +165,8 @@ pub struct JobGraph {
     exchanges: Vec<Exchange>,
     /// Some operator acts on processing time: its chain is ticked.
     processing_time: bool,
+    /// Watermark alignment groups, by name.
+    alignment_groups: std::collections::HashMap<String, Arc<crate::time::align::AlignmentGroup>>,
 }
 
 fn unbox<T: 'static>(p: AnyPush) -> BoxPush<T> {
@@ -235,6 +237,14 @@ impl JobGraph {
 
     pub fn uses_processing_time(&self) -> bool {
         self.processing_time
+    }
+
+    /// The watermark alignment group `name` of this job (made at its first use).
+    pub fn alignment_group(&mut self, name: &str) -> Arc<crate::time::align::AlignmentGroup> {
+        self.alignment_groups
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 
     pub fn node_count(&self) -> usize {
@@ -795,7 +805,21 @@ async fn drive_source<T: Data, S: Source<T>>(
             &mut chain,
             &mut last_barrier,
         )?;
-        crate::operator::ready(chain.as_mut(), mode).await?;
+        // A checkpoint triggered while the chain holds input back (an alignment pause, say)
+        // gets its barrier without waiting for the chain to take input again.
+        let barrier_due = || {
+            ctx.checkpoints
+                .as_ref()
+                .is_some_and(|c| c.triggered() > last_barrier)
+        };
+        let ready = crate::operator::wait(mode, |cx| match chain.poll_ready(cx) {
+            Poll::Pending if barrier_due() => Poll::Ready(Ok(false)),
+            other => other.map(|r| r.map(|()| true)),
+        })
+        .await?;
+        if !ready {
+            continue;
+        }
         ctx.enter();
         let status = {
             let mut next = std::pin::pin!(source.next_timed_batch(&mut batch, max_records));

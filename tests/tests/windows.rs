@@ -777,3 +777,134 @@ fn two_phase_aggregation_gives_the_windows_of_one_phase() {
         assert_eq!(late, expected_late.len() as u64, "late records are counted");
     }
 }
+
+/// Shard 0 emits timestamps 0, 1, 2, ... ms at full speed, shard 1 the same at a batch of
+/// `SPAN` per 2 ms of sleep; shard 0 starts only once shard 1 has passed its first batch on (as
+/// two live partitions).
+struct UnevenSource {
+    next: i64,
+    end: i64,
+    slow: bool,
+    started: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Event time one batch of [`UnevenSource`] spans (ms).
+const SPAN: i64 = 100;
+
+impl shardflow_core::source::Source<Ev> for UnevenSource {
+    async fn next_batch(
+        &mut self,
+        out: &mut Vec<Ev>,
+        _max: usize,
+    ) -> Result<shardflow_core::source::SourceStatus, JobError> {
+        use std::sync::atomic::Ordering;
+        if self.slow {
+            // Its first batch has been passed on by now.
+            self.started.store(self.next > 0, Ordering::Release);
+            glommio::timer::sleep(Duration::from_millis(2)).await;
+        } else if !self.started.load(Ordering::Acquire) {
+            glommio::timer::sleep(Duration::from_micros(200)).await;
+            return Ok(shardflow_core::source::SourceStatus::More);
+        }
+        let to = (self.next + SPAN).min(self.end);
+        out.extend((self.next..to).map(|t| ((t % 7) as u32, t, 1)));
+        self.next = to;
+        Ok(if self.next == self.end {
+            shardflow_core::source::SourceStatus::End
+        } else {
+            shardflow_core::source::SourceStatus::More
+        })
+    }
+}
+
+/// Notes how far each record is ahead of the highest timestamp the other shard passed on.
+#[derive(Clone)]
+struct Lead {
+    passed: std::sync::Arc<[std::sync::atomic::AtomicI64; 2]>,
+    lead: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    end: i64,
+}
+
+impl ProcessFunction<Ev, Ev> for Lead {
+    fn process_element(
+        &mut self,
+        e: Ev,
+        rt: &shardflow_core::operator::RuntimeContext,
+        out: &mut Collector<Ev>,
+    ) -> Result<(), UserError> {
+        use std::sync::atomic::Ordering;
+        let me = rt.shard as usize;
+        self.passed[me].fetch_max(e.1, Ordering::Relaxed);
+        let other = self.passed[1 - me].load(Ordering::Relaxed);
+        // Once the other has started, and until it ends (then it holds nobody back).
+        if other >= 0 && other < self.end - 1 {
+            self.lead.fetch_max(e.1 - other, Ordering::Relaxed);
+        }
+        out.collect(e);
+        Ok(())
+    }
+}
+
+/// Runs the uneven sources through an assigner (aligned within `drift` if given) and 100 ms
+/// windows; the windows, and the furthest one shard's records ran ahead of the other's in
+/// event time (each record against the highest timestamp the other shard had passed on).
+fn uneven(drift: Option<Duration>) -> (Vec<Out>, i64) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    const END: i64 = 20_000;
+    let mut env = StreamExecutionEnvironment::local();
+    env.set_parallelism(2);
+    let started = Arc::new(AtomicBool::new(false));
+    let mut strategy = WatermarkStrategy::for_bounded_out_of_orderness(Duration::ZERO)
+        .with_timestamp_assigner(|e: &Ev| e.1);
+    if let Some(d) = drift {
+        strategy = strategy.with_watermark_alignment("uneven", d);
+    }
+    let passed: Arc<[AtomicI64; 2]> = Arc::new([AtomicI64::new(-1), AtomicI64::new(-1)]);
+    let lead = Arc::new(AtomicI64::new(0));
+    let windows = env
+        .add_source("uneven", move |ctx| {
+            Ok(UnevenSource {
+                next: 0,
+                end: END,
+                slow: ctx.runtime.shard == 1,
+                started: started.clone(),
+            })
+        })
+        .assign_timestamps_and_watermarks(strategy)
+        .process(Lead {
+            passed: passed.clone(),
+            lead: lead.clone(),
+            end: END,
+        })
+        .key_by(|e: &Ev| e.0)
+        .window(TumblingWindows::event_time(Duration::from_millis(100)))
+        .aggregate_with(CountSumMax, with_window)
+        .collect();
+    env.execute("uneven sources").unwrap();
+    let mut got = windows.take();
+    got.sort();
+    (got, lead.load(Ordering::Relaxed))
+}
+
+#[test]
+fn aligned_watermarks_keep_a_fast_shard_within_the_drift_of_a_slow_one() {
+    let _cpus = shardflow_tests::shared_cpus();
+    let evs: Vec<Ev> = (0..2)
+        .flat_map(|_| (0..20_000i64).map(|t| ((t % 7) as u32, t, 1)))
+        .collect();
+    let want = tumbling_reference(&evs, 100);
+    let drift = 500;
+    let (got, lead) = uneven(Some(Duration::from_millis(drift as u64)));
+    assert_eq!(got, want);
+    // A shard looks before each batch: it may pass the drift by the batch it then takes, and
+    // the other's published position may trail its assigner's by one batch.
+    assert!(
+        lead <= drift + 2 * SPAN,
+        "ran {lead} ms ahead with a drift of {drift} ms"
+    );
+    // Without alignment the fast shard runs through its 20 s while the slow one sleeps.
+    let (got, lead) = uneven(None);
+    assert_eq!(got, want);
+    assert!(lead > 5 * drift, "the control ran only {lead} ms ahead");
+}

@@ -264,7 +264,11 @@ pub fn window_stats(
             WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(
                 settings.out_of_orderness_ms,
             ))
-            .with_timestamp_assigner(|r: &Reading| r.ts),
+            .with_timestamp_assigner(|r: &Reading| r.ts)
+            // A shard's readings keep within a window of the others': as fast as the readings
+            // come, a shard running ahead would have its windows held open downstream until
+            // the slowest caught up (and written into every checkpoint meanwhile).
+            .with_watermark_alignment("readings", Duration::from_millis(settings.window_ms.max(1))),
         )
         .key_by(|r: &Reading| r.sensor)
         .window(TumblingWindows::event_time(Duration::from_millis(

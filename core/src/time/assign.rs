@@ -7,7 +7,12 @@
 //! driving task once `auto_watermark_interval` of processing time has passed, and whenever the
 //! input goes idle (flush).
 
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
 use super::ProcessingClock;
+use super::align::{AlignmentGroup, AlignmentMember};
 use super::watermark::{TimestampAssigner, WatermarkGenerator, WatermarkOutput, WatermarkStrategy};
 use crate::error::JobError;
 use crate::operator::{Batch, BoxPush, OperatorContext, Push, WATERMARK_MAX, WATERMARK_MIN};
@@ -36,7 +41,17 @@ pub struct AssignTimestamps<T, G, A> {
     cuts: Vec<(usize, i64)>,
     down: BoxPush<T>,
     ctx: OperatorContext,
+    /// Watermark alignment: the drift the strategy allows, and this shard's place in its
+    /// group once joined.
+    alignment_drift_ms: Option<i64>,
+    alignment: Option<AlignmentMember>,
+    /// While ahead of the group: when to look again.
+    pause: Option<Pin<Box<glommio::timer::Timer>>>,
 }
+
+/// How often a member ahead of its group looks whether the others caught up (the lowest is on
+/// another shard: nothing here is woken when it moves).
+const ALIGNMENT_RECHECK: std::time::Duration = std::time::Duration::from_millis(1);
 
 impl<T, G, A> AssignTimestamps<T, G, A>
 where
@@ -63,6 +78,26 @@ where
             cuts: Vec::new(),
             down,
             ctx,
+            alignment_drift_ms: strategy
+                .alignment
+                .as_ref()
+                .map(|(_, d)| d.as_millis().min(i64::MAX as u128) as i64),
+            alignment: None,
+            pause: None,
+        }
+    }
+
+    /// Joins `group` as this shard's member, if the strategy asked for alignment.
+    pub fn with_alignment_group(mut self, group: &Arc<AlignmentGroup>) -> Self {
+        if let Some(drift) = self.alignment_drift_ms {
+            self.alignment = Some(group.join(self.ctx.node, self.ctx.runtime.shard, drift));
+        }
+        self
+    }
+
+    fn set_holding(&mut self, holding: bool) {
+        if let Some(a) = &mut self.alignment {
+            a.set_holding(holding);
         }
     }
 
@@ -134,6 +169,11 @@ where
                 self.cuts.push((i + 1, w));
             }
         }
+        if let Some(a) = &mut self.alignment
+            && let Some(&max) = lane.iter().max()
+        {
+            a.advance(max);
+        }
         std::mem::swap(&mut batch.timestamps, &mut lane);
         self.lane = lane;
         if self.cuts.is_empty() {
@@ -161,6 +201,7 @@ where
             self.records_since_tick = true;
             if self.idle {
                 self.idle = false;
+                self.set_holding(true);
                 self.down.watermark_status(false)?;
             }
         }
@@ -182,6 +223,7 @@ where
         // Event time is this operator's to decide; only the end of input passes.
         if watermark == WATERMARK_MAX && self.watermark < WATERMARK_MAX {
             self.watermark = WATERMARK_MAX;
+            self.set_holding(false);
             self.down.watermark(WATERMARK_MAX)?;
         }
         Ok(())
@@ -200,6 +242,7 @@ where
         {
             // Silent for the timeout: stop holding event time back downstream.
             self.idle = true;
+            self.set_holding(false);
             self.down.watermark_status(true)?;
         }
         self.down.tick(now_ms)
@@ -212,10 +255,24 @@ where
         self.down.flush()
     }
 
-    fn poll_ready(
-        &mut self,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), JobError>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), JobError>> {
+        if let Some(a) = &mut self.alignment
+            && a.ahead()
+        {
+            // Ahead of the group: no more input until the lowest member is within the drift.
+            loop {
+                let t = self
+                    .pause
+                    .get_or_insert_with(|| Box::pin(glommio::timer::Timer::new(ALIGNMENT_RECHECK)));
+                if t.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.pause = None;
+                if !a.ahead() {
+                    break;
+                }
+            }
+        }
         self.down.poll_ready(cx)
     }
 
@@ -227,6 +284,7 @@ where
     }
 
     fn finish(&mut self) -> Result<(), JobError> {
+        self.set_holding(false);
         self.down.finish()
     }
 }

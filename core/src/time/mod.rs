@@ -7,6 +7,7 @@
 //! watermarks, idleness) are *ticked* by the task that drives them (`Push::tick`), every
 //! [`JobConfig::timer_resolution`](crate::config::JobConfig) while the job has such operators.
 
+pub mod align;
 pub mod assign;
 pub mod watermark;
 

@@ -122,6 +122,8 @@ pub struct WatermarkStrategy<G, A> {
     pub assigner: A,
     /// An input that has sent no record for this long stops holding event time back.
     pub idleness: Option<Duration>,
+    /// The alignment group and the drift its members may keep (see [`crate::time::align`]).
+    pub alignment: Option<(String, Duration)>,
 }
 
 impl WatermarkStrategy<BoundedOutOfOrderness, RecordTimestamp> {
@@ -150,6 +152,7 @@ impl<G> WatermarkStrategy<G, RecordTimestamp> {
             generator,
             assigner: RecordTimestamp,
             idleness: None,
+            alignment: None,
         }
     }
 }
@@ -164,7 +167,24 @@ impl<G, A> WatermarkStrategy<G, A> {
             generator: self.generator,
             assigner: FnAssigner(f),
             idleness: self.idleness,
+            alignment: self.alignment,
         }
+    }
+
+    /// Watermark alignment (Flink's `withWatermarkAlignment`): the inputs of every assigner in
+    /// `group` keep within `max_drift` of event time of each other; a shard's input further
+    /// ahead than that pauses until the lowest catches up (it holds the records it would read
+    /// meanwhile back in their source, not in the windows downstream). A shard's position is
+    /// the highest timestamp it has assigned; one that is idle (see
+    /// [`with_idleness`](Self::with_idleness)), ended, or has assigned nothing yet holds
+    /// nobody back. Within one process (see [`crate::time::align`]).
+    pub fn with_watermark_alignment(
+        mut self,
+        group: impl Into<String>,
+        max_drift: Duration,
+    ) -> Self {
+        self.alignment = Some((group.into(), max_drift));
+        self
     }
 
     /// An input silent for `timeout` (processing time) is idle: it no longer holds back the
