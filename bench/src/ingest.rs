@@ -152,8 +152,8 @@ impl AggregateFunction<Point> for Stats {
 /// One shard's share of the lines (contiguous).
 pub struct LineSource {
     config: IngestConfig,
-    next: u64,
-    end: u64,
+    /// Blocks of line numbers dealt round robin: every shard's lines are of the same moment.
+    blocks: shardflow::source::DealtBlocks,
 }
 
 impl Source<String> for LineSource {
@@ -162,18 +162,19 @@ impl Source<String> for LineSource {
         out: &mut Vec<String>,
         max_records: usize,
     ) -> Result<SourceStatus, JobError> {
-        let end = self.end.min(self.next + max_records as u64);
-        for i in self.next..end {
-            let mut s = String::with_capacity(112);
-            self.config.line(i, &mut s);
-            out.push(s);
+        let mut room = max_records.max(1) as u64;
+        while room > 0 {
+            let Some(range) = self.blocks.take(room) else {
+                break;
+            };
+            room -= range.end - range.start;
+            for i in range {
+                let mut s = String::with_capacity(112);
+                self.config.line(i, &mut s);
+                out.push(s);
+            }
         }
-        self.next = end;
-        Ok(if self.next >= self.end {
-            SourceStatus::End
-        } else {
-            SourceStatus::More
-        })
+        Ok(self.blocks.status())
     }
 }
 
@@ -184,12 +185,14 @@ pub fn windows(
 ) -> DataStream<SeriesWindow> {
     let c = config.clone();
     let lines = env.add_source("points", move |ctx| {
-        let r =
-            shardflow::source::split_range(0, c.points, ctx.runtime.shard, ctx.runtime.parallelism);
         Ok(LineSource {
             config: c.clone(),
-            next: r.start,
-            end: r.end,
+            blocks: shardflow::source::DealtBlocks::new(
+                c.points,
+                1_024,
+                ctx.runtime.shard,
+                ctx.runtime.parallelism,
+            ),
         })
     });
     lines
@@ -199,7 +202,8 @@ pub fn windows(
             WatermarkStrategy::for_bounded_out_of_orderness(Duration::from_millis(
                 config.disorder_ms,
             ))
-            .with_timestamp_assigner(|p: &Point| p.ts),
+            .with_timestamp_assigner(|p: &Point| p.ts)
+            .with_watermark_alignment("points", config.window),
         )
         .key_by(|p: &Point| (p.host.clone(), p.metric.clone()))
         .window(TumblingWindows::event_time(config.window))

@@ -104,7 +104,15 @@ pub struct JobConfig {
     /// reads, sockets). Shorter serves I/O sooner; longer disturbs the rings' p99 less.
     pub latency_io_poll_interval: Duration,
     /// How often watermark generators are asked for a periodic watermark (Flink's
-    /// `autoWatermarkInterval`, 200 ms). They are also asked whenever their input goes idle.
+    /// `autoWatermarkInterval`). They are also asked whenever their input goes idle.
+    ///
+    /// 20 ms by default, not Flink's 200: between two watermarks everything downstream that
+    /// waits for event time (windows, their pre-aggregation, joins) holds what came meanwhile,
+    /// and a replay moves through tens of seconds of event time in 200 ms. On the windows
+    /// benchmark (70 M readings/s, 1 s windows) 200 ms kept about 14 windows of every key open
+    /// at once; 20 ms keeps one or two, and ran 104.6 against 84.3 M readings/s (P = 2, medians
+    /// of three, side by side). A watermark costs a few comparisons per operator: 50 a second
+    /// per source shard is nothing. Live jobs also see their windows' results sooner.
     pub auto_watermark_interval: Duration,
     /// How often processing time advances for operators that act on it (timers, windows, idle
     /// inputs): the precision of a processing-time timer.
@@ -251,7 +259,7 @@ impl Default for JobConfig {
             progress_interval: Duration::from_secs(1),
             on_malformed: OnMalformed::default(),
             latency_io_poll_interval: Duration::from_millis(1),
-            auto_watermark_interval: Duration::from_millis(200),
+            auto_watermark_interval: Duration::from_millis(20),
             timer_resolution: Duration::from_millis(1),
             clock: crate::time::ProcessingClock::System,
             state_dir: None,
