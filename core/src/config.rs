@@ -201,6 +201,12 @@ pub trait RemoteChannels: Send + Sync {
         to: u32,
         config: shardflow_shuffle::RingConfig,
     ) -> Result<shardflow_shuffle::RingReceiver, JobError>;
+    /// The process shard `shard` runs in, if channels to and from it cross the network (TCP):
+    /// the channels of one link share its window (`shardflow_shuffle::tcp::
+    /// link_channel_buffers`). None for a shard on this host.
+    fn network_peer(&self, _shard: u32) -> Option<u32> {
+        None
+    }
 }
 
 /// How a job with checkpoints restarts after a failure (as Flink's restart strategies).

@@ -535,6 +535,30 @@ fn execute_inner(
         buffer_bytes: config.batch_bytes + config.batch_bytes / 4,
     };
     let names = graph.exchange_names();
+    // Channels to or from a shard over TCP share their link's window: the fewer channels a
+    // link carries (per direction: every exchange, every local shard with every one there),
+    // the more credits each gets. Both ends count the same channels.
+    let mut link_channels: std::collections::HashMap<u32, usize> = Default::default();
+    if let Some(c) = &config.cluster {
+        for r in (0..p).filter(|&r| !here(r)) {
+            if let Some(peer) = c.remote.network_peer(r) {
+                *link_channels.entry(peer).or_default() += names.len() * local.len();
+            }
+        }
+    }
+    let remote_ring_config = |shard: u32| -> RingConfig {
+        let peer = config
+            .cluster
+            .as_ref()
+            .and_then(|c| c.remote.network_peer(shard));
+        match peer.and_then(|q| link_channels.get(&q)) {
+            Some(&n) => RingConfig {
+                buffers: shardflow_shuffle::tcp::link_channel_buffers(ring_config.buffers, n),
+                ..ring_config
+            },
+            None => ring_config,
+        }
+    };
     let mut ends: Vec<Vec<ExchangeShard>> = local.clone().map(|_| Vec::new()).collect();
     let mut all_rings = Vec::new();
     let mut receivers_of: Vec<Vec<Vec<Option<_>>>> = Vec::new();
@@ -549,11 +573,12 @@ fn execute_inner(
         if let Some(c) = &config.cluster {
             for r in local.clone() {
                 for s in (0..p).filter(|&s| !here(s)) {
-                    receivers[r as usize][s as usize] =
-                        Some(
-                            c.remote
-                                .receiver(ex_name.channel_id(s, r), s, r, ring_config)?,
-                        );
+                    receivers[r as usize][s as usize] = Some(c.remote.receiver(
+                        ex_name.channel_id(s, r),
+                        s,
+                        r,
+                        remote_ring_config(s),
+                    )?);
                 }
             }
         }
@@ -584,7 +609,7 @@ fn execute_inner(
                         .cluster
                         .as_ref()
                         .expect("a shard elsewhere: cluster mode");
-                    let tx = c.remote.sender(channel, s, r, ring_config)?;
+                    let tx = c.remote.sender(channel, s, r, remote_ring_config(r))?;
                     handles.push(tx.handle());
                     senders[s as usize][r as usize] = Some(tx);
                 }

@@ -79,6 +79,23 @@ fn a_receiving_only_process_grants_credit() {
     sender.join().unwrap();
 }
 
+/// The next buffer `rx` receives (waiting for it), or its channel's failure.
+fn recv_one(
+    rx: &shardflow_shuffle::RingReceiver,
+) -> Result<shardflow_shuffle::ring::Received, ChannelError> {
+    block_on(std::future::poll_fn(|cx| match rx.try_recv() {
+        Ok(Some(b)) => std::task::Poll::Ready(Ok(b)),
+        Ok(None) => {
+            rx.register(cx);
+            if rx.is_ready() {
+                cx.waker().wake_by_ref();
+            }
+            std::task::Poll::Pending
+        }
+        Err(e) => std::task::Poll::Ready(Err(e)),
+    }))
+}
+
 /// Waits (bounded) for `f` to hold: an event on the network thread, not a timing.
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
@@ -130,18 +147,7 @@ fn a_damaged_frame_disconnects_the_peer_naming_it() {
     link::buffer_envelope(&mut wire, 20, bad.len());
     wire.extend_from_slice(&bad);
     s.write_all(&wire).unwrap();
-    let first = block_on(std::future::poll_fn(|cx| match rx.try_recv() {
-        Ok(Some(b)) => std::task::Poll::Ready(Ok(b)),
-        Ok(None) => {
-            rx.register(cx);
-            if rx.is_ready() {
-                cx.waker().wake_by_ref();
-            }
-            std::task::Poll::Pending
-        }
-        Err(e) => std::task::Poll::Ready(Err(e)),
-    }));
-    let first = first.expect("the good buffer arrives");
+    let first = recv_one(&rx).expect("the good buffer arrives");
     assert_eq!(&first[..], &good[..]);
     rx.release(first);
     eventually("the peer is dropped", || b.failure(9).is_some());
@@ -255,4 +261,52 @@ fn random_and_truncated_streams_into_a_receiver_never_reach_it() {
     let rx = b.receiver(1, 5, SMALL);
     assert_eq!(block_on(receive_all(&rx, 1, 5)), 50);
     sender.join().unwrap();
+}
+
+#[test]
+fn a_lone_channel_gets_the_links_whole_window() {
+    use shardflow_shuffle::tcp::{LINK_WINDOW_BUFFERS, link_channel_buffers};
+    // The window is the link's: a lone channel takes it all, many share it, none gets less
+    // than the engine's default, and no ring more than a ring may hold.
+    assert_eq!(link_channel_buffers(16, 1), LINK_WINDOW_BUFFERS);
+    assert_eq!(link_channel_buffers(16, 4), LINK_WINDOW_BUFFERS / 4);
+    assert_eq!(link_channel_buffers(16, 1_000), 16);
+    assert_eq!(
+        link_channel_buffers(10_000, 1),
+        shardflow_shuffle::ring::RING_BUFFERS_MAX
+    );
+    let config = RingConfig {
+        buffers: link_channel_buffers(16, 1),
+        buffer_bytes: 32 << 10,
+    };
+    let (a, b) = (net(1, "w"), net(2, "w"));
+    a.connect(2, b.local_addr()).unwrap();
+    let tx = a.sender(2, 7, config);
+    let rx = b.receiver(1, 7, config);
+    // The whole window crosses while the receiver releases nothing: the peer's ring holds it
+    // and its network thread took every buffer as within credit.
+    for i in 0..LINK_WINDOW_BUFFERS as u64 {
+        let mut buf = block_on(std::future::poll_fn(|cx| tx.poll_take_buffer(cx))).unwrap();
+        buf.extend_from_slice(&buffer(7, i, 7));
+        tx.send(buf);
+    }
+    let mut held = Vec::new();
+    while held.len() < LINK_WINDOW_BUFFERS {
+        let got = recv_one(&rx).unwrap();
+        let want = buffer(7, held.len() as u64, 7);
+        assert_eq!(&got[..], &want[..], "buffer {} arrives whole", held.len());
+        held.push(got);
+    }
+    // One more waits for a release.
+    let noop = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(noop);
+    assert!(tx.poll_take_buffer(&mut cx).is_pending());
+    for b in held {
+        rx.release(b);
+    }
+    let mut buf = block_on(std::future::poll_fn(|cx| tx.poll_take_buffer(cx))).unwrap();
+    buf.extend_from_slice(&buffer(7, 999, 7));
+    tx.send(buf);
+    assert_eq!(a.failure(2), None);
+    assert_eq!(b.failure(1), None);
 }

@@ -692,6 +692,11 @@ impl RemoteChannels for Transports {
         }
     }
 
+    fn network_peer(&self, shard: u32) -> Option<u32> {
+        let p = self.owner(shard).ok()?;
+        (p.host != self.host).then_some(p.task_manager)
+    }
+
     fn receiver(
         &self,
         channel: u32,
