@@ -162,18 +162,12 @@ impl Source<String> for LineSource {
         out: &mut Vec<String>,
         max_records: usize,
     ) -> Result<SourceStatus, JobError> {
-        let mut room = max_records.max(1) as u64;
-        while room > 0 {
-            let Some(range) = self.blocks.take(room) else {
-                break;
-            };
-            room -= range.end - range.start;
-            for i in range {
-                let mut s = String::with_capacity(112);
-                self.config.line(i, &mut s);
-                out.push(s);
-            }
-        }
+        let config = &self.config;
+        self.blocks.take_each(max_records as u64, |i| {
+            let mut s = String::with_capacity(112);
+            config.line(i, &mut s);
+            out.push(s);
+        });
         Ok(self.blocks.status())
     }
 }

@@ -145,6 +145,16 @@ impl DealtBlocks {
         Some(start..end)
     }
 
+    /// Takes up to `max` (at least one) positions, across blocks, handing each to `f` in order.
+    pub fn take_each(&mut self, max: u64, mut f: impl FnMut(u64)) {
+        let mut room = max.max(1);
+        while room > 0 {
+            let Some(range) = self.take(room) else { break };
+            room -= range.end - range.start;
+            range.for_each(&mut f);
+        }
+    }
+
     /// The next position, if any is left.
     pub fn front(&self) -> Option<u64> {
         let s = self.shares.iter().min_by_key(|s| s.next_block)?;

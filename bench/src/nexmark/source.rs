@@ -48,19 +48,13 @@ impl Source<Event> for NexmarkSource {
         out: &mut Batch<Event>,
         max_records: usize,
     ) -> Result<SourceStatus, JobError> {
-        let mut room = max_records.max(1) as u64;
-        while room > 0 {
-            let Some(range) = self.blocks.take(room) else {
-                break;
-            };
-            room -= range.end - range.start;
-            for i in range {
-                let e = self.config.event(i);
-                let ts = e.date_time();
-                out.push(e, Some(ts));
-                self.last = Some(ts);
-            }
-        }
+        let (config, last) = (&self.config, &mut self.last);
+        self.blocks.take_each(max_records as u64, |i| {
+            let e = config.event(i);
+            let ts = e.date_time();
+            out.push(e, Some(ts));
+            *last = Some(ts);
+        });
         Ok(self.blocks.status())
     }
 
