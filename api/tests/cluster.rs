@@ -140,7 +140,7 @@ fn a_task_manager_killed_mid_job_fails_the_job_naming_it() {
 #[test]
 fn a_users_own_binary_runs_on_its_cluster_as_locally() {
     // examples/cluster_job.rs: its main is shardflow::cluster::main, nothing else.
-    let bin = example_binary();
+    let bin = example_binary("cluster_job");
     let cluster = Cluster::start_of(&bin, &["a", "b"]);
     let dir = tempfile::tempdir().unwrap();
     let out = binary(&bin)
@@ -399,5 +399,42 @@ fn a_replacement_task_manager_takes_the_place_of_a_lost_one() {
         common::sorted_lines(&dir.path().join("local")),
         "{}",
         cluster.jm.log()
+    );
+}
+
+#[test]
+fn a_part_that_ended_answers_the_checkpoints_that_follow() {
+    // examples/uneven_parts.rs: no exchange between the shards; shard 0 (task manager 1) writes
+    // ten numbers and ends at once, shard 1 (task manager 2) writes the rest over about 1.5 s
+    // with a checkpoint every 100 ms. Only the ended part's standing acks let those
+    // checkpoints complete. (The first version of this test found none complete at all: a part
+    // that ended before its driving loop first looked never told the job manager it was ready.)
+    let bin = example_binary("uneven_parts");
+    let cluster = Cluster::start_of(&bin, &["a", "b"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (out, ck) = (dir.path().join("out"), dir.path().join("ck"));
+    let n = 1_500u64;
+    let run = binary(&bin)
+        .args(["run", "--jobmanager", &cluster.addr, "--", &n.to_string()])
+        .arg(&out)
+        .arg(&ck)
+        .output()
+        .unwrap();
+    assert_ok(&run);
+    let mut want: Vec<String> = (0..n).map(|x| x.to_string()).collect();
+    want.sort();
+    assert_eq!(common::sorted_lines(&out), want);
+    cluster.tms[0].wait_for("shards 0..1 of 2");
+    let (plan, skipped) = shardflow_core::checkpoint::RestorePlan::load(&ck).unwrap();
+    assert!(skipped.is_empty());
+    assert_eq!(
+        plan.parallelism(),
+        2,
+        "both parts are in the newest checkpoint"
+    );
+    assert!(
+        plan.id() >= 3,
+        "checkpoint {} is the newest complete one of a 1.5 s job",
+        plan.id()
     );
 }

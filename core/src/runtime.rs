@@ -789,6 +789,15 @@ fn execute_inner(
     if let Some(root) = cancel.take_root() {
         return Err(root);
     }
+    // A part whose shards all ended before the loop above first looked (a short share of a job
+    // with no exchange between the processes) announces its checkpoints now: its operators'
+    // final snapshots answer every checkpoint the job manager triggers from here on. Without
+    // this the job manager, waiting for every part, never triggered one.
+    if let (Some(c), Some(cc)) = (&coordinator, &cluster_checkpoints)
+        && !announced
+    {
+        cc.ready(c.clone());
+    }
     if let Some(c) = &coordinator {
         let actions = c.take_job_end_actions();
         match &cluster_checkpoints {

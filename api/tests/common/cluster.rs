@@ -20,15 +20,16 @@ pub fn binary(path: &Path) -> Command {
     c
 }
 
-/// The `cluster_job` example (cargo builds the examples of the package it tests, beside the
+/// The example binary `name` (cargo builds the examples of the package it tests, beside the
 /// test binaries).
-pub fn example_binary() -> std::path::PathBuf {
+pub fn example_binary(name: &str) -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
     let path = exe
         .parent()
         .and_then(Path::parent)
         .unwrap()
-        .join("examples/cluster_job");
+        .join("examples")
+        .join(name);
     assert!(
         path.exists(),
         "{} is not built (run `cargo test -p shardflow`, which builds the examples)",

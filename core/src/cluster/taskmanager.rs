@@ -321,10 +321,11 @@ fn session(
                         if let Some(e) = &error {
                             eprintln!("task manager {}: job {job} attempt {attempt}: {e}", me.id);
                         }
-                        *lock(&running) = None;
+                        // Ended before it stops running: a trigger in between finds it.
                         if error.is_none() {
                             lock(&ended).push(checkpoints_of_part);
                         }
+                        *lock(&running) = None;
                         let _ = lock(&writer).send(&Message::AttemptEnded {
                             job,
                             attempt,
