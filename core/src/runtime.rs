@@ -536,16 +536,11 @@ fn execute_inner(
     };
     let names = graph.exchange_names();
     // Channels to or from a shard over TCP share their link's window: the fewer channels a
-    // link carries (per direction: every exchange, every local shard with every one there),
-    // the more credits each gets. Both ends count the same channels.
-    let mut link_channels: std::collections::HashMap<u32, usize> = Default::default();
-    if let Some(c) = &config.cluster {
-        for r in (0..p).filter(|&r| !here(r)) {
-            if let Some(peer) = c.remote.network_peer(r) {
-                *link_channels.entry(peer).or_default() += names.len() * local.len();
-            }
-        }
-    }
+    // link carries, the more credits each gets.
+    let link_channels = match &config.cluster {
+        Some(c) => channels_per_link(p, &local, names.len(), |r| c.remote.network_peer(r)),
+        None => Default::default(),
+    };
     let remote_ring_config = |shard: u32| -> RingConfig {
         let peer = config
             .cluster
@@ -966,4 +961,57 @@ async fn run_shard(
     // Drop the registered waker here, on its own thread, before the executor goes away.
     drop(ctx.kick.take());
     result
+}
+
+/// The channels each TCP link of this process carries per direction, by peer process: every
+/// exchange, every local shard with every shard of the peer (`peer_of`: the process a shard
+/// elsewhere runs in, if it is reached over TCP). The peer counts the same channels the other
+/// way, so both ends of a channel size it alike.
+fn channels_per_link(
+    p: u32,
+    local: &std::ops::Range<u32>,
+    exchanges: usize,
+    peer_of: impl Fn(u32) -> Option<u32>,
+) -> std::collections::HashMap<u32, usize> {
+    let mut links = std::collections::HashMap::new();
+    for r in (0..p).filter(|r| !local.contains(r)) {
+        if let Some(peer) = peer_of(r) {
+            *links.entry(peer).or_default() += exchanges * local.len();
+        }
+    }
+    links
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_ends_of_a_link_count_the_same_channels() {
+        // Processes 1 (shards 0..2) and 2 (2..5) on different hosts, 3 (5..6) on 1's host.
+        let parts = [(1u32, 0..2u32, "a"), (2, 2..5, "b"), (3, 5..6, "a")];
+        let host = |s: u32| parts.iter().find(|(_, r, _)| r.contains(&s)).unwrap();
+        let links: Vec<_> = parts
+            .iter()
+            .map(|(id, local, h)| {
+                let peer_of = |s: u32| {
+                    let (q, _, qh) = host(s);
+                    (qh != h).then_some(*q)
+                };
+                (*id, channels_per_link(6, local, 3, peer_of))
+            })
+            .collect();
+        let count = |from: u32, to: u32| {
+            let (_, l) = links.iter().find(|(id, _)| *id == from).unwrap();
+            l.get(&to).copied()
+        };
+        // Every exchange, each of 1's two shards to each of 2's three.
+        assert_eq!(count(1, 2), Some(3 * 2 * 3));
+        assert_eq!(count(2, 1), count(1, 2));
+        assert_eq!(count(2, 3), Some(3 * 3));
+        assert_eq!(count(3, 2), count(2, 3));
+        // One host: shared memory, no link.
+        assert_eq!(count(1, 3), None);
+        assert_eq!(count(3, 1), None);
+    }
 }
