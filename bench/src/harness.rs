@@ -4,7 +4,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use shardflow::prelude::*;
 use shardflow_core::operator::sink::SinkFunction;
@@ -159,35 +158,23 @@ pub fn sample_source_rate(
     samples
 }
 
-/// A sink that counts what reaches it and drops it: the end of a benchmark's job.
-pub struct CountingSink {
-    seen: u64,
-    total: Arc<AtomicU64>,
-}
+/// A sink that drops what reaches it: the end of a benchmark's job.
+pub struct DropSink;
 
-impl CountingSink {
-    pub fn new(total: Arc<AtomicU64>) -> Self {
-        Self { seen: 0, total }
-    }
-}
-
-impl<T> SinkFunction<T> for CountingSink {
+impl<T> SinkFunction<T> for DropSink {
     #[inline]
     fn write(&mut self, batch: &mut Vec<T>) -> Result<(), JobError> {
-        self.seen += batch.len() as u64;
         batch.clear();
         Ok(())
     }
     fn finish(&mut self) -> Result<(), JobError> {
-        self.total.fetch_add(self.seen, Ordering::Relaxed);
         Ok(())
     }
 }
 
-/// Sends `stream` into a [`CountingSink`] adding to `total`.
-pub fn count_into<T: Data>(stream: &DataStream<T>, total: &Arc<AtomicU64>) {
-    let total = total.clone();
-    stream.sink_to("count", move |_| Ok(CountingSink::new(total.clone())));
+/// Ends `stream` in a [`DropSink`].
+pub fn drop_into<T: Data>(stream: &DataStream<T>) {
+    stream.sink_to("count", |_| Ok(DropSink));
 }
 
 /// `shardflow-bench command -- CMD ARGS...`: times a job of one's own. The command runs

@@ -31,8 +31,8 @@ pub const METRICS: [&str; 8] = [
 ];
 const REGIONS: [&str; 4] = ["eu-west", "us-east", "ap-south", "sa-east"];
 
-/// The start of event time of the points (2026-01-01T00:00:00Z).
-pub const EPOCH_MS: i64 = 1_767_225_600_000;
+/// The start of event time of the points (2026-01-01T00:00:00Z, as the telemetry readings').
+pub use shardflow::jobs::telemetry::EPOCH_MS;
 
 #[derive(Debug, Clone)]
 pub struct IngestConfig {
@@ -149,7 +149,7 @@ impl AggregateFunction<Point> for Stats {
     }
 }
 
-/// One shard's share of the lines (contiguous).
+/// One shard's share of the lines.
 pub struct LineSource {
     config: IngestConfig,
     /// Blocks of line numbers dealt round robin: every shard's lines are of the same moment.

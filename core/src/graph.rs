@@ -759,12 +759,7 @@ fn inject_barrier<T: Data, S: Source<T>>(
     // barrier still goes on (what follows it acks a checkpoint that no longer waits).
     let bytes = source
         .snapshot_state(op_state)
-        .and_then(|()| op_state.snapshot())
-        .and_then(|s| {
-            rkyv::to_bytes::<rkyv::rancor::Error>(&s)
-                .map(|b| b.to_vec())
-                .map_err(|e| ctx.error(format!("cannot archive the source's state: {e}")))
-        });
+        .and_then(|()| op_state.to_bytes());
     match bytes {
         Ok(bytes) => ctx.snapshot(barrier, bytes)?,
         Err(e) => ctx.decline(barrier, e.to_string()),
@@ -906,12 +901,8 @@ async fn drive_source<T: Data, S: Source<T>>(
         )?;
         let bytes = source
             .snapshot_state(&mut op_state)
-            .and_then(|()| op_state.snapshot())
-            .and_then(|s| {
-                rkyv::to_bytes::<rkyv::rancor::Error>(&s)
-                    .map(|b| b.to_vec())
-                    .map_err(|e| ctx.error(format!("cannot archive the source's state: {e}")))
-            })?;
+            .and_then(|()| op_state.to_bytes())
+            .map_err(|e| ctx.error(e))?;
         ctx.final_snapshot(bytes)?;
     }
     // End of input is the end of event time: every window and timer downstream fires.

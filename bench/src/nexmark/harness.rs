@@ -3,15 +3,13 @@
 //! query's result by [`super::reference`]'s brute force; a plain generate-map-filter loop for
 //! the stateless q0-q2).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use shardflow::prelude::*;
 
 use super::model::Event;
 use super::{NexmarkConfig, events, queries, reference};
-use crate::harness::{Common, count_into, sample_source_rate};
+use crate::harness::{Common, drop_into, sample_source_rate};
 use crate::report::{Progress, Report, Series};
 
 /// The stream the harness generates by default: 10 M events at Flink's default 10 M/s.
@@ -21,32 +19,29 @@ pub const DEFAULT_EVENTS: u64 = 10_000_000;
 #[derive(Debug, Clone)]
 pub struct EngineRun {
     pub elapsed: Duration,
-    /// Rows the query produced.
-    pub outputs: u64,
     /// Events/s generated over time: (seconds since the start, events/s).
     pub throughput: Vec<(f64, f64)>,
 }
 
-/// Runs `query` over `config`'s stream at parallelism `p`, its output counted and dropped.
+/// Runs `query` over `config`'s stream at parallelism `p`, its output dropped.
 pub fn engine(query: &str, config: &NexmarkConfig, p: u32) -> anyhow::Result<EngineRun> {
     let mut env = StreamExecutionEnvironment::local();
     env.set_parallelism(p);
     let samples = sample_source_rate(&mut env, "nexmark");
-    let total = Arc::new(AtomicU64::new(0));
     let ev = events(&env, config);
     match query {
-        "q0" => count_into(&queries::q0(&ev), &total),
-        "q1" => count_into(&queries::q1(&ev), &total),
-        "q2" => count_into(&queries::q2(&ev), &total),
-        "q3" => count_into(&queries::q3(&ev), &total),
-        "q4" => count_into(&queries::q4(&ev), &total),
-        "q5" => count_into(&queries::q5(&ev), &total),
-        "q6" => count_into(&queries::q6(&ev), &total),
-        "q7" => count_into(&queries::q7(&ev), &total),
-        "q8" => count_into(&queries::q8(&ev), &total),
-        "q9" => count_into(&queries::q9(&ev), &total),
-        "q11" => count_into(&queries::q11(&ev), &total),
-        "q12" => count_into(&queries::q12(&ev), &total),
+        "q0" => drop_into(&queries::q0(&ev)),
+        "q1" => drop_into(&queries::q1(&ev)),
+        "q2" => drop_into(&queries::q2(&ev)),
+        "q3" => drop_into(&queries::q3(&ev)),
+        "q4" => drop_into(&queries::q4(&ev)),
+        "q5" => drop_into(&queries::q5(&ev)),
+        "q6" => drop_into(&queries::q6(&ev)),
+        "q7" => drop_into(&queries::q7(&ev)),
+        "q8" => drop_into(&queries::q8(&ev)),
+        "q9" => drop_into(&queries::q9(&ev)),
+        "q11" => drop_into(&queries::q11(&ev)),
+        "q12" => drop_into(&queries::q12(&ev)),
         other => anyhow::bail!(
             "no Nexmark query {other:?} (the queries: {:?})",
             queries::QUERIES
@@ -58,7 +53,6 @@ pub fn engine(query: &str, config: &NexmarkConfig, p: u32) -> anyhow::Result<Eng
     let throughput = std::mem::take(&mut *samples.lock().expect("not poisoned"));
     Ok(EngineRun {
         elapsed,
-        outputs: total.load(Ordering::Relaxed),
         throughput,
     })
 }

@@ -512,7 +512,7 @@ fn with_path(e: io::Error, doing: &str, path: &Path) -> io::Error {
 
 /// The median of `values` (the mean of the middle two for an even count). `values` must not
 /// be empty.
-fn median(values: &[f64]) -> f64 {
+pub fn median(values: &[f64]) -> f64 {
     assert!(!values.is_empty());
     let mut sorted = values.to_vec();
     sorted.sort_by(f64::total_cmp);

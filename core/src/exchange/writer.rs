@@ -105,12 +105,10 @@ impl<T> Destination<T> {
             Some(&(at, _)) => (at - shipped, true),
             None => (left, self.flush_requested),
         };
-        let records = if whole && (limit >= batch_records || forced) {
-            limit
-        } else if limit >= batch_records || forced {
-            limit.min(batch_records)
-        } else {
-            0
+        let records = match limit >= batch_records || forced {
+            false => 0,
+            true if whole => limit,
+            true => limit.min(batch_records),
         };
         let rest = shipped + records;
         Owed {

@@ -191,13 +191,10 @@ impl<I, O: 'static, P: ProcessFunction<I, O>> Process<I, O, P> {
 
     /// The function's operator state, archived.
     fn state_bytes(&mut self) -> Result<Vec<u8>, JobError> {
-        let snapshot = self.snapshot_state()?;
-        rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
-            .map(|b| b.to_vec())
-            .map_err(|e| {
-                self.ctx
-                    .error(format!("cannot archive the operator state: {e}"))
-            })
+        self.f
+            .snapshot_state(&mut self.op_state)
+            .map_err(|e| self.ctx.error(e))?;
+        self.op_state.to_bytes().map_err(|e| self.ctx.error(e))
     }
 
     fn emit(&mut self) -> Result<(), JobError> {

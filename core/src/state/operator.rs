@@ -247,6 +247,14 @@ impl OperatorStateStore {
     }
 }
 
+impl OperatorStateStore {
+    /// The snapshot, archived: the bytes an operator hands its checkpoint.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, JobError> {
+        archive(&self.snapshot()?)
+            .map_err(|e| JobError::Config(format!("the operator state does not archive: {e}")))
+    }
+}
+
 fn undecodable(name: &str, e: rancor::Error) -> JobError {
     JobError::Config(format!(
         "operator state '{name}': a restored element does not decode: {e}"

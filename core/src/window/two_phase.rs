@@ -133,10 +133,7 @@ where
         if !chunk.is_empty() {
             list.push(chunk);
         }
-        let snapshot = state.snapshot()?;
-        rkyv::to_bytes::<rkyv::rancor::Error>(&snapshot)
-            .map(|b| b.to_vec())
-            .map_err(|e| self.ctx.error(format!("cannot archive the partials: {e}")))
+        state.to_bytes()
     }
 
     fn emit(&mut self) -> Result<(), JobError> {
