@@ -4,6 +4,17 @@
 //! - `seg-<id>.log`: the active segment, entries in the order they were written. At most one.
 //! - `seg-<id>.sst`: a sealed segment: the live entries of the segment(s) it was made from,
 //!   sorted by (key group, namespace, key), then a footer (below). Immutable; read through a map.
+//! - `restored`: in a store made by [`Store::restore`], which of its segments came from
+//!   checkpoints, their names there, and which key groups of them the store holds (text, written
+//!   once, before the segments are first read):
+//!   ```text
+//!   shardflow restored store 1
+//!   groups <first>-<last> ...      (the key-group ranges kept; `groups all` for every one)
+//!   <id> <name>                    (one line per restored segment)
+//!   ```
+//!   A reopen reads it: a restored segment's `replaced` list names segments of the store that
+//!   wrote it (ids this directory gives to other segments), so it is ignored; its entries of
+//!   other key groups stay unindexed; and it keeps its checkpoint name.
 //!
 //! A sealed segment's footer, at its end:
 //! ```text
@@ -351,6 +362,140 @@ fn segment_path(dir: &Path, id: u32, sealed: bool) -> PathBuf {
     ))
 }
 
+/// The manifest of a store made from checkpointed segments (see the module docs): the ids of
+/// those segments with their names, and the key groups of them the store holds.
+#[derive(Debug, Default)]
+struct Restored {
+    /// Key-group ranges kept (inclusive); None: every key group.
+    groups: Option<Vec<(u16, u16)>>,
+    names: BTreeMap<u32, String>,
+}
+
+const RESTORED_FILE: &str = "restored";
+const RESTORED_HEADER: &str = "shardflow restored store 1";
+
+impl Restored {
+    fn of(keep: &dyn Fn(u16) -> bool, names: BTreeMap<u32, String>) -> Self {
+        let mut ranges: Vec<(u16, u16)> = Vec::new();
+        for g in 0..=u16::MAX {
+            if !keep(g) {
+                continue;
+            }
+            match ranges.last_mut() {
+                Some(r) if r.1 + 1 == g => r.1 = g,
+                _ => ranges.push((g, g)),
+            }
+        }
+        let all = ranges == [(0, u16::MAX)];
+        Self {
+            groups: (!all).then_some(ranges),
+            names,
+        }
+    }
+
+    fn keeps(&self, group: u16) -> bool {
+        self.groups.as_ref().is_none_or(|ranges| {
+            let i = ranges.partition_point(|r| r.1 < group);
+            ranges.get(i).is_some_and(|r| r.0 <= group)
+        })
+    }
+
+    /// Written whole beside the segments (a temporary file synced, renamed, the directory
+    /// synced): a reopen finds it complete or not at all.
+    fn write(&self, dir: &Path) -> Result<(), StoreError> {
+        use std::fmt::Write as _;
+        let mut text = format!("{RESTORED_HEADER}\ngroups");
+        match &self.groups {
+            None => text.push_str(" all"),
+            Some(ranges) => {
+                for (a, b) in ranges {
+                    let _ = write!(text, " {a}-{b}");
+                }
+            }
+        }
+        text.push('\n');
+        for (id, name) in &self.names {
+            let _ = writeln!(text, "{id} {name}");
+        }
+        let path = dir.join(RESTORED_FILE);
+        let tmp = dir.join(format!("{RESTORED_FILE}.tmp"));
+        std::fs::write(&tmp, text)
+            .and_then(|()| File::open(&tmp)?.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .and_then(|()| File::open(dir)?.sync_all())
+            .map_err(io(&path, "cannot write the restored store's manifest"))
+    }
+
+    /// The directory's manifest; empty if it has none (a store not made by a restore).
+    fn read(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(RESTORED_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(io(&path, "cannot read the restored store's manifest")(e)),
+        };
+        let mut offset = 0u64;
+        let bad = |offset: u64, line: &str, reason: String| StoreError::Corrupt {
+            path: path.clone(),
+            offset,
+            reason: format!("line {line:?}: {reason}"),
+        };
+        let mut restored = Self::default();
+        for (n, line) in text.lines().enumerate() {
+            match n {
+                0 if line == RESTORED_HEADER => {}
+                0 => return Err(bad(offset, line, format!("expected {RESTORED_HEADER:?}"))),
+                1 => {
+                    let Some(spec) = line.strip_prefix("groups") else {
+                        return Err(bad(offset, line, "expected the key groups".into()));
+                    };
+                    if spec.trim() != "all" {
+                        let mut ranges = Vec::new();
+                        for r in spec.split_whitespace() {
+                            let parsed = r.split_once('-').and_then(|(a, b)| {
+                                Some((a.parse::<u16>().ok()?, b.parse::<u16>().ok()?))
+                            });
+                            match parsed {
+                                Some((a, b)) if a <= b => ranges.push((a, b)),
+                                _ => {
+                                    return Err(bad(
+                                        offset,
+                                        line,
+                                        format!("{r:?} is no key-group range"),
+                                    ));
+                                }
+                            }
+                        }
+                        restored.groups = Some(ranges);
+                    }
+                }
+                _ => {
+                    let parsed = line
+                        .split_once(' ')
+                        .and_then(|(id, name)| Some((id.parse::<u32>().ok()?, name)));
+                    match parsed {
+                        Some((id, name)) if !name.is_empty() => {
+                            restored.names.insert(id, name.to_string());
+                        }
+                        _ => {
+                            return Err(bad(
+                                offset,
+                                line,
+                                "expected a segment id and its name".into(),
+                            ));
+                        }
+                    }
+                }
+            }
+            offset += line.len() as u64 + 1;
+        }
+        if text.is_empty() {
+            return Err(bad(0, "", "empty".into()));
+        }
+        Ok(restored)
+    }
+}
+
 fn parse_segment_name(name: &str) -> Option<(u32, bool)> {
     let rest = name.strip_prefix("seg-")?;
     let (id, ext) = rest.split_once('.')?;
@@ -367,7 +512,7 @@ impl Store {
     /// ones in order (a corrupt one is an error naming it and the offset), then the active one,
     /// whose torn tail (a crash mid-write) is cut off at the last whole entry.
     pub fn open(dir: impl Into<PathBuf>, options: StoreOptions) -> Result<Store, StoreError> {
-        Self::open_filtered(dir.into(), options, None)
+        Self::open_dir(dir.into(), options)
     }
 
     /// A new store in `dir` (which must hold no segments) from segments of checkpoints: each
@@ -384,7 +529,7 @@ impl Store {
     ) -> Result<Store, StoreError> {
         let dir = dir.into();
         std::fs::create_dir_all(&dir).map_err(io(&dir, "cannot create the store directory"))?;
-        let mut origins = std::collections::HashMap::new();
+        let mut names = BTreeMap::new();
         for (i, (name, from)) in segments.iter().enumerate() {
             let id = i as u32 + 1;
             let to = segment_path(&dir, id, true);
@@ -392,22 +537,20 @@ impl Store {
                 std::fs::copy(from, &to)
                     .map_err(io(from, "cannot restore a checkpointed segment"))?;
             }
-            origins.insert(id, name.clone());
+            names.insert(id, name.clone());
         }
-        let mut store = Self::open_filtered(dir, options, Some(keep))?;
-        store.origins = origins;
-        Ok(store)
+        Restored::of(keep, names).write(&dir)?;
+        Self::open(dir, options)
     }
 
-    fn open_filtered(
-        dir: PathBuf,
-        options: StoreOptions,
-        keep: Option<&dyn Fn(u16) -> bool>,
-    ) -> Result<Store, StoreError> {
+    fn open_dir(dir: PathBuf, options: StoreOptions) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&dir).map_err(io(&dir, "cannot create the store directory"))?;
+        let restored = Restored::read(&dir)?;
         let mut logs = Vec::new();
         let mut sealed = BTreeMap::new();
-        let mut max_id = 0u32;
+        // A restored segment's id is never given again, even once it is gone (the manifest
+        // still names it).
+        let mut max_id = restored.names.keys().last().copied().unwrap_or(0);
         for e in std::fs::read_dir(&dir).map_err(io(&dir, "cannot list the store directory"))? {
             let e = e.map_err(io(&dir, "cannot list the store directory"))?;
             let name = e.file_name();
@@ -421,12 +564,13 @@ impl Store {
                 logs.push((id, e.path()));
             }
         }
-        // Segments a compaction replaced, left behind by a crash before their deletion. (Not in
-        // a restore: the segments come from other stores, whose ids the lists name.)
+        // Segments a compaction replaced, left behind by a crash before their deletion. Not the
+        // lists of restored segments: they name segments of the stores that wrote them, by ids
+        // this directory gives to others.
         let replaced: BTreeSet<u32> = sealed
-            .values()
-            .filter(|_| keep.is_none())
-            .flat_map(|s: &(Sealed, Vec<u32>)| s.1.iter().copied())
+            .iter()
+            .filter(|(id, _)| !restored.names.contains_key(id))
+            .flat_map(|(_, s): (_, &(Sealed, Vec<u32>))| s.1.iter().copied())
             .collect();
         let mut segments: BTreeMap<u32, Sealed> = BTreeMap::new();
         for (id, (s, _)) in sealed {
@@ -464,7 +608,7 @@ impl Store {
             while offset < s.entries_end {
                 let (e, n) = entry::decode(&s.map[offset..s.entries_end])
                     .map_err(|err| corrupt(&s.path, offset, err))?;
-                if keep.is_none_or(|keep| keep(e.key_group)) {
+                if !restored.names.contains_key(&id) || restored.keeps(e.key_group) {
                     apply(
                         &mut store_index,
                         e,
@@ -568,6 +712,11 @@ impl Store {
         }
         next_order = next_order.max(1);
         let flushed = bytes.len();
+        let origins = restored
+            .names
+            .into_iter()
+            .filter(|(id, _)| segments.contains_key(id))
+            .collect();
         let mut store = Store {
             dir,
             options,
@@ -589,7 +738,7 @@ impl Store {
             active_live: 0,
             expired: 0,
             uid: unique_id(),
-            origins: std::collections::HashMap::new(),
+            origins,
         };
         store.recount_live();
         Ok(store)

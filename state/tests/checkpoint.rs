@@ -314,3 +314,80 @@ fn retention_keeps_what_the_kept_checkpoints_need() {
     assert_eq!(on_disk, named);
     assert!(storage.read(1).is_err() && storage.read(2).is_err());
 }
+
+/// A restored store reopened from its directory holds what it held restored. Its segments were
+/// renumbered by the restore, so a compaction's output among them lists as replaced the ids of
+/// other restored segments (here the one with every key's newest value): a reopen that took
+/// the list at its word deleted them, and gave back older values or none. A rescaled restore
+/// reopened keeps to its key groups, and a checkpoint after the reopen names the restored
+/// segments as the checkpoint did (nothing uploaded again).
+#[test]
+fn a_restored_store_reopens_with_what_it_restored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let storage = CheckpointStorage::new(tmp.path().join("checkpoints")).unwrap();
+    let mut store = Store::open(tmp.path().join("store"), options()).unwrap();
+    let mut model = Model::new();
+    let keys = 2_000;
+    // Three versions of every key, a snapshot after each: the first two segments die whole,
+    // and a compaction replaces them with an empty segment whose list names them.
+    for version in 0..3 {
+        for i in 0..keys {
+            put(&mut store, &mut model, i, version);
+        }
+        checkpoint(&mut store, &storage);
+    }
+    store.install_frozen().unwrap();
+    store.compact().unwrap();
+    for i in (0..keys).step_by(3) {
+        put(&mut store, &mut model, i, 3);
+    }
+    let (names, _) = checkpoint(&mut store, &storage);
+    let meta = Metadata {
+        id: 1,
+        segments: names,
+        payload: Vec::new(),
+    };
+    storage.commit(&meta).unwrap();
+
+    let all = |_: u16| true;
+    let low = |g: u16| g < GROUPS / 2;
+    for (name, keep) in [("all", &all as &dyn Fn(u16) -> bool), ("low", &low)] {
+        let dir = tmp.path().join(format!("restored-{name}"));
+        let restored = restore(&storage, &meta, &dir, keep).unwrap();
+        assert_holds(&restored, &model, keep, "restored");
+        drop(restored);
+        let mut reopened = Store::open(&dir, options()).unwrap();
+        assert_holds(&reopened, &model, keep, &format!("{name}: reopened"));
+        let (again, added) = checkpoint(&mut reopened, &storage);
+        assert_eq!(
+            added, 0,
+            "{name}: a reopened restored store uploads nothing new"
+        );
+        assert!(again.iter().all(|n| meta.segments.contains(n)), "{again:?}");
+        // And once more, now that the reopen itself wrote nothing the manifest would miss.
+        drop(reopened);
+        let reopened = Store::open(&dir, options()).unwrap();
+        assert_holds(&reopened, &model, keep, &format!("{name}: reopened twice"));
+    }
+}
+
+/// A damaged manifest of a restored store is an error naming it, the line and the offset.
+#[test]
+fn a_damaged_restore_manifest_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("restored"),
+        "shardflow restored store 1\ngroups 0-63\n1 a-0000000001.sst\nnonsense\n",
+    )
+    .unwrap();
+    let err = Store::open(&dir, options())
+        .err()
+        .expect("a damaged manifest")
+        .to_string();
+    assert!(
+        err.contains("restored") && err.contains("\"nonsense\"") && err.contains("offset 58"),
+        "{err}"
+    );
+}
