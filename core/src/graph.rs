@@ -212,7 +212,7 @@ pub struct ShardContext {
     pub config: Arc<JobConfig>,
     pub cancel: CancelToken,
     /// Woken from the driving thread every few milliseconds (see `runtime::run_shard`).
-    pub kick: Arc<atomic_waker::AtomicWaker>,
+    pub kick: Arc<crate::runtime::Kick>,
     /// How often tasks tick their chains with processing time (None: never).
     pub tick_resolution: Option<std::time::Duration>,
     /// This shard's state store directory and its budget of cached state bytes.

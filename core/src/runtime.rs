@@ -339,6 +339,39 @@ impl std::fmt::Display for JobResult {
 /// sleep through glommio's lost wake-up.
 const KICK_INTERVAL: Duration = Duration::from_millis(5);
 
+/// The driving thread's hold on a shard's driving task, to wake it from outside (see
+/// `run_shard`). It keeps the waker: every kick wakes the task again, whether or not the task
+/// ran since the last one. (An `AtomicWaker` gives its waker up at the first wake: a kick that
+/// fell into glommio's lost wake-up, its task never run to register again, was the last. Under
+/// heavy load three test processes were once seen with both shards parked for 17 minutes while
+/// their kicks went on; attaching a debugger, which interrupts the executor's sleep, resumed
+/// them.)
+#[derive(Default)]
+pub struct Kick(std::sync::Mutex<Option<std::task::Waker>>);
+
+impl Kick {
+    /// The shard's task: wake me at every kick.
+    pub fn register(&self, waker: &std::task::Waker) {
+        let mut held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !held.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *held = Some(waker.clone());
+        }
+    }
+
+    /// The driving thread: wakes the task (a foreign wake, which writes its executor's eventfd).
+    pub fn kick(&self) {
+        if let Some(w) = &*self.0.lock().unwrap_or_else(|e| e.into_inner()) {
+            w.wake_by_ref();
+        }
+    }
+
+    /// The shard's task, on its own thread before its executor goes away: no more kicks.
+    pub fn clear(&self) {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(held);
+    }
+}
+
 /// How long an idle shard polls before it parks in throughput mode.
 const THROUGHPUT_SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
 
@@ -635,9 +668,7 @@ fn execute_inner(
     cancel.set_rings(all_rings);
     let metrics = Arc::new(metrics);
 
-    let kicks: Vec<Arc<atomic_waker::AtomicWaker>> = (0..p)
-        .map(|_| Arc::new(atomic_waker::AtomicWaker::new()))
-        .collect();
+    let kicks: Vec<Arc<Kick>> = (0..p).map(|_| Arc::new(Kick::default())).collect();
     let cpus = cpus();
     let (done_tx, done_rx) = mpsc::channel::<(u32, Result<(), JobError>)>();
     let start = Instant::now();
@@ -752,7 +783,7 @@ fn execute_inner(
                     c.trigger();
                 }
                 for k in &kicks {
-                    k.wake();
+                    k.kick();
                 }
                 if last_progress.elapsed() >= config.progress_interval {
                     last_progress = Instant::now();
@@ -905,7 +936,7 @@ async fn run_shard(
         Err(e) => {
             // The other shards may have built theirs and wait for this one: cancel them.
             ctx.cancel.fail(e);
-            drop(ctx.kick.take());
+            ctx.kick.clear();
             return Err(JobError::Cancelled);
         }
     };
@@ -959,7 +990,7 @@ async fn run_shard(
     })
     .await;
     // Drop the registered waker here, on its own thread, before the executor goes away.
-    drop(ctx.kick.take());
+    ctx.kick.clear();
     result
 }
 
@@ -985,6 +1016,32 @@ fn channels_per_link(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every kick wakes the registered task, whether or not it ran (and registered again) since
+    /// the last: a kick lost to glommio's lost wake-up is followed by another. After `clear`,
+    /// none.
+    #[test]
+    fn every_kick_wakes_the_task_until_it_clears() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        let count = Arc::new(Count(Default::default()));
+        let waker = std::task::Waker::from(count.clone());
+        let kick = Kick::default();
+        kick.kick();
+        kick.register(&waker);
+        for _ in 0..3 {
+            kick.kick();
+        }
+        kick.register(&waker);
+        kick.kick();
+        kick.clear();
+        kick.kick();
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 4);
+    }
 
     #[test]
     fn both_ends_of_a_link_count_the_same_channels() {
