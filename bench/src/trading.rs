@@ -256,7 +256,7 @@ pub struct Latencies {
     pub intervals: Vec<Histogram<u64>>,
     /// Every recorded latency, when kept.
     pub raw: Vec<u64>,
-    /// Each symbol's last update (by sequence number), when kept.
+    /// Each symbol's last update (the last to arrive: its final book), when kept.
     pub last: HashMap<u32, Update>,
 }
 
@@ -285,12 +285,13 @@ impl Latencies {
         }
     }
 
-    /// Keeps `u` as its symbol's last update unless a later one is kept already.
+    /// Keeps `u` as its symbol's last update: the last one to arrive, which shows the book after
+    /// every event its shard processed. (Not the one of the highest sequence number: at P > 1
+    /// a symbol's events reach its shard from several source shards out of order, and the
+    /// update of the highest one may have been made before a lower one arrived. A symbol's
+    /// updates all come from the one shard that owns it, through the sink chained there.)
     fn note_last(&mut self, u: Update) {
-        let e = self.last.entry(u.symbol).or_insert(u);
-        if u.seq > e.seq {
-            *e = u;
-        }
+        self.last.insert(u.symbol, u);
     }
 }
 
