@@ -440,6 +440,9 @@ impl Restored {
             offset,
             reason: format!("line {line:?}: {reason}"),
         };
+        if text.is_empty() {
+            return Err(bad(0, "", "empty".into()));
+        }
         let mut restored = Self::default();
         for (n, line) in text.lines().enumerate() {
             match n {
@@ -488,9 +491,6 @@ impl Restored {
                 }
             }
             offset += line.len() as u64 + 1;
-        }
-        if text.is_empty() {
-            return Err(bad(0, "", "empty".into()));
         }
         Ok(restored)
     }

@@ -67,6 +67,22 @@ fn checkpoint(store: &mut Store, storage: &CheckpointStorage) -> (Vec<String>, u
     (names, added)
 }
 
+/// Commits checkpoint `id` of `segments` with `payload`; returns its metadata.
+fn commit(
+    storage: &CheckpointStorage,
+    id: u64,
+    segments: Vec<String>,
+    payload: Vec<u8>,
+) -> Metadata {
+    let meta = Metadata {
+        id,
+        segments,
+        payload,
+    };
+    storage.commit(&meta).unwrap();
+    meta
+}
+
 fn restore(
     storage: &CheckpointStorage,
     meta: &Metadata,
@@ -110,13 +126,7 @@ fn an_incremental_checkpoint_writes_what_changed_and_restores_it() {
         put(&mut store, &mut model, i, 0);
     }
     let (names, full) = checkpoint(&mut store, &storage);
-    storage
-        .commit(&Metadata {
-            id: 1,
-            segments: names,
-            payload: b"first".to_vec(),
-        })
-        .unwrap();
+    commit(&storage, 1, names, b"first".to_vec());
     let first = model.clone();
 
     // 1% of the keys change, a few are deleted.
@@ -132,13 +142,7 @@ fn an_incremental_checkpoint_writes_what_changed_and_restores_it() {
         added > 0 && added * 100 < full * 3,
         "the second checkpoint added {added} of {full} bytes"
     );
-    storage
-        .commit(&Metadata {
-            id: 2,
-            segments: names,
-            payload: b"second".to_vec(),
-        })
-        .unwrap();
+    commit(&storage, 2, names, b"second".to_vec());
 
     let all = |_: u16| true;
     let (latest, skipped) = storage.latest().unwrap();
@@ -182,12 +186,7 @@ fn a_checkpoint_restores_at_another_parallelism() {
         }
         segments.extend(checkpoint(&mut store, &storage).0);
     }
-    let meta = Metadata {
-        id: 7,
-        segments,
-        payload: Vec::new(),
-    };
-    storage.commit(&meta).unwrap();
+    let meta = commit(&storage, 7, segments, Vec::new());
     for p in 1..=4u16 {
         for s in 0..p {
             let (lo, hi) = (GROUPS * s / p, GROUPS * (s + 1) / p);
@@ -210,13 +209,7 @@ fn partial_or_corrupt_metadata_is_passed_over_and_a_missing_segment_is_named() {
             put(&mut store, &mut model, i + id * 1_000, id);
         }
         let (segments, _) = checkpoint(&mut store, &storage);
-        storage
-            .commit(&Metadata {
-                id,
-                segments,
-                payload: vec![id as u8; 10],
-            })
-            .unwrap();
+        commit(&storage, id, segments, vec![id as u8; 10]);
     }
     let path = storage.checkpoint_dir(2).join("_metadata");
     let good = std::fs::read(&path).unwrap();
@@ -278,13 +271,7 @@ fn retention_keeps_what_the_kept_checkpoints_need() {
         store.seal().unwrap();
         store.compact().unwrap();
         let (segments, _) = checkpoint(&mut store, &storage);
-        storage
-            .commit(&Metadata {
-                id,
-                segments,
-                payload: Vec::new(),
-            })
-            .unwrap();
+        commit(&storage, id, segments, Vec::new());
         models.push(model.clone());
     }
     // A segment uploaded for a checkpoint in flight survives too.
@@ -342,12 +329,7 @@ fn a_restored_store_reopens_with_what_it_restored() {
         put(&mut store, &mut model, i, 3);
     }
     let (names, _) = checkpoint(&mut store, &storage);
-    let meta = Metadata {
-        id: 1,
-        segments: names,
-        payload: Vec::new(),
-    };
-    storage.commit(&meta).unwrap();
+    let meta = commit(&storage, 1, names, Vec::new());
 
     let all = |_: u16| true;
     let low = |g: u16| g < GROUPS / 2;
@@ -415,12 +397,7 @@ fn a_compaction_beside_a_frozen_segment_keeps_its_tombstones() {
     store.compact().unwrap();
     pending.finish().unwrap();
     let (names, _) = checkpoint(&mut store, &storage);
-    let meta = Metadata {
-        id: 1,
-        segments: names,
-        payload: Vec::new(),
-    };
-    storage.commit(&meta).unwrap();
+    let meta = commit(&storage, 1, names, Vec::new());
     let all = |_: u16| true;
     assert_holds(&store, &model, &all, "the store itself");
     let restored = restore(&storage, &meta, &tmp.path().join("restored"), &all).unwrap();
