@@ -67,6 +67,10 @@ pub struct JobManagerArgs {
     /// takes them up again from their newest checkpoints.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// How long a submitted job waits for a free core (every core of the task managers runs a
+    /// job) before it is refused.
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub resource_wait_secs: u64,
 }
 
 /// A task manager's flags.
@@ -98,6 +102,7 @@ pub fn run_jobmanager(args: JobManagerArgs) -> Result<(), JobError> {
     let secret = shardflow_core::cluster::secret(args.secret.as_deref())?;
     let mut config = JobManagerConfig::new(args.bind, secret);
     config.state_dir = args.state_dir;
+    config.resource_wait = std::time::Duration::from_secs(args.resource_wait_secs);
     let jm = JobManager::start(config)?;
     eprintln!("job manager listening on {}", jm.local_addr());
     jm.wait();

@@ -22,12 +22,23 @@ pub fn jobs_dir() -> PathBuf {
 
 /// Serves `control` for job `job` until dropped (the socket is removed then).
 pub struct ControlServer {
-    path: PathBuf,
+    /// None: not served (a cluster's part, which the job manager controls).
+    path: Option<PathBuf>,
+}
+
+impl ControlServer {
+    /// No socket: a job deployed on a task manager is listed, cancelled and savepointed
+    /// through the job manager (and a task manager may run several parts of one name).
+    pub fn none() -> Self {
+        Self { path: None }
+    }
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if let Some(p) = &self.path {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
@@ -57,7 +68,7 @@ pub fn serve(job: &str, control: JobControl) -> Result<ControlServer, JobError> 
             }
         })
         .map_err(|e| JobError::io(&path, "cannot start the control thread", e))?;
-    Ok(ControlServer { path })
+    Ok(ControlServer { path: Some(path) })
 }
 
 fn answer(stream: UnixStream, control: &JobControl) {

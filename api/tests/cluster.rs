@@ -438,3 +438,133 @@ fn a_part_that_ended_answers_the_checkpoints_that_follow() {
         plan.id()
     );
 }
+
+#[test]
+fn jobs_share_task_managers_core_by_core() {
+    // Two task managers of two cores on two hosts (TCP between them). Two telemetry jobs at
+    // P = 2, one with checkpoints, run side by side: each takes one core of each task manager,
+    // and their channels, of the same ids, share the one link. A wordcount submitted while
+    // every core is taken waits for one, then runs. Every output equals local mode.
+    let cluster = Cluster::start_with(Path::new(env!("CARGO_BIN_EXE_shardflow")), &["a", "b"], 2);
+    let dir = tempfile::tempdir().unwrap();
+    let first = paced_telemetry("4");
+    let mut second = paced_telemetry("3").to_vec();
+    second[7] = "200"; // other sensors: another output
+    local(&first, &dir.path().join("first-local"));
+    local(&second, &dir.path().join("second-local"));
+    let (out1, out2, out3) = (
+        dir.path().join("first"),
+        dir.path().join("second"),
+        dir.path().join("third"),
+    );
+    let mut job1 = run_checkpointed(
+        shardflow(),
+        &[&first[..], &["-p", "2"]].concat(),
+        &dir.path().join("ck"),
+        &out1,
+        &cluster.addr,
+    );
+    cluster.jm.wait_for("job 1 'telemetry' attempt 1 at P = 2");
+    let submit = |job: &[&str], out: &Path| {
+        shardflow()
+            .arg("run")
+            .args(job)
+            .arg("--output")
+            .arg(out)
+            .args(["--jobmanager", &cluster.addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let job2 = submit(&[&second[..], &["-p", "2"]].concat(), &out2);
+    cluster.jm.wait_for("job 2 'telemetry' attempt 1 at P = 2");
+    let wordcount = ["wordcount", "--lines", "20000", "--seed", "7"];
+    let job3 = submit(&wordcount, &out3);
+    cluster
+        .jm
+        .wait_for("job 3 'wordcount' waits for a free core");
+
+    // Both telemetry jobs are listed; a name two jobs share is no way to cancel one.
+    let list = shardflow()
+        .args(["list", "--jobmanager", &cluster.addr])
+        .output()
+        .unwrap();
+    assert_ok(&list);
+    let listed = String::from_utf8(list.stdout).unwrap();
+    assert!(
+        listed.contains("1\ttelemetry\tP = 2") && listed.contains("2\ttelemetry\tP = 2"),
+        "{listed}"
+    );
+    let cancel = shardflow()
+        .args(["cancel", "telemetry", "--jobmanager", &cluster.addr])
+        .output()
+        .unwrap();
+    assert!(!cancel.status.success());
+    assert!(
+        String::from_utf8_lossy(&cancel.stderr).contains("(ids [1, 2]): give the id"),
+        "{}",
+        String::from_utf8_lossy(&cancel.stderr)
+    );
+
+    assert!(job1.wait().unwrap().success(), "{}", cluster.jm.log());
+    let job2 = job2.wait_with_output().unwrap();
+    assert_ok(&job2);
+    let job3 = job3.wait_with_output().unwrap();
+    assert_ok(&job3);
+    assert!(
+        String::from_utf8_lossy(&job3.stderr).contains("waiting for a free core"),
+        "{}",
+        String::from_utf8_lossy(&job3.stderr)
+    );
+    assert_eq!(
+        common::sorted_lines(&out1),
+        common::sorted_lines(&dir.path().join("first-local")),
+        "the checkpointed job"
+    );
+    assert_eq!(
+        common::sorted_lines(&out2),
+        common::sorted_lines(&dir.path().join("second-local")),
+        "the job beside it"
+    );
+    assert_eq!(
+        common::read_counts(&out3),
+        common::brute_force_counts(7, 20_000),
+        "the job that waited"
+    );
+
+    // They ran at once, on cores of their own, each over TCP to the other task manager.
+    let log = cluster.jm.log();
+    let at = |what: &str| log.find(what).unwrap_or_else(|| panic!("{what}: {log}"));
+    assert!(at("job 2 'telemetry' attempt 1") < at("job 1 'telemetry' finished"));
+    assert!(at("job 3 'wordcount' waits") < at("job 3 'wordcount' attempt 1"));
+    for tm in &cluster.tms {
+        let one = tm.wait_for("job 1 attempt 1: shards");
+        let two = tm.wait_for("job 2 attempt 1: shards");
+        let cores = |line: &str| {
+            line.split("on cores ")
+                .nth(1)
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_string()
+        };
+        assert_ne!(cores(&one), cores(&two), "{one}\n{two}");
+        assert!(
+            one.contains("TCP with [") && !one.contains("TCP with []"),
+            "{one}"
+        );
+        assert!(
+            two.contains("TCP with [") && !two.contains("TCP with []"),
+            "{two}"
+        );
+    }
+    assert!(
+        cluster
+            .jm
+            .wait_for("checkpoint 3 complete")
+            .contains("job 1"),
+        "the checkpointed job took checkpoints beside the other"
+    );
+}

@@ -178,8 +178,9 @@ pub fn tcp(batches: u64, batch_bytes: usize, buffers: usize) -> std::io::Result<
         buffers,
         buffer_bytes: batch_bytes + 64,
     };
-    let tx = a.sender(2, 5, config);
-    let rx = b.receiver(1, 5, config);
+    let channel = shardflow_shuffle::link::LinkChannel::new(0, 5);
+    let tx = a.sender(2, channel, config);
+    let rx = b.receiver(1, channel, config);
     let src = payload(batch_bytes);
     let expected = src.len() * batches as usize;
     let start = Instant::now();

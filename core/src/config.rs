@@ -150,10 +150,11 @@ pub struct JobConfig {
 pub struct ClusterPart {
     /// The shards this process runs (global indices in `0..parallelism`).
     pub shards: std::ops::Range<u32>,
-    /// The first of the machine's CPUs this process's shards are pinned to (the k-th local
-    /// shard to the CPU `first_cpu + k`, modulo the CPUs): processes of one machine take
-    /// different ones.
-    pub first_cpu: usize,
+    /// The machine's CPUs this process's shards are pinned to: the k-th local shard to
+    /// `cpus[k % cpus.len()]` (modulo the machine's CPUs). Processes of one machine, and jobs
+    /// of one process, take different ones; more shards than CPUs share them. Empty: CPUs
+    /// `0, 1, ...`.
+    pub cpus: Vec<usize>,
     /// Ring ends to and from shards in other processes.
     pub remote: std::sync::Arc<dyn RemoteChannels>,
     /// How this process takes part in the job's checkpoints (none: a job with checkpoints

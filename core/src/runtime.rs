@@ -557,7 +557,11 @@ fn execute_inner(
         None => 0..p,
     };
     let here = |s: u32| local.contains(&s);
-    let first_cpu = config.cluster.as_ref().map_or(0, |c| c.first_cpu);
+    // The k-th local shard's CPU, before the modulo of the machine's CPUs.
+    let shard_cpu = |k: usize| match config.cluster.as_ref().map(|c| &c.cpus[..]) {
+        Some(cpus) if !cpus.is_empty() => cpus[k % cpus.len()],
+        _ => k,
+    };
 
     // Rings: ends[local shard][exchange]. Between two shards here, an in-process ring; to or
     // from a shard elsewhere, the cluster's transport. Every receiving end is made before any
@@ -676,7 +680,7 @@ fn execute_inner(
     for (i, shard_ends) in ends.into_iter().enumerate() {
         let shard = local.start + i as u32;
         let placement = match config.placement {
-            ShardPlacement::Pinned => Placement::Fixed(cpus[(first_cpu + i) % cpus.len()]),
+            ShardPlacement::Pinned => Placement::Fixed(cpus[shard_cpu(i) % cpus.len()]),
             ShardPlacement::Unpinned => Placement::Unbound,
         };
         let ctx = ShardContext {

@@ -13,13 +13,17 @@
 //! Each proof covers both nonces, so a recorded exchange cannot be replayed, and is checked in
 //! constant time.
 //!
-//! After it, each direction is a sequence of envelopes of 16 bytes, little-endian:
+//! After it, each direction is a sequence of envelopes of 20 bytes, little-endian:
 //!
 //! ```text
-//! u32 kind | u32 channel | u32 value | u32 crc32 of the 12 bytes before
+//! u32 kind | u32 tag | u32 channel | u32 value | u32 crc32 of the 16 bytes before
 //! kind 1 BUFFER: `value` bytes follow, a sender's whole buffer of frames (each with its crc)
-//! kind 2 CREDIT: the receiver of `channel` released `value` more buffers
+//! kind 2 CREDIT: the receiver of (`tag`, `channel`) released `value` more buffers
 //! ```
+//!
+//! A link carries the channels of every job its two processes run together: the `tag` says
+//! whose a channel is ([`LinkChannel`]), since exchange channel ids repeat from job to job and
+//! from one attempt of a job to the next.
 //!
 //! A buffer is as the sender's exchange writer framed it, so the receiver hands the same
 //! buffers to its shard as an in-process ring would: a barrier still ends its buffer.
@@ -32,9 +36,10 @@ use crate::frame::FrameReader;
 
 pub const HELLO_BYTES: usize = 48;
 pub const PROOF_BYTES: usize = 32;
-pub const ENVELOPE_BYTES: usize = 16;
+pub const ENVELOPE_BYTES: usize = 20;
 const MAGIC: &[u8; 8] = b"SFLINK01";
-const VERSION: u32 = 1;
+/// 2: envelopes carry a tag (1 had none: one job per link).
+const VERSION: u32 = 2;
 const KIND_BUFFER: u32 = 1;
 const KIND_CREDIT: u32 = 2;
 /// The largest buffer an envelope may carry (as the rings: a larger one is an error).
@@ -193,24 +198,46 @@ pub fn server_handshake<S: std::io::Read + std::io::Write>(
     Ok(client)
 }
 
+/// A channel of a link: `id` is the exchange channel its frames name; `tag` tells apart the
+/// jobs (and attempts of a job) whose channels share the link. A cluster tags each deployment
+/// with a number of its own, so no buffer of one attempt can reach the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LinkChannel {
+    pub tag: u32,
+    pub id: u32,
+}
+
+impl LinkChannel {
+    pub const fn new(tag: u32, id: u32) -> Self {
+        Self { tag, id }
+    }
+}
+
+impl std::fmt::Display for LinkChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "channel {} of tag {}", self.id, self.tag)
+    }
+}
+
 /// Appends a BUFFER envelope for `bytes` of `channel` (the bytes follow it).
-pub fn buffer_envelope(out: &mut Vec<u8>, channel: u32, bytes: usize) {
+pub fn buffer_envelope(out: &mut Vec<u8>, channel: LinkChannel, bytes: usize) {
     debug_assert!(bytes <= BUFFER_BYTES_MAX);
     envelope(out, KIND_BUFFER, channel, bytes as u32);
 }
 
 /// Appends a CREDIT envelope: `count` buffers of `channel` released.
-pub fn credit_envelope(out: &mut Vec<u8>, channel: u32, count: u32) {
+pub fn credit_envelope(out: &mut Vec<u8>, channel: LinkChannel, count: u32) {
     envelope(out, KIND_CREDIT, channel, count);
 }
 
-fn envelope(out: &mut Vec<u8>, kind: u32, channel: u32, value: u32) {
+fn envelope(out: &mut Vec<u8>, kind: u32, channel: LinkChannel, value: u32) {
     let mut e = [0u8; ENVELOPE_BYTES];
     e[..4].copy_from_slice(&kind.to_le_bytes());
-    e[4..8].copy_from_slice(&channel.to_le_bytes());
-    e[8..12].copy_from_slice(&value.to_le_bytes());
-    let crc = crc32fast::hash(&e[..12]);
-    e[12..].copy_from_slice(&crc.to_le_bytes());
+    e[4..8].copy_from_slice(&channel.tag.to_le_bytes());
+    e[8..12].copy_from_slice(&channel.id.to_le_bytes());
+    e[12..16].copy_from_slice(&value.to_le_bytes());
+    let crc = crc32fast::hash(&e[..16]);
+    e[16..].copy_from_slice(&crc.to_le_bytes());
     out.extend_from_slice(&e);
 }
 
@@ -219,11 +246,11 @@ fn envelope(out: &mut Vec<u8>, kind: u32, channel: u32, value: u32) {
 pub enum Envelope {
     /// A buffer of `channel`: its bytes are `Decoder::bytes(range)`, every frame checked.
     Buffer {
-        channel: u32,
+        channel: LinkChannel,
         range: std::ops::Range<usize>,
     },
     Credit {
-        channel: u32,
+        channel: LinkChannel,
         count: u32,
     },
 }
@@ -233,9 +260,9 @@ pub enum Envelope {
 pub enum LinkError {
     #[error("envelope at stream offset {offset}: {detail}")]
     Envelope { offset: u64, detail: String },
-    #[error("channel {channel}, buffer at stream offset {offset}: {source}")]
+    #[error("{channel}, buffer at stream offset {offset}: {source}")]
     Frame {
-        channel: u32,
+        channel: LinkChannel,
         offset: u64,
         source: FrameError,
     },
@@ -246,14 +273,15 @@ pub enum LinkError {
 /// handed out. Nothing it returns has failed a check; after an error it returns nothing more.
 ///
 /// ```
-/// use shardflow_shuffle::link::{Decoder, Envelope, credit_envelope};
+/// use shardflow_shuffle::link::{Decoder, Envelope, LinkChannel, credit_envelope};
 /// let mut wire = Vec::new();
-/// credit_envelope(&mut wire, 7, 2);
+/// let channel = LinkChannel::new(3, 7);
+/// credit_envelope(&mut wire, channel, 2);
 /// let mut d = Decoder::new();
 /// d.feed(&wire[..5]);
 /// assert_eq!(d.next_envelope().unwrap(), None); // half an envelope: wait for more
 /// d.feed(&wire[5..]);
-/// assert_eq!(d.next_envelope().unwrap(), Some(Envelope::Credit { channel: 7, count: 2 }));
+/// assert_eq!(d.next_envelope().unwrap(), Some(Envelope::Credit { channel, count: 2 }));
 /// ```
 #[derive(Default)]
 pub struct Decoder {
@@ -323,8 +351,9 @@ impl Decoder {
         let offset = self.base + self.pos as u64;
         let bad = |detail: String| LinkError::Envelope { offset, detail };
         let u32_at = |i: usize| u32::from_le_bytes(rest[i..i + 4].try_into().expect("4 bytes"));
-        let (kind, channel, value, crc) = (u32_at(0), u32_at(4), u32_at(8), u32_at(12));
-        let actual = crc32fast::hash(&rest[..12]);
+        let (kind, value, crc) = (u32_at(0), u32_at(12), u32_at(16));
+        let channel = LinkChannel::new(u32_at(4), u32_at(8));
+        let actual = crc32fast::hash(&rest[..16]);
         if actual != crc {
             return Err(bad(format!(
                 "crc {crc:#010x} in the envelope, {actual:#010x} over its bytes"
@@ -351,9 +380,10 @@ impl Decoder {
                 let start = self.pos + ENVELOPE_BYTES;
                 let range = start..start + len;
                 if len == 0 {
-                    return Err(bad(format!("an empty buffer on channel {channel}")));
+                    return Err(bad(format!("an empty buffer on {channel}")));
                 }
-                for f in FrameReader::new(&self.bytes[range.clone()], channel).require_crc(true) {
+                for f in FrameReader::new(&self.bytes[range.clone()], channel.id).require_crc(true)
+                {
                     if let Err(source) = f {
                         return Err(LinkError::Frame {
                             channel,
@@ -398,9 +428,9 @@ mod tests {
         let mut frames = crate::Buffer::new();
         write_frame(&mut frames, FrameKind::Data, 9, b"abc", Checksum::Compute).unwrap();
         write_frame(&mut frames, FrameKind::End, 9, &[], Checksum::Compute).unwrap();
-        buffer_envelope(&mut wire, 9, frames.len());
+        buffer_envelope(&mut wire, LinkChannel::new(1, 9), frames.len());
         wire.extend_from_slice(&frames);
-        credit_envelope(&mut wire, 4, 3);
+        credit_envelope(&mut wire, LinkChannel::new(2, 4), 3);
         for cut in 0..wire.len() {
             let mut d = Decoder::new();
             let mut got = Vec::new();
@@ -415,7 +445,10 @@ mod tests {
             }
             assert_eq!(
                 got,
-                vec![(9, frames.to_vec()), (4, vec![3])],
+                vec![
+                    (LinkChannel::new(1, 9), frames.to_vec()),
+                    (LinkChannel::new(2, 4), vec![3])
+                ],
                 "cut at {cut}"
             );
         }
@@ -432,7 +465,7 @@ mod tests {
 
     /// Feeds `wire` in random pieces; returns the buffers and credits handed out, and whether
     /// the stream ended in an error.
-    fn decode(wire: &[u8], seed: &mut u64) -> (Vec<(u32, Vec<u8>)>, bool) {
+    fn decode(wire: &[u8], seed: &mut u64) -> (Vec<(LinkChannel, Vec<u8>)>, bool) {
         let mut d = Decoder::new();
         let mut got = Vec::new();
         let mut at = 0;
@@ -454,7 +487,7 @@ mod tests {
                         let bytes = d.bytes(range).to_vec();
                         // Nothing handed out has a frame that fails its checks.
                         assert!(
-                            FrameReader::new(&bytes, channel)
+                            FrameReader::new(&bytes, channel.id)
                                 .require_crc(true)
                                 .all(|f| f.is_ok())
                         );
@@ -485,7 +518,8 @@ mod tests {
             let mut wire = Vec::new();
             let mut sent = Vec::new();
             for _ in 0..1 + next(&mut seed) % 4 {
-                let channel = (next(&mut seed) % 3) as u32;
+                let channel =
+                    LinkChannel::new((next(&mut seed) % 2) as u32, (next(&mut seed) % 3) as u32);
                 if next(&mut seed).is_multiple_of(3) {
                     let count = (next(&mut seed) % 5) as u32;
                     credit_envelope(&mut wire, channel, count);
@@ -499,7 +533,7 @@ mod tests {
                         write_frame(
                             &mut frames,
                             FrameKind::Data,
-                            channel,
+                            channel.id,
                             &payload,
                             Checksum::Compute,
                         )

@@ -24,11 +24,16 @@
 //! for a channel no one receives on, is disconnected, and every ring to and from it fails with
 //! an error naming the peer (process id and address) and what it sent.
 //!
+//! Several jobs share a link: each channel is a [`LinkChannel`], whose tag names its job's
+//! deployment. When a deployment ends here, [`Network::retire`] drops what its peers still
+//! send it (buffers a failed attempt's senders had on the wire), so nothing of one attempt
+//! reaches the next, which reuses the channel ids under a new tag.
+//!
 //! Connections are authenticated by the cluster secret ([`link`]'s handshake); a
 //! connection that fails it is refused, logged and counted.
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
@@ -42,7 +47,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{LocalExecutorBuilder, Placement};
 
-use crate::link::{self, Decoder, Envelope, Hello, Role};
+use crate::link::{self, Decoder, Envelope, Hello, LinkChannel, Role};
 use crate::ring::{Buffer, Received, RingConfig, RingReceiver, RingSender, foreign_ring};
 
 /// One write gathers up to this much.
@@ -98,13 +103,16 @@ enum Command {
     },
     Outgoing {
         peer: u32,
-        channel: u32,
+        channel: LinkChannel,
         rx: RingReceiver,
     },
     Incoming {
         peer: u32,
-        channel: u32,
+        channel: LinkChannel,
         tx: RingSender,
+    },
+    Retire {
+        tag: u32,
     },
 }
 
@@ -116,6 +124,8 @@ struct Control {
     failures: Mutex<HashMap<u32, String>>,
     /// Connections refused (failed handshakes).
     refused: AtomicU64,
+    /// Bytes of buffers waiting for their receivers, over every peer.
+    early_bytes: AtomicU64,
 }
 
 impl Control {
@@ -156,6 +166,7 @@ impl Network {
             stop: AtomicBool::new(false),
             failures: Mutex::new(HashMap::new()),
             refused: AtomicU64::new(0),
+            early_bytes: AtomicU64::new(0),
         });
         let (c, cfg) = (control.clone(), config.clone());
         let thread = std::thread::Builder::new()
@@ -195,6 +206,8 @@ impl Network {
 
     /// Connects to process `peer` at `addr` and authenticates (blocks until done: call it
     /// while deploying, not from a shard). One end of each pair connects; the other accepts.
+    /// Linked already: done at once; a connection to it under way (another job deploying):
+    /// its outcome, so that a pair never has two connections.
     pub fn connect(&self, peer: u32, addr: SocketAddr) -> std::io::Result<()> {
         let (reply, answer) = std::sync::mpsc::channel();
         self.control.send(Command::Connect { peer, addr, reply });
@@ -210,17 +223,25 @@ impl Network {
 
     /// The sending end of `channel` to process `peer` (its ring's buffers are the credits the
     /// peer's receiver grants: both ends use the same `config`).
-    pub fn sender(&self, peer: u32, channel: u32, config: RingConfig) -> RingSender {
-        let (tx, rx) = foreign_ring(channel, config);
+    pub fn sender(&self, peer: u32, channel: LinkChannel, config: RingConfig) -> RingSender {
+        let (tx, rx) = foreign_ring(channel.id, config);
         self.control.send(Command::Outgoing { peer, channel, rx });
         tx
     }
 
     /// The receiving end of `channel` from process `peer`.
-    pub fn receiver(&self, peer: u32, channel: u32, config: RingConfig) -> RingReceiver {
-        let (tx, rx) = foreign_ring(channel, config);
+    pub fn receiver(&self, peer: u32, channel: LinkChannel, config: RingConfig) -> RingReceiver {
+        let (tx, rx) = foreign_ring(channel.id, config);
         self.control.send(Command::Incoming { peer, channel, tx });
         rx
+    }
+
+    /// Ends `tag` here: buffers of its channels that came before their receivers (or after
+    /// them) are dropped, and so is whatever comes for it later. Call it once every ring of
+    /// the tag on this side is dropped (its job's part here ended); a tag is not used again.
+    /// (The network keeps 4 bytes a retired tag for its life.)
+    pub fn retire(&self, tag: u32) {
+        self.control.send(Command::Retire { tag });
     }
 
     /// Why the link to `peer` failed, if it did.
@@ -236,6 +257,11 @@ impl Network {
     /// Connections refused because they failed the handshake.
     pub fn refused(&self) -> u64 {
         self.control.refused.load(Ordering::Relaxed)
+    }
+
+    /// Bytes that came for channels no one receives on yet, held for their receivers.
+    pub fn early_bytes(&self) -> u64 {
+        self.control.early_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -269,12 +295,14 @@ struct Incoming {
 struct Peer {
     addr: Option<SocketAddr>,
     linked: bool,
-    outgoing: HashMap<u32, Outgoing>,
-    incoming: HashMap<u32, Incoming>,
+    outgoing: HashMap<LinkChannel, Outgoing>,
+    incoming: HashMap<LinkChannel, Incoming>,
     /// Buffers that came before their channel's receiver registered.
-    early: VecDeque<(u32, Buffer)>,
+    early: VecDeque<(LinkChannel, Buffer)>,
     early_bytes: usize,
     writer: Option<Waker>,
+    /// Callers of `Network::connect` waiting for the connection under way.
+    connecting: Vec<std::sync::mpsc::Sender<std::io::Result<()>>>,
     failure: Option<String>,
     /// A descriptor of the link's socket of its own, to shut the socket down when the link
     /// fails (its reader stops, the peer sees the end). Owned, so that its number cannot be
@@ -298,14 +326,22 @@ impl Peer {
 }
 
 type Peers = Rc<RefCell<HashMap<u32, Peer>>>;
+/// Tags retired on this side: what comes for them is dropped.
+type Retired = Rc<RefCell<HashSet<u32>>>;
 
 async fn net_main(control: Arc<Control>, config: NetConfig, listener: std::net::TcpListener) {
     let peers: Peers = Rc::new(RefCell::new(HashMap::new()));
+    let retired: Retired = Rc::new(RefCell::new(HashSet::new()));
     let secret: Rc<[u8]> = config.secret.clone().into();
     // SAFETY: the std listener is ours alone; glommio takes its descriptor over.
     let listener = unsafe { TcpListener::from_raw_fd(into_raw(listener)) };
     {
-        let (peers, secret, control) = (peers.clone(), secret.clone(), control.clone());
+        let (peers, retired, secret, control) = (
+            peers.clone(),
+            retired.clone(),
+            secret.clone(),
+            control.clone(),
+        );
         let me = config.process;
         glommio::spawn_local(async move {
             loop {
@@ -318,12 +354,17 @@ async fn net_main(control: Arc<Control>, config: NetConfig, listener: std::net::
                         continue;
                     }
                 };
-                let (peers, secret, control) = (peers.clone(), secret.clone(), control.clone());
+                let (peers, retired, secret, control) = (
+                    peers.clone(),
+                    retired.clone(),
+                    secret.clone(),
+                    control.clone(),
+                );
                 glommio::spawn_local(async move {
                     let mut stream = stream;
                     let addr = stream.peer_addr().ok();
                     match accept(&mut stream, me, &secret).await {
-                        Ok(peer) => start_link(&peers, &control, peer, stream, addr),
+                        Ok(peer) => start_link(&peers, &retired, &control, peer, stream, addr),
                         Err(e) => {
                             control.refused.fetch_add(1, Ordering::Relaxed);
                             eprintln!(
@@ -355,7 +396,7 @@ async fn net_main(control: Arc<Control>, config: NetConfig, listener: std::net::
             let mut all = peers.borrow_mut();
             for (id, p) in all.iter_mut() {
                 let why = format!("{}: this process's network stopped", p.name(*id));
-                fail_rings(p, &why);
+                fail_rings(&control, p, &why);
                 p.linked = false;
                 if let Some(fd) = p.socket.take() {
                     shutdown(&fd);
@@ -366,15 +407,56 @@ async fn net_main(control: Arc<Control>, config: NetConfig, listener: std::net::
         for c in batch {
             match c {
                 Command::Connect { peer, addr, reply } => {
-                    let (peers, secret, control) = (peers.clone(), secret.clone(), control.clone());
+                    {
+                        let mut all = peers.borrow_mut();
+                        let p = all.entry(peer).or_default();
+                        if p.linked {
+                            let _ = reply.send(Ok(()));
+                            continue;
+                        }
+                        p.connecting.push(reply);
+                        if p.connecting.len() > 1 {
+                            continue; // the connection under way answers this caller too
+                        }
+                    }
+                    let (peers, retired, secret, control) = (
+                        peers.clone(),
+                        retired.clone(),
+                        secret.clone(),
+                        control.clone(),
+                    );
                     let me = config.process;
                     glommio::spawn_local(async move {
-                        let r = connect(addr, me, peer, &secret).await;
-                        let r =
-                            r.map(|stream| start_link(&peers, &control, peer, stream, Some(addr)));
-                        let _ = reply.send(r);
+                        let r = connect(addr, me, peer, &secret).await.map(|stream| {
+                            start_link(&peers, &retired, &control, peer, stream, Some(addr))
+                        });
+                        let waiting = std::mem::take(
+                            &mut peers.borrow_mut().entry(peer).or_default().connecting,
+                        );
+                        for w in waiting {
+                            let _ = w.send(match &r {
+                                Ok(()) => Ok(()),
+                                Err(e) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                            });
+                        }
                     })
                     .detach();
+                }
+                Command::Retire { tag } => {
+                    retired.borrow_mut().insert(tag);
+                    for p in peers.borrow_mut().values_mut() {
+                        let before = p.early_bytes;
+                        p.early.retain(|(ch, b)| {
+                            let keep = ch.tag != tag;
+                            if !keep {
+                                p.early_bytes -= b.len();
+                            }
+                            keep
+                        });
+                        control
+                            .early_bytes
+                            .fetch_sub((before - p.early_bytes) as u64, Ordering::Relaxed);
+                    }
                 }
                 Command::Outgoing { peer, channel, rx } => {
                     let mut all = peers.borrow_mut();
@@ -416,6 +498,9 @@ async fn net_main(control: Arc<Control>, config: NetConfig, listener: std::net::
                             continue;
                         }
                         p.early_bytes -= bytes.len();
+                        control
+                            .early_bytes
+                            .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
                         result = deliver(&mut incoming, channel, &bytes);
                     }
                     p.early = rest;
@@ -532,6 +617,7 @@ fn dup_stream(s: &TcpStream) -> std::io::Result<TcpStream> {
 /// Starts the reader and writer of an authenticated connection to `peer`.
 fn start_link(
     peers: &Peers,
+    retired: &Retired,
     control: &Arc<Control>,
     peer: u32,
     stream: TcpStream,
@@ -566,9 +652,9 @@ fn start_link(
             .unwrap_or_else(|e| e.into_inner())
             .remove(&peer);
     }
-    let (peers_r, control_r) = (peers.clone(), control.clone());
+    let (peers_r, retired, control_r) = (peers.clone(), retired.clone(), control.clone());
     glommio::spawn_local(async move {
-        if let Err(why) = read_link(&peers_r, peer, stream).await {
+        if let Err(why) = read_link(&peers_r, &retired, &control_r, peer, stream).await {
             let mut all = peers_r.borrow_mut();
             let p = all.entry(peer).or_default();
             let why = format!("{}: {why}", p.name(peer));
@@ -589,7 +675,7 @@ fn start_link(
 }
 
 /// Fails every ring to and from a peer with `why`, and forgets its channels.
-fn fail_rings(p: &mut Peer, why: &str) {
+fn fail_rings(control: &Control, p: &mut Peer, why: &str) {
     for (_, o) in p.outgoing.drain() {
         o.rx.handle().fail(why.to_string());
     }
@@ -597,7 +683,9 @@ fn fail_rings(p: &mut Peer, why: &str) {
         i.tx.handle().fail(why.to_string());
     }
     p.early.clear();
-    p.early_bytes = 0;
+    control
+        .early_bytes
+        .fetch_sub(std::mem::take(&mut p.early_bytes) as u64, Ordering::Relaxed);
 }
 
 fn fail_peer(control: &Control, p: &mut Peer, id: u32, why: &str) {
@@ -612,7 +700,7 @@ fn fail_peer(control: &Control, p: &mut Peer, id: u32, why: &str) {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .insert(id, why.to_string());
-    fail_rings(p, why);
+    fail_rings(control, p, why);
     p.failure = Some(why.to_string());
     p.linked = false;
     if let Some(fd) = p.socket.take() {
@@ -622,11 +710,11 @@ fn fail_peer(control: &Control, p: &mut Peer, id: u32, why: &str) {
 }
 
 /// Copies a checked buffer into one the receiving shard granted, and hands it over.
-fn deliver(i: &mut Incoming, channel: u32, bytes: &[u8]) -> Result<(), String> {
+fn deliver(i: &mut Incoming, channel: LinkChannel, bytes: &[u8]) -> Result<(), String> {
     debug_assert!(!i.closed, "buffers for a closed channel wait as early ones");
     let Some(mut buf) = i.stash.pop() else {
         return Err(format!(
-            "sent a buffer on channel {channel} beyond the credit it was granted"
+            "sent a buffer on {channel} beyond the credit it was granted"
         ));
     };
     buf.clear();
@@ -636,7 +724,13 @@ fn deliver(i: &mut Incoming, channel: u32, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Reads envelopes from a peer until the connection ends or a check fails.
-async fn read_link(peers: &Peers, peer: u32, mut s: TcpStream) -> Result<(), String> {
+async fn read_link(
+    peers: &Peers,
+    retired: &Retired,
+    control: &Control,
+    peer: u32,
+    mut s: TcpStream,
+) -> Result<(), String> {
     let mut d = Decoder::new();
     loop {
         let spare = d.spare(READ_BYTES);
@@ -675,7 +769,7 @@ async fn read_link(peers: &Peers, peer: u32, mut s: TcpStream) -> Result<(), Str
                     for _ in 0..count {
                         let Some(b) = o.held.pop_front() else {
                             return Err(format!(
-                                "granted more credit on channel {channel} than buffers in flight"
+                                "granted more credit on {channel} than buffers in flight"
                             ));
                         };
                         o.rx.release(b);
@@ -687,18 +781,24 @@ async fn read_link(peers: &Peers, peer: u32, mut s: TcpStream) -> Result<(), Str
                     .filter(|i| !i.closed && i.tx.is_open())
                 {
                     Some(i) => deliver(i, channel, d.bytes(range))?,
+                    // Its job's part here ended (a failed attempt's senders had it on the
+                    // wire): no one will take it.
+                    None if retired.borrow().contains(&channel.tag) => {}
                     None => {
-                        // A receiver not registered yet (or one whose shard is gone, its
-                        // successor not yet registered: channel ids repeat across attempts).
+                        // A receiver not registered yet (or one whose shard is gone while its
+                        // job's part here winds down: retiring the tag drops these).
                         let bytes = d.bytes(range);
                         if p.early_bytes + bytes.len() > EARLY_BYTES_MAX {
                             return Err(format!(
-                                "sent more than {EARLY_BYTES_MAX} bytes for channels no one receives on (channel {channel})"
+                                "sent more than {EARLY_BYTES_MAX} bytes for channels no one receives on ({channel})"
                             ));
                         }
                         let mut b = Buffer::with_capacity(bytes.len());
                         b.extend_from_slice(bytes);
                         p.early_bytes += b.len();
+                        control
+                            .early_bytes
+                            .fetch_add(b.len() as u64, Ordering::Relaxed);
                         p.early.push_back((channel, b));
                     }
                 },

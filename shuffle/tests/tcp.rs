@@ -1,5 +1,6 @@
 //! The TCP transport between two networks on loopback: buffers arrive whole and in order on
-//! every channel with credit flowing back; a peer without the secret is refused; a peer that
+//! every channel with credit flowing back; jobs sharing a link keep their channels apart, and
+//! a retired job's buffers reach no one; a peer without the secret is refused; a peer that
 //! sends a damaged frame, or disappears, fails its rings with an error naming it.
 
 mod common;
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::{block_on, buffer, receive_all, send_all};
 use shardflow_shuffle::frame::FrameReader;
-use shardflow_shuffle::link;
+use shardflow_shuffle::link::{self, LinkChannel};
 use shardflow_shuffle::tcp::{NetConfig, Network};
 use shardflow_shuffle::{ChannelError, RingConfig};
 
@@ -21,6 +22,11 @@ fn net(process: u32, secret: &str) -> Network {
         secret: secret.as_bytes().to_vec(),
     })
     .unwrap()
+}
+
+/// Channel `id` of the one job these tests run (tag 0).
+fn ch(id: u32) -> LinkChannel {
+    LinkChannel::new(0, id)
 }
 
 const SMALL: RingConfig = RingConfig {
@@ -36,25 +42,25 @@ fn channels_in_both_directions_share_one_link() {
     // and wait for credit from across the link, thousands of times.
     let mut senders = Vec::new();
     for channel in [10u32, 11, 12] {
-        let tx = a.sender(2, channel, SMALL);
+        let tx = a.sender(2, ch(channel), SMALL);
         assert!(tx.is_foreign());
         senders.push(std::thread::spawn(move || {
             block_on(send_all(tx, channel as u64, 2_000, channel))
         }));
     }
-    let back = b.sender(1, 20, SMALL);
+    let back = b.sender(1, ch(20), SMALL);
     senders.push(std::thread::spawn(move || {
         block_on(send_all(back, 99, 2_000, 20))
     }));
     let mut receivers = Vec::new();
     for channel in [10u32, 11, 12] {
-        let rx = b.receiver(1, channel, SMALL);
+        let rx = b.receiver(1, ch(channel), SMALL);
         assert!(rx.is_foreign());
         receivers.push(std::thread::spawn(move || {
             block_on(receive_all(&rx, channel as u64, channel))
         }));
     }
-    let rx = a.receiver(2, 20, SMALL);
+    let rx = a.receiver(2, ch(20), SMALL);
     assert_eq!(block_on(receive_all(&rx, 99, 20)), 2_000);
     for r in receivers {
         assert_eq!(r.join().unwrap(), 2_000);
@@ -67,14 +73,117 @@ fn channels_in_both_directions_share_one_link() {
 }
 
 #[test]
+fn jobs_on_one_link_keep_their_channels_apart() {
+    // Two jobs (tags 1 and 2) use the same channel ids over one link, at once, each with its
+    // own seeded stream: every receiver gets its own job's stream whole and in order.
+    let (a, b) = (net(1, "tags"), net(2, "tags"));
+    a.connect(2, b.local_addr()).unwrap();
+    let mut threads = Vec::new();
+    for tag in [1u32, 2] {
+        for id in [10u32, 11] {
+            let seed = (tag as u64) << 32 | id as u64;
+            let tx = a.sender(2, LinkChannel::new(tag, id), SMALL);
+            threads.push(std::thread::spawn(move || {
+                block_on(send_all(tx, seed, 500, id));
+                0
+            }));
+            let rx = b.receiver(1, LinkChannel::new(tag, id), SMALL);
+            threads.push(std::thread::spawn(move || {
+                block_on(receive_all(&rx, seed, id))
+            }));
+        }
+    }
+    let received: u64 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert_eq!(received, 4 * 500);
+    assert_eq!(a.failure(2), None);
+    assert_eq!(b.failure(1), None);
+}
+
+#[test]
+fn deployments_that_connect_at_once_share_one_connection() {
+    // Two jobs deploying at once each ask for the link to process 2. Two connections would
+    // race: each end may keep a different one and drop the other, failing the link. The
+    // second caller waits for the first one's connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        listener.set_nonblocking(true).unwrap();
+        let start = Instant::now();
+        // Every connection that comes within the test's time, each through the handshake.
+        while start.elapsed() < Duration::from_secs(2) {
+            match listener.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).unwrap();
+                    link::server_handshake(&mut s, 2, b"once").unwrap();
+                    kept.push(s);
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        kept.len()
+    });
+    let a = net(1, "once");
+    std::thread::scope(|s| {
+        let calls: Vec<_> = (0..4).map(|_| s.spawn(|| a.connect(2, addr))).collect();
+        for c in calls {
+            c.join().unwrap().unwrap();
+        }
+    });
+    assert_eq!(
+        accepted.join().unwrap(),
+        1,
+        "one connection for every caller"
+    );
+}
+
+#[test]
+fn a_retired_tags_buffers_never_reach_the_next_attempt() {
+    // An attempt (tag 1) fails while its peer's buffers are on the wire: they wait for a
+    // receiver that never comes. Retiring the tag drops them, and what comes for it later;
+    // the next attempt (tag 2, the same channel id) receives only its own stream.
+    let b = net(2, "retire");
+    let mut s = raw_client(b.local_addr(), 9, b"retire");
+    let (old, new) = (LinkChannel::new(1, 20), LinkChannel::new(2, 20));
+    let stale = buffer(1, 0, 20);
+    let mut wire = Vec::new();
+    link::buffer_envelope(&mut wire, old, stale.len());
+    wire.extend_from_slice(&stale);
+    s.write_all(&wire).unwrap();
+    eventually("the stale buffer waits for a receiver", || {
+        b.early_bytes() == stale.len() as u64
+    });
+    b.retire(1);
+    eventually("retiring drops it", || b.early_bytes() == 0);
+    let rx = b.receiver(9, new, SMALL);
+    // After the retirement, another of tag 1, then the next attempt's own buffer: in stream
+    // order, so by the time the second arrives the first was read and dropped.
+    let fresh = buffer(2, 0, 20);
+    let mut wire = Vec::new();
+    link::buffer_envelope(&mut wire, old, stale.len());
+    wire.extend_from_slice(&stale);
+    link::buffer_envelope(&mut wire, new, fresh.len());
+    wire.extend_from_slice(&fresh);
+    s.write_all(&wire).unwrap();
+    let got = recv_one(&rx).unwrap();
+    assert_eq!(&got[..], &fresh[..], "the next attempt's own buffer");
+    assert_eq!(b.early_bytes(), 0, "nothing of the retired tag is held");
+    assert_eq!(
+        b.failure(9),
+        None,
+        "a retired tag's buffers are no protocol error"
+    );
+}
+
+#[test]
 fn a_receiving_only_process_grants_credit() {
     // The receiving network has nothing of its own to send: only its shard's releases may wake
     // its writer to grant credit (a lost wake-up here hung the first version after 8 buffers).
     let (a, b) = (net(1, "one-way"), net(2, "one-way"));
     a.connect(2, b.local_addr()).unwrap();
-    let tx = a.sender(2, 3, SMALL);
+    let tx = a.sender(2, ch(3), SMALL);
     let sender = std::thread::spawn(move || block_on(send_all(tx, 3, 500, 3)));
-    let rx = b.receiver(1, 3, SMALL);
+    let rx = b.receiver(1, ch(3), SMALL);
     assert_eq!(block_on(receive_all(&rx, 3, 3)), 500);
     sender.join().unwrap();
 }
@@ -134,17 +243,17 @@ fn raw_client(addr: SocketAddr, me: u32, secret: &[u8]) -> std::net::TcpStream {
 #[test]
 fn a_damaged_frame_disconnects_the_peer_naming_it() {
     let b = net(2, "k");
-    let rx = b.receiver(9, 20, SMALL);
+    let rx = b.receiver(9, ch(20), SMALL);
     let mut s = raw_client(b.local_addr(), 9, b"k");
     // One good buffer, then one whose frame fails its crc.
     let good = buffer(5, 0, 20);
     let mut wire = Vec::new();
-    link::buffer_envelope(&mut wire, 20, good.len());
+    link::buffer_envelope(&mut wire, ch(20), good.len());
     wire.extend_from_slice(&good);
     let mut bad = buffer(5, 1, 20);
     let last = bad.len() - 20;
     bad[last] ^= 0x40;
-    link::buffer_envelope(&mut wire, 20, bad.len());
+    link::buffer_envelope(&mut wire, ch(20), bad.len());
     wire.extend_from_slice(&bad);
     s.write_all(&wire).unwrap();
     let first = recv_one(&rx).expect("the good buffer arrives");
@@ -177,8 +286,8 @@ fn a_damaged_frame_disconnects_the_peer_naming_it() {
 fn a_peer_that_goes_away_fails_its_rings() {
     let (a, b) = (net(1, "x"), net(2, "x"));
     a.connect(2, b.local_addr()).unwrap();
-    let rx = b.receiver(1, 7, SMALL);
-    let tx = b.sender(1, 8, SMALL);
+    let rx = b.receiver(1, ch(7), SMALL);
+    let tx = b.sender(1, ch(8), SMALL);
     drop(a);
     let err = loop {
         match rx.try_recv() {
@@ -201,15 +310,15 @@ fn random_and_truncated_streams_into_a_receiver_never_reach_it() {
     let mut seed = 0xf00d_u64;
     for round in 0..40u32 {
         let peer = 100 + round;
-        let rx = b.receiver(peer, 20, SMALL);
+        let rx = b.receiver(peer, ch(20), SMALL);
         let mut s = raw_client(b.local_addr(), peer, b"fuzz");
         let mut wire = Vec::new();
         let good = buffer(round as u64, 0, 20);
-        link::buffer_envelope(&mut wire, 20, good.len());
+        link::buffer_envelope(&mut wire, ch(20), good.len());
         wire.extend_from_slice(&good);
         let mut tail = Vec::new();
         let next_buffer = buffer(round as u64, 1, 20);
-        link::buffer_envelope(&mut tail, 20, next_buffer.len());
+        link::buffer_envelope(&mut tail, ch(20), next_buffer.len());
         tail.extend_from_slice(&next_buffer);
         match common::next(&mut seed) % 3 {
             0 => {
@@ -256,9 +365,9 @@ fn random_and_truncated_streams_into_a_receiver_never_reach_it() {
     // The network is still whole.
     let a = net(1, "fuzz");
     a.connect(2, b.local_addr()).unwrap();
-    let tx = a.sender(2, 5, SMALL);
+    let tx = a.sender(2, ch(5), SMALL);
     let sender = std::thread::spawn(move || block_on(send_all(tx, 1, 50, 5)));
-    let rx = b.receiver(1, 5, SMALL);
+    let rx = b.receiver(1, ch(5), SMALL);
     assert_eq!(block_on(receive_all(&rx, 1, 5)), 50);
     sender.join().unwrap();
 }
@@ -281,8 +390,8 @@ fn a_lone_channel_gets_the_links_whole_window() {
     };
     let (a, b) = (net(1, "w"), net(2, "w"));
     a.connect(2, b.local_addr()).unwrap();
-    let tx = a.sender(2, 7, config);
-    let rx = b.receiver(1, 7, config);
+    let tx = a.sender(2, ch(7), config);
+    let rx = b.receiver(1, ch(7), config);
     // The whole window crosses while the receiver releases nothing: the peer's ring holds it
     // and its network thread took every buffer as within credit.
     for i in 0..LINK_WINDOW_BUFFERS as u64 {

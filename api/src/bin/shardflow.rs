@@ -49,7 +49,7 @@ enum Command {
     /// self-contained copy of its state, restored with `run ... --from-savepoint PATH`, at any
     /// parallelism. Prints the savepoint's path.
     Savepoint {
-        /// The job's name (as `shardflow list` shows it).
+        /// The job's name (as `shardflow list` shows it), or on a cluster its id.
         job: String,
         /// The directory to write the savepoint into (a new `savepoint-<n>` in it).
         #[arg(long, default_value = "savepoints")]
@@ -65,6 +65,7 @@ enum Command {
     },
     /// Cancel a running local job (or, with --jobmanager, a cluster's).
     Cancel {
+        /// The job's name (as `shardflow list` shows it), or on a cluster its id.
         job: String,
         #[arg(long)]
         pid: Option<u32>,
@@ -323,6 +324,9 @@ fn configure(
     env.config_mut().allow_non_restored_state = common.allow_non_restored_state;
     let control = shardflow_core::config::JobControl::default();
     env.config_mut().control = Some(control.clone());
+    if shardflow_core::cluster::deployed().is_some() {
+        return Ok(shardflow::control::ControlServer::none());
+    }
     shardflow::control::serve(job, control)
 }
 
@@ -435,8 +439,8 @@ fn run(cli: Cli) -> Result<(), JobError> {
             ..
         } => {
             let secret = shardflow_core::cluster::secret(secret.as_deref())?;
-            shardflow_core::cluster::jobmanager::cancel(&jm, &secret, &job)?;
-            println!("cancelled {job} on {jm}");
+            let id = shardflow_core::cluster::jobmanager::cancel(&jm, &secret, &job)?;
+            println!("cancelled job {id} ({job}) on {jm}");
             Ok(())
         }
         Command::Jobmanager(args) => shardflow::cluster::run_jobmanager(args),

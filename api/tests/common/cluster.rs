@@ -112,6 +112,11 @@ impl Cluster {
 
     /// The same, of a job binary's roles.
     pub fn start_of(bin: &Path, hosts: &[&str]) -> Self {
+        Self::start_with(bin, hosts, 1)
+    }
+
+    /// A job manager, and a task manager of `cores` cores on each of `hosts`.
+    pub fn start_with(bin: &Path, hosts: &[&str], cores: u32) -> Self {
         let jm = Watched::spawn(binary(bin).args(["jobmanager", "--bind", "127.0.0.1:0"]));
         let line = jm.wait_for("listening on");
         let addr = line.rsplit(' ').next().unwrap().to_string();
@@ -125,7 +130,8 @@ impl Cluster {
             .map(|(i, host)| {
                 let tm = Watched::spawn(
                     binary(bin)
-                        .args(["taskmanager", "--jobmanager", &addr, "--cores", "1"])
+                        .args(["taskmanager", "--jobmanager", &addr, "--cores"])
+                        .arg(cores.to_string())
                         .args(["--host", host, "--shm-dir"])
                         .arg(shm.path()),
                 );

@@ -1,6 +1,10 @@
 //! The job manager: task managers register with it, clients submit jobs to it; it splits each
-//! job's shards over the task managers, deploys the parts, watches heartbeats, and reports
-//! each job's end to its client.
+//! job's shards over the task managers' free cores, deploys the parts, watches heartbeats, and
+//! reports each job's end to its client.
+//!
+//! A task manager's cores are its slots (Flink's task slots): each part of a job takes cores
+//! of its own, so jobs run side by side on one task manager without sharing a CPU. A job
+//! submitted while no core is free waits for one ([`JobManagerConfig::resource_wait`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
@@ -8,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
-use super::protocol::{Connection, Deployment, Message, Part};
+use super::protocol::{Connection, Deployment, JobInfo, Message, Part};
 use crate::error::JobError;
 
 /// How a job manager serves.
@@ -25,6 +29,9 @@ pub struct JobManagerConfig {
     /// How long a failed job waits for as many free cores as it had (a replacement task
     /// manager registering) before it restarts on fewer.
     pub restart_grace: Duration,
+    /// How long a submitted job waits for a free core (other jobs ending, task managers
+    /// registering) before it is refused: Flink's `slot.request.timeout`, 5 minutes.
+    pub resource_wait: Duration,
 }
 
 impl JobManagerConfig {
@@ -35,6 +42,7 @@ impl JobManagerConfig {
             heartbeat_timeout: Duration::from_secs(5),
             state_dir: None,
             restart_grace: Duration::from_secs(3),
+            resource_wait: Duration::from_secs(300),
         }
     }
 }
@@ -47,8 +55,20 @@ struct TaskManagerEntry {
     shm_dir: String,
     data_addr: Option<String>,
     writer: Connection,
-    /// The job it runs a part of.
-    busy: Option<u64>,
+    /// The cores (`0..cores`) that each job with a part here takes.
+    jobs: BTreeMap<u64, Vec<u32>>,
+}
+
+impl TaskManagerEntry {
+    /// Its cores no job takes; none until its data listener is known.
+    fn free(&self) -> Vec<u32> {
+        if self.data_addr.is_none() {
+            return Vec::new();
+        }
+        (0..self.cores)
+            .filter(|c| !self.jobs.values().any(|taken| taken.contains(c)))
+            .collect()
+    }
 }
 
 struct Job {
@@ -147,6 +167,8 @@ struct State {
     next_task_manager: u32,
     jobs: BTreeMap<u64, Job>,
     next_job: u64,
+    /// The tag of the next deployment on the task managers' TCP links.
+    next_tag: u32,
 }
 
 struct Shared {
@@ -196,6 +218,7 @@ impl JobManager {
             config,
             state: Mutex::new(State {
                 next_task_manager: 1,
+                next_tag: 1,
                 next_job: recovered.iter().map(|r| r.job + 1).max().unwrap_or(1),
                 ..State::default()
             }),
@@ -388,24 +411,32 @@ fn serve(s: &Arc<Shared>, stream: std::net::TcpStream) {
             parallelism,
         }) => serve_submit(s, conn, name, args, parallelism),
         Ok(Message::ListJobs) => {
-            let running = s.lock().jobs.values().map(|j| j.name.clone()).collect();
+            let running = s
+                .lock()
+                .jobs
+                .iter()
+                .map(|(&job, j)| JobInfo {
+                    job,
+                    name: j.name.clone(),
+                    attempt: j.attempt,
+                    parallelism: j.parts.iter().map(|p| p.shards).sum(),
+                    task_managers: j.parts.iter().map(|p| p.task_manager).collect(),
+                })
+                .collect();
             let _ = conn.send(&Message::Jobs { running });
         }
         Ok(Message::SavepointJob { name, dir, cancel }) => {
             let (reply, answer) = std::sync::mpsc::channel();
             let asked = {
                 let mut st = s.lock();
-                match st
-                    .jobs
-                    .values_mut()
-                    .find(|j| j.name == name)
-                    .map(|j| j.checkpoints.as_mut())
+                match find_job(&st, &name)
+                    .map(|job| st.jobs.get_mut(&job).and_then(|j| j.checkpoints.as_mut()))
                 {
-                    None => Err(format!("no running job named '{name}'")),
-                    Some(None) => Err(format!(
+                    Err(e) => Err(e),
+                    Ok(None) => Err(format!(
                         "job '{name}' takes no checkpoints (run it with --checkpoint-dir)"
                     )),
-                    Some(Some(c)) => {
+                    Ok(Some(c)) => {
                         c.savepoints.push(SavepointAsk {
                             dir: dir.into(),
                             reply,
@@ -427,27 +458,17 @@ fn serve(s: &Arc<Shared>, stream: std::net::TcpStream) {
         }
         Ok(Message::CancelJob { name }) => {
             let mut st = s.lock();
-            let found: Vec<u64> = st
-                .jobs
-                .iter()
-                .filter(|(_, j)| j.name == name)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in &found {
-                if let Some(j) = st.jobs.get_mut(id) {
+            let found = find_job(&st, &name);
+            if let Ok(job) = found {
+                if let Some(j) = st.jobs.get_mut(&job) {
                     j.cancelled = true;
                 }
-                cancel_job(&mut st, *id, "cancelled".to_string());
+                cancel_job(&mut st, job, "cancelled".to_string());
             }
             drop(st);
-            let _ = conn.send(&if found.is_empty() {
-                Message::Refused {
-                    reason: format!("no running job named '{name}'"),
-                }
-            } else {
-                Message::Jobs {
-                    running: vec![name],
-                }
+            let _ = conn.send(&match found {
+                Ok(job) => Message::Cancelled { job },
+                Err(reason) => Message::Refused { reason },
             });
         }
         Ok(other) => {
@@ -456,6 +477,29 @@ fn serve(s: &Arc<Shared>, stream: std::net::TcpStream) {
             });
         }
         Err(e) => eprintln!("job manager: {}: {e}", conn.peer()),
+    }
+}
+
+/// The running job `key` names: its id, or its name if no other running job has that name.
+fn find_job(st: &State, key: &str) -> Result<u64, String> {
+    if let Ok(id) = key.parse::<u64>()
+        && st.jobs.contains_key(&id)
+    {
+        return Ok(id);
+    }
+    let named: Vec<u64> = st
+        .jobs
+        .iter()
+        .filter(|(_, j)| j.name == key)
+        .map(|(id, _)| *id)
+        .collect();
+    match named[..] {
+        [] => Err(format!("no running job named '{key}'")),
+        [one] => Ok(one),
+        _ => Err(format!(
+            "{} running jobs are named '{key}' (ids {named:?}): give the id",
+            named.len()
+        )),
     }
 }
 
@@ -513,7 +557,7 @@ fn serve_task_manager(
                 shm_dir,
                 data_addr: None,
                 writer,
-                busy: None,
+                jobs: BTreeMap::new(),
             },
         );
         (id, first_cpu)
@@ -592,7 +636,7 @@ fn serve_task_manager(
                                 name: j.name.clone(),
                                 args: j.args.clone(),
                                 parallelism: j.parallelism,
-                                shards: j.parts.iter().map(|p| p.shards).sum(),
+                                cores: cores_of(&j.parts),
                                 checkpoint_dir: Some(dir.clone()),
                             });
                         }
@@ -686,8 +730,13 @@ fn serve_task_manager(
                 error,
             }) => {
                 let mut st = s.lock();
-                if let Some(t) = st.task_managers.get_mut(&id) {
-                    t.busy = None;
+                // Its cores are free again (unless this is news of an attempt before the one
+                // running: a job's attempts never overlap on a task manager).
+                let current = st.jobs.get(&job).is_none_or(|j| j.attempt == attempt);
+                if let Some(t) = st.task_managers.get_mut(&id)
+                    && current
+                {
+                    t.jobs.remove(&job);
                 }
                 let failed = match st.jobs.get_mut(&job) {
                     Some(j) if j.attempt == attempt => {
@@ -788,8 +837,39 @@ pub fn assign(cores: &[(u32, u32)], parallelism: u32) -> Vec<(u32, u32, u32)> {
         .collect()
 }
 
-/// Deploys attempt `attempt` of `job` on the free task managers: `parallelism` shards (all
-/// their cores if `None`), restoring from `restore_from`. Returns its parts, or why not.
+/// Places `p` shards on free cores (each task manager's id and its free cores): for each
+/// task manager that gets shards, (id, first shard, shards, the cores they take). Shards are
+/// split in proportion to the free cores ([`assign`]); a part takes one core a shard, or
+/// all of its task manager's free cores when it has more shards than that.
+pub fn place(free: &[(u32, Vec<u32>)], p: u32) -> Vec<(u32, u32, u32, Vec<u32>)> {
+    let counts: Vec<(u32, u32)> = free.iter().map(|(id, f)| (*id, f.len() as u32)).collect();
+    assign(&counts, p)
+        .into_iter()
+        .map(|(id, first, n)| {
+            let cores = &free
+                .iter()
+                .find(|(f, _)| *f == id)
+                .expect("assigned from free")
+                .1;
+            (
+                id,
+                first,
+                n,
+                cores[..(n as usize).min(cores.len())].to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// Deploys attempt `attempt` of `job` on the task managers' free cores: `parallelism`
+/// shards (one on each free core if `None`), restoring from `restore_from`. Returns its
+/// parts, or why not.
+///
+/// The shards are split over the task managers with free cores in proportion to them
+/// ([`assign`]); each part takes as many of its task manager's free cores as it has shards.
+/// A job that asks for more shards than there are free cores gets every free core, its
+/// shards sharing them (as in local mode, where a job may have more shards than the machine
+/// has cores); it never shares a core with another job.
 fn deploy(
     st: &mut State,
     job: u64,
@@ -799,34 +879,48 @@ fn deploy(
     parallelism: Option<u32>,
     restore_from: Option<String>,
 ) -> Result<Vec<Part>, String> {
-    let free: Vec<(u32, u32)> = st
+    let free: Vec<(u32, Vec<u32>)> = st
         .task_managers
         .iter()
-        .filter(|(_, t)| t.data_addr.is_some() && t.busy.is_none())
-        .map(|(id, t)| (*id, t.cores))
+        .map(|(id, t)| (*id, t.free()))
+        .filter(|(_, f)| !f.is_empty())
         .collect();
     if free.is_empty() {
-        return Err("no free task manager is registered".into());
+        let registered = st.task_managers.len();
+        return Err(if registered == 0 {
+            "no task manager is registered".into()
+        } else {
+            format!(
+                "every core of the {registered} task manager(s) registered runs a job ({} running)",
+                st.jobs.len()
+            )
+        });
     }
-    let p = parallelism.unwrap_or_else(|| free.iter().map(|&(_, c)| c).sum());
+    let p = parallelism.unwrap_or_else(|| free.iter().map(|(_, f)| f.len() as u32).sum());
     if p == 0 {
         return Err("a job needs at least one shard".into());
     }
-    let parts: Vec<Part> = assign(&free, p)
+    let parts: Vec<Part> = place(&free, p)
         .into_iter()
-        .map(|(id, first, n)| {
+        .map(|(id, first, n, cores)| {
             let t = &st.task_managers[&id];
             Part {
                 task_manager: id,
                 first_shard: first,
                 shards: n,
+                cores,
                 host: t.host.clone(),
-                data_addr: t.data_addr.clone().expect("filtered on it"),
+                data_addr: t
+                    .data_addr
+                    .clone()
+                    .expect("free cores: its data address is known"),
                 shm_dir: t.shm_dir.clone(),
                 pid: t.pid,
             }
         })
         .collect();
+    let tag = st.next_tag;
+    st.next_tag = st.next_tag.wrapping_add(1).max(1);
     let deployment = Deployment {
         job,
         attempt,
@@ -834,6 +928,7 @@ fn deploy(
         args: args.to_vec(),
         parallelism: p,
         parts: parts.clone(),
+        tag,
         restore_from,
     };
     let checkpoints = st.jobs.get_mut(&job).and_then(|j| j.checkpoints.take());
@@ -864,7 +959,7 @@ fn deploy(
             .task_managers
             .get_mut(&part.task_manager)
             .expect("chosen from the registered");
-        t.busy = Some(job);
+        t.jobs.insert(job, part.cores.clone());
         if let Err(e) = t.writer.send(&Message::Deploy(deployment.clone())) {
             let why = format!("deploying to task manager {}: {e}", part.task_manager);
             cancel_job(st, job, why);
@@ -882,13 +977,17 @@ fn deploy(
     Ok(parts)
 }
 
-/// Cores of the registered task managers that run nothing.
+/// Cores of the registered task managers that no job takes.
 fn free_cores(st: &State) -> u32 {
     st.task_managers
         .values()
-        .filter(|t| t.data_addr.is_some() && t.busy.is_none())
-        .map(|t| t.cores)
+        .map(|t| t.free().len() as u32)
         .sum()
+}
+
+/// The cores a job's parts take.
+fn cores_of(parts: &[Part]) -> u32 {
+    parts.iter().map(|p| p.cores.len() as u32).sum()
 }
 
 /// Waits for a change (or a while) with the state unlocked.
@@ -919,13 +1018,36 @@ fn serve_submit(
     let mut st = s.lock();
     let job = st.next_job;
     st.next_job += 1;
-    let parts = match deploy(&mut st, job, 1, &name, &args, parallelism, None) {
-        Ok(parts) => parts,
-        Err(reason) => {
-            st.jobs.remove(&job);
-            drop(st);
-            let _ = conn.send(&Message::Refused { reason });
-            return;
+    // No free core: wait for one (a job ending, a task manager registering), telling the
+    // client once why.
+    let since = std::time::Instant::now();
+    let mut waiting = false;
+    let parts = loop {
+        match deploy(&mut st, job, 1, &name, &args, parallelism, None) {
+            Ok(parts) => break parts,
+            Err(reason)
+                if parallelism != Some(0)
+                    && free_cores(&st) == 0
+                    && since.elapsed() < s.config.resource_wait =>
+            {
+                if !waiting {
+                    waiting = true;
+                    eprintln!("job manager: job {job} '{name}' waits for a free core: {reason}");
+                    let _ = conn.send(&Message::Waiting { reason });
+                }
+                st = wait(s, st);
+            }
+            Err(reason) => {
+                st.jobs.remove(&job);
+                drop(st);
+                let reason = if waiting {
+                    format!("{reason} (waited {:?} for a free core)", since.elapsed())
+                } else {
+                    reason
+                };
+                let _ = conn.send(&Message::Refused { reason });
+                return;
+            }
         }
     };
     let p: u32 = parts.iter().map(|p| p.shards).sum();
@@ -934,7 +1056,7 @@ fn serve_submit(
         name: name.clone(),
         args: args.clone(),
         parallelism,
-        shards: p,
+        cores: cores_of(&parts),
         checkpoint_dir: None,
     };
     s.records.save(&record);
@@ -971,10 +1093,8 @@ fn run_job(s: &Arc<Shared>, record: JobRecord) -> (Option<String>, u32, Vec<Part
         }
         let j = st.jobs.get_mut(&job).expect("jobs are removed only here");
         for part in j.parts.clone() {
-            if let Some(t) = st.task_managers.get_mut(&part.task_manager)
-                && t.busy == Some(job)
-            {
-                t.busy = None;
+            if let Some(t) = st.task_managers.get_mut(&part.task_manager) {
+                t.jobs.remove(&job);
             }
         }
         let j = st.jobs.get_mut(&job).expect("jobs are removed only here");
@@ -1021,7 +1141,7 @@ fn run_job(s: &Arc<Shared>, record: JobRecord) -> (Option<String>, u32, Vec<Part
         let since = std::time::Instant::now();
         // A replacement for a lost task manager may be on its way: wait a little for as many
         // free cores as the attempt had before restarting on fewer (a rescale).
-        let had: u32 = j.parts.iter().map(|p| p.shards).sum();
+        let had = cores_of(&j.parts);
         while since.elapsed() < s.config.restart_grace && free_cores(&st) < had {
             st = wait(s, st);
         }
@@ -1070,9 +1190,9 @@ pub struct JobRecord {
     pub name: String,
     pub args: Vec<String>,
     pub parallelism: Option<u32>,
-    /// The shards its attempt ran on (a job manager that restarts waits a while for as many
-    /// cores to come back before it takes the job up on fewer).
-    pub shards: u32,
+    /// The cores its attempt took (a job manager that restarts waits a while for as many
+    /// to come back before it takes the job up on fewer).
+    pub cores: u32,
     /// Where its checkpoints go, once known.
     pub checkpoint_dir: Option<String>,
 }
@@ -1168,7 +1288,7 @@ fn recover(s: &Arc<Shared>, record: JobRecord) {
     let mut st = s.lock();
     let since = std::time::Instant::now();
     // The task managers come back one by one: wait for the cores the job had (a while).
-    while since.elapsed() < RECOVERY_GRACE && free_cores(&st) < record.shards {
+    while since.elapsed() < RECOVERY_GRACE && free_cores(&st) < record.cores {
         st = wait(s, st);
     }
     loop {
@@ -1214,22 +1334,27 @@ pub fn submit(
         parallelism,
     })
     .map_err(|e| JobError::Cluster(format!("job manager {addr}: {e}")))?;
-    let p = match conn.recv() {
-        Ok(Message::Accepted { job, parallelism }) => {
-            on_accepted(job, parallelism);
-            parallelism
+    let p = loop {
+        match conn.recv() {
+            Ok(Message::Waiting { reason }) => {
+                eprintln!("waiting for a free core: {reason}");
+            }
+            Ok(Message::Accepted { job, parallelism }) => {
+                on_accepted(job, parallelism);
+                break parallelism;
+            }
+            Ok(Message::Refused { reason }) => {
+                return Err(JobError::Cluster(format!(
+                    "job manager {addr} refused the job: {reason}"
+                )));
+            }
+            Ok(other) => {
+                return Err(JobError::Cluster(format!(
+                    "job manager {addr} answered {other:?}"
+                )));
+            }
+            Err(e) => return Err(JobError::Cluster(format!("job manager {addr}: {e}"))),
         }
-        Ok(Message::Refused { reason }) => {
-            return Err(JobError::Cluster(format!(
-                "job manager {addr} refused the job: {reason}"
-            )));
-        }
-        Ok(other) => {
-            return Err(JobError::Cluster(format!(
-                "job manager {addr} answered {other:?}"
-            )));
-        }
-        Err(e) => return Err(JobError::Cluster(format!("job manager {addr}: {e}"))),
     };
     match conn.recv() {
         Ok(Message::JobEnded {
@@ -1259,14 +1384,14 @@ pub fn submit(
 }
 
 /// The jobs running on the job manager at `addr`.
-pub fn list(addr: &str, secret: &[u8]) -> Result<Vec<String>, JobError> {
+pub fn list(addr: &str, secret: &[u8]) -> Result<Vec<JobInfo>, JobError> {
     request(addr, secret, Message::ListJobs).map(|m| match m {
         Message::Jobs { running } => running,
         _ => Vec::new(),
     })
 }
 
-/// Takes a savepoint of the running job named `name` into a new directory under `dir` (which
+/// Takes a savepoint of the running job `name` (its name, or its id) into a new directory under `dir` (which
 /// the job manager writes: shared storage); with `cancel`, stops the job once it is taken.
 /// Returns the savepoint's path.
 pub fn savepoint(
@@ -1293,16 +1418,20 @@ pub fn savepoint(
     }
 }
 
-/// Cancels the running job named `name`.
-pub fn cancel(addr: &str, secret: &[u8], name: &str) -> Result<(), JobError> {
-    request(
+/// Cancels the running job `name` (its name, or its id); returns its id.
+pub fn cancel(addr: &str, secret: &[u8], name: &str) -> Result<u64, JobError> {
+    match request(
         addr,
         secret,
         Message::CancelJob {
             name: name.to_string(),
         },
-    )
-    .map(|_| ())
+    )? {
+        Message::Cancelled { job } => Ok(job),
+        other => Err(JobError::Cluster(format!(
+            "job manager {addr} answered {other:?}"
+        ))),
+    }
 }
 
 fn request(addr: &str, secret: &[u8], m: Message) -> Result<Message, JobError> {
@@ -1317,7 +1446,65 @@ fn request(addr: &str, secret: &[u8], m: Message) -> Result<Message, JobError> {
 
 #[cfg(test)]
 mod tests {
-    use super::assign;
+    use super::{assign, place};
+
+    #[test]
+    fn jobs_placed_one_after_another_never_share_a_core() {
+        // Jobs of random P placed on what the ones before left free (some ending between):
+        // every shard is placed, a part's cores are free ones of its task manager, one a shard
+        // up to all it has, and no two running jobs hold one core.
+        let cores = [(1u32, 4u32), (2, 2), (3, 3)];
+        let mut seed = 0x51ab_u64;
+        let mut next = |n: u64| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        let mut running: Vec<Vec<(u32, Vec<u32>)>> = Vec::new();
+        for round in 0..2_000 {
+            if !running.is_empty() && next(3) == 0 {
+                let i = next(running.len() as u64) as usize;
+                running.remove(i);
+            }
+            let free: Vec<(u32, Vec<u32>)> = cores
+                .iter()
+                .map(|&(id, n)| {
+                    let taken = |c: &u32| {
+                        running
+                            .iter()
+                            .flatten()
+                            .any(|(t, cs)| *t == id && cs.contains(c))
+                    };
+                    (id, (0..n).filter(|c| !taken(c)).collect::<Vec<_>>())
+                })
+                .filter(|(_, f)| !f.is_empty())
+                .collect();
+            let total: u32 = free.iter().map(|(_, f)| f.len() as u32).sum();
+            if total == 0 {
+                running.clear();
+                continue;
+            }
+            let p = 1 + next(12) as u32;
+            let parts = place(&free, p);
+            assert_eq!(parts.iter().map(|x| x.2).sum::<u32>(), p, "round {round}");
+            let mut job = Vec::new();
+            for (id, _, n, cs) in parts {
+                let f = &free.iter().find(|(t, _)| *t == id).unwrap().1;
+                assert_eq!(cs.len(), (n as usize).min(f.len()), "round {round}");
+                assert!(cs.iter().all(|c| f.contains(c)), "round {round}");
+                let mut dedup = cs.clone();
+                dedup.dedup();
+                assert_eq!(dedup, cs, "round {round}");
+                job.push((id, cs));
+            }
+            if p <= total {
+                let used: u32 = job.iter().map(|(_, cs)| cs.len() as u32).sum();
+                assert_eq!(used, p, "round {round}: one core a shard");
+            }
+            running.push(job);
+        }
+    }
 
     #[test]
     fn shards_follow_cores() {

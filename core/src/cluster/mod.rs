@@ -19,11 +19,15 @@
 //!
 //! The control plane ([`protocol`]) is rkyv messages in crc-checked frames over TCP, every
 //! connection authenticated with the cluster secret: registration, deployment, heartbeats,
-//! the end of each task manager's part, cancel. A task manager that stops heart-beating or
-//! drops its connection fails the job's attempt; the others are cancelled.
+//! checkpoint trigger and ack, the end of each task manager's part, cancel, savepoints. A task
+//! manager that stops heart-beating or drops its connection fails the attempts of the jobs it
+//! has parts of; their other parts are cancelled and each job restarts from its newest
+//! checkpoint.
 //!
-//! Left for later (see the issue): checkpoints of jobs that span processes, and so failover by
-//! restart from a checkpoint; savepoints through the job manager.
+//! A task manager's cores are its slots: each job's part takes cores of its own, so one task
+//! manager runs parts of several jobs at once. Their channels share the task managers' TCP
+//! links under a tag per deployment ([`shardflow_shuffle::link::LinkChannel`]); their
+//! shared-memory rings are files named by job and attempt.
 
 pub mod jobmanager;
 pub mod protocol;

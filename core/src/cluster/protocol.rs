@@ -24,6 +24,10 @@ pub struct Part {
     pub task_manager: u32,
     pub first_shard: u32,
     pub shards: u32,
+    /// The task manager's cores (`0..` the cores it offers) its shards are pinned to, the
+    /// k-th shard to `cores[k % cores.len()]`: fewer than `shards` when the job asked for more
+    /// shards than there were free cores. No other job's part takes them meanwhile.
+    pub cores: Vec<u32>,
     /// Which host it is on (shared memory between task managers of one host, TCP otherwise).
     pub host: String,
     /// Its data listener.
@@ -46,9 +50,33 @@ pub struct Deployment {
     pub args: Vec<String>,
     pub parallelism: u32,
     pub parts: Vec<Part>,
+    /// Tells this deployment's channels from those of every other deployment on the TCP links
+    /// it uses (a number the job manager gives each deployment once).
+    pub tag: u32,
     /// The checkpoint directory to resume from (its newest complete checkpoint): a restart
     /// after a failure.
     pub restore_from: Option<String>,
+}
+
+/// A running job, as `shardflow list` shows it.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct JobInfo {
+    pub job: u64,
+    pub name: String,
+    pub attempt: u32,
+    pub parallelism: u32,
+    /// The task managers its attempt runs on.
+    pub task_managers: Vec<u32>,
+}
+
+impl std::fmt::Display for JobInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}\t{}\tP = {}\tattempt {}\ttask managers {:?}",
+            self.job, self.name, self.parallelism, self.attempt, self.task_managers
+        )
+    }
 }
 
 /// Every message of the control protocol.
@@ -144,17 +172,22 @@ pub enum Message {
         parallelism: Option<u32>,
     },
     ListJobs,
-    /// A savepoint of the running job `name` into a new directory under `dir` (a path the job
-    /// manager can write); `cancel`: stop the job once it is taken.
+    /// A savepoint of the running job `name` (its name, or its id) into a new directory under
+    /// `dir` (a path the job manager can write); `cancel`: stop the job once it is taken.
     SavepointJob {
         name: String,
         dir: String,
         cancel: bool,
     },
+    /// Cancels the running job `name` (its name, or its id).
     CancelJob {
         name: String,
     },
     // Job manager → client.
+    /// No core is free for the job yet: it waits (`reason`), then `Accepted` or `Refused`.
+    Waiting {
+        reason: String,
+    },
     Accepted {
         job: u64,
         parallelism: u32,
@@ -171,7 +204,10 @@ pub enum Message {
         path: String,
     },
     Jobs {
-        running: Vec<String>,
+        running: Vec<JobInfo>,
+    },
+    Cancelled {
+        job: u64,
     },
     Refused {
         reason: String,
@@ -366,11 +402,13 @@ mod tests {
                 task_manager: 1,
                 first_shard: 0,
                 shards: 2,
+                cores: vec![1, 3],
                 host: host_id(),
                 data_addr: "127.0.0.1:1".into(),
                 shm_dir: "/dev/shm".into(),
                 pid: 42,
             }],
+            tag: 9,
             restore_from: Some("/ck".into()),
         });
         c.send(&m).unwrap();

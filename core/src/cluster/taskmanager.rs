@@ -1,5 +1,6 @@
 //! The task manager: offers this process's cores to a job manager as shards, runs the parts of
-//! jobs it is given, and moves their records to the other task managers' shards.
+//! jobs it is given (as many at once as its cores hold: each part pinned to cores of its own),
+//! and moves their records to the other task managers' shards.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -7,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shardflow_shuffle::bell::Bell;
+use shardflow_shuffle::link::LinkChannel;
 use shardflow_shuffle::shm::{self, ShmConfig};
 use shardflow_shuffle::tcp::{NetConfig, Network};
 use shardflow_shuffle::{RingConfig, RingReceiver, RingSender};
@@ -219,7 +221,8 @@ fn session(
             })
             .map_err(|e| io("the heartbeat thread", e))?;
     }
-    let running: Arc<Mutex<Option<Running>>> = Arc::new(Mutex::new(None));
+    // The parts of jobs running here.
+    let running: Arc<Mutex<Vec<Running>>> = Arc::new(Mutex::new(Vec::new()));
     // Attempts whose part finished, with their sinks' last commits, until the job manager
     // says the job ended (or deploys another attempt).
     let ended: Arc<Mutex<Vec<Arc<TmCheckpoints>>>> = Arc::new(Mutex::new(Vec::new()));
@@ -227,6 +230,7 @@ fn session(
         .map_err(|e| io("the job manager connection", e))?;
     let me = TaskManager {
         id,
+        cores: config.cores,
         first_cpu: first_cpu as usize,
         host,
         shm_dir: config.shm_dir.clone(),
@@ -253,9 +257,9 @@ fn session(
                 ) =>
             {
                 if last_heard.elapsed() > JOBMANAGER_SILENCE_MAX {
-                    // Cut off (a link down): the job manager has failed this part over by now;
-                    // running on alone could only compete with its successor.
-                    stop_part(&running);
+                    // Cut off (a link down): the job manager has failed these parts over by
+                    // now; running on alone could only compete with their successors.
+                    stop_parts(&running);
                     conn.shutdown();
                     return Err(lost(JobError::Cluster(format!(
                         "task manager {id}: nothing from the job manager at {jm} for {:?}",
@@ -265,7 +269,7 @@ fn session(
                 continue;
             }
             Err(e) => {
-                stop_part(&running);
+                stop_parts(&running);
                 conn.shutdown();
                 return Err(lost(JobError::Cluster(format!(
                     "task manager {id}: the job manager at {jm} went away: {e}"
@@ -284,20 +288,23 @@ fn session(
                 });
                 {
                     let mut r = lock(&running);
-                    if let Some(Running { job, attempt, .. }) = &*r {
-                        let reason =
-                            format!("task manager {id} runs job {job} attempt {attempt} already");
-                        drop(r);
-                        let _ = lock(&writer).send(&Message::AttemptEnded {
-                            job: d.job,
-                            attempt: d.attempt,
-                            error: Some(reason),
-                        });
-                        continue;
-                    }
-                    *r = Some(Running {
+                    let cores = match me.check_deployment(&d, &r) {
+                        Ok(cores) => cores,
+                        Err(reason) => {
+                            drop(r);
+                            eprintln!("task manager {id}: refused a deployment: {reason}");
+                            let _ = lock(&writer).send(&Message::AttemptEnded {
+                                job: d.job,
+                                attempt: d.attempt,
+                                error: Some(reason),
+                            });
+                            continue;
+                        }
+                    };
+                    r.push(Running {
                         job: d.job,
                         attempt: d.attempt,
+                        cores,
                         control: control.clone(),
                         checkpoints: checkpoints.clone(),
                     });
@@ -315,17 +322,19 @@ fn session(
                 let spawned = std::thread::Builder::new()
                     .name(format!("shardflow-job{}-{}", d.job, d.attempt))
                     .spawn(move || {
-                        let (job, attempt) = (d.job, d.attempt);
+                        let (job, attempt, tag) = (d.job, d.attempt, d.tag);
                         let checkpoints_of_part = checkpoints.clone();
                         let error = me.run_part(d, control, checkpoints, &runner).err();
                         if let Some(e) = &error {
                             eprintln!("task manager {}: job {job} attempt {attempt}: {e}", me.id);
                         }
+                        // Its rings are gone: what its peers still send it is dropped.
+                        me.net.retire(tag);
                         // Ended before it stops running: a trigger in between finds it.
                         if error.is_none() {
                             lock(&ended).push(checkpoints_of_part);
                         }
-                        *lock(&running) = None;
+                        lock(&running).retain(|r| (r.job, r.attempt) != (job, attempt));
                         let _ = lock(&writer).send(&Message::AttemptEnded {
                             job,
                             attempt,
@@ -333,12 +342,14 @@ fn session(
                         });
                     });
                 if let Err(e) = spawned {
+                    // The session ends, and its parts with it.
                     return Err(io("a job thread", e).into());
                 }
             }
             Message::CancelAttempt { job, attempt } => {
-                if let Some(r) = &*lock(&running)
-                    && (r.job, r.attempt) == (job, attempt)
+                for r in lock(&running)
+                    .iter()
+                    .filter(|r| (r.job, r.attempt) == (job, attempt))
                 {
                     r.control.cancel();
                 }
@@ -419,22 +430,24 @@ fn remove_stale_files(dir: &Path) {
 struct Running {
     job: u64,
     attempt: u32,
+    /// This task manager's cores it takes.
+    cores: Vec<u32>,
     control: JobControl,
     checkpoints: Arc<TmCheckpoints>,
 }
 
-fn cancel_running(running: &Mutex<Option<Running>>) {
-    if let Some(r) = &*lock(running) {
+fn cancel_running(running: &Mutex<Vec<Running>>) {
+    for r in lock(running).iter() {
         r.control.cancel();
     }
 }
 
-/// Cancels the running part and waits (bounded) for it to stop: a new session must not deploy
-/// beside a part still winding down.
-fn stop_part(running: &Mutex<Option<Running>>) {
+/// Cancels the running parts and waits (bounded) for them to stop: a new session must not
+/// deploy beside parts still winding down.
+fn stop_parts(running: &Mutex<Vec<Running>>) {
     cancel_running(running);
     let since = Instant::now();
-    while lock(running).is_some() && since.elapsed() < PART_STOP_MAX {
+    while !lock(running).is_empty() && since.elapsed() < PART_STOP_MAX {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
@@ -443,14 +456,14 @@ fn stop_part(running: &Mutex<Option<Running>>) {
 /// part here finished — it still answers every checkpoint with its operators' last snapshots
 /// (their standing acks), so the job's other parts go on checkpointing.
 fn coordinator_of(
-    running: &Mutex<Option<Running>>,
+    running: &Mutex<Vec<Running>>,
     ended: &Mutex<Vec<Arc<TmCheckpoints>>>,
     job: u64,
     attempt: u32,
 ) -> Option<Arc<Coordinator>> {
     if let Some(r) = lock(running)
-        .as_ref()
-        .filter(|r| (r.job, r.attempt) == (job, attempt))
+        .iter()
+        .find(|r| (r.job, r.attempt) == (job, attempt))
     {
         return lock(&r.checkpoints.coordinator).clone();
     }
@@ -539,6 +552,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 struct TaskManager {
     id: u32,
+    /// The cores it offers.
+    cores: u32,
+    /// The first of its machine's CPUs: its core `c` is CPU `first_cpu + c`.
     first_cpu: usize,
     host: String,
     shm_dir: PathBuf,
@@ -547,6 +563,42 @@ struct TaskManager {
 }
 
 impl TaskManager {
+    /// The cores of this task manager that deployment `d` takes, or why it cannot run here:
+    /// no part here, a part of the job running already, a core that another part holds or
+    /// that this task manager does not have (the job manager's placement gone wrong).
+    fn check_deployment(&self, d: &Deployment, running: &[Running]) -> Result<Vec<u32>, String> {
+        let refused = |why: String| format!("job {} attempt {}: {why}", d.job, d.attempt);
+        let part = d
+            .parts
+            .iter()
+            .find(|p| p.task_manager == self.id)
+            .ok_or_else(|| refused(format!("no part for task manager {}", self.id)))?;
+        if let Some(r) = running.iter().find(|r| r.job == d.job) {
+            return Err(refused(format!(
+                "task manager {} runs attempt {} of the job already",
+                self.id, r.attempt
+            )));
+        }
+        if part.cores.is_empty() {
+            return Err(refused("a part without cores".into()));
+        }
+        for &c in &part.cores {
+            if c >= self.cores {
+                return Err(refused(format!(
+                    "core {c} of task manager {}, which offers {}",
+                    self.id, self.cores
+                )));
+            }
+            if let Some(r) = running.iter().find(|r| r.cores.contains(&c)) {
+                return Err(refused(format!(
+                    "core {c} of task manager {} runs job {} attempt {}",
+                    self.id, r.job, r.attempt
+                )));
+            }
+        }
+        Ok(part.cores.clone())
+    }
+
     /// Runs this task manager's part of a deployment to its end.
     fn run_part(
         &self,
@@ -593,13 +645,14 @@ impl TaskManager {
                     .any(|p| p.task_manager == tm && p.host == self.host)
             });
         eprintln!(
-            "task manager {}: job {} attempt {}: shards {}..{} of {}; shared memory with task managers {shared:?}, TCP with {tcp:?}",
+            "task manager {}: job {} attempt {}: shards {}..{} of {} on cores {:?}; shared memory with task managers {shared:?}, TCP with {tcp:?}",
             self.id,
             d.job,
             d.attempt,
             mine.first_shard,
             mine.first_shard + mine.shards,
-            d.parallelism
+            d.parallelism,
+            mine.cores
         );
         let transports = Transports {
             me: self.id,
@@ -607,6 +660,7 @@ impl TaskManager {
             shm_dir: self.shm_dir.clone(),
             job: d.job,
             attempt: d.attempt,
+            tag: d.tag,
             parts: d.parts.clone(),
             net: self.net.clone(),
             bell: self.bell.clone(),
@@ -615,7 +669,11 @@ impl TaskManager {
             parallelism: d.parallelism,
             part: ClusterPart {
                 shards: mine.first_shard..mine.first_shard + mine.shards,
-                first_cpu: self.first_cpu,
+                cpus: mine
+                    .cores
+                    .iter()
+                    .map(|&c| self.first_cpu + c as usize)
+                    .collect(),
                 remote: Arc::new(transports),
                 checkpoints: Some(Arc::new(AttemptCheckpoints(checkpoints))),
             },
@@ -634,6 +692,8 @@ struct Transports {
     shm_dir: PathBuf,
     job: u64,
     attempt: u32,
+    /// The deployment's tag on TCP links.
+    tag: u32,
     parts: Vec<Part>,
     net: Arc<Network>,
     bell: Arc<Bell>,
@@ -671,7 +731,11 @@ impl RemoteChannels for Transports {
     ) -> Result<RingSender, JobError> {
         let p = self.owner(to)?;
         if p.host != self.host {
-            return Ok(self.net.sender(p.task_manager, channel, config));
+            return Ok(self.net.sender(
+                p.task_manager,
+                LinkChannel::new(self.tag, channel),
+                config,
+            ));
         }
         // The receiving task manager makes the ring in its directory; wait for it.
         let path = self.ring_path(Path::new(&p.shm_dir), p.pid, channel);
@@ -707,7 +771,11 @@ impl RemoteChannels for Transports {
     ) -> Result<RingReceiver, JobError> {
         let p = self.owner(from)?;
         if p.host != self.host {
-            return Ok(self.net.receiver(p.task_manager, channel, config));
+            return Ok(self.net.receiver(
+                p.task_manager,
+                LinkChannel::new(self.tag, channel),
+                config,
+            ));
         }
         shm::create_receiver(
             &self.ring_path(&self.shm_dir, std::process::id(), channel),
