@@ -466,12 +466,8 @@ fn jobs_share_task_managers_core_by_core() {
     );
     cluster.jm.wait_for("job 1 'telemetry' attempt 1 at P = 2");
     let submit = |job: &[&str], out: &Path| {
-        shardflow()
-            .arg("run")
-            .args(job)
-            .arg("--output")
-            .arg(out)
-            .args(["--jobmanager", &cluster.addr])
+        cluster
+            .submit(job, out)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

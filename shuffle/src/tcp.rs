@@ -318,6 +318,33 @@ impl Peer {
         }
     }
 
+    /// Holds a buffer of a channel no one receives on yet (counted here and in `control`).
+    fn hold_early(&mut self, control: &Control, channel: LinkChannel, b: Buffer) {
+        self.early_bytes += b.len();
+        control
+            .early_bytes
+            .fetch_add(b.len() as u64, Ordering::Relaxed);
+        self.early.push_back((channel, b));
+    }
+
+    /// Takes the held buffers of the channels `which` picks, in the order they came.
+    fn take_early(
+        &mut self,
+        control: &Control,
+        which: impl Fn(LinkChannel) -> bool,
+    ) -> VecDeque<(LinkChannel, Buffer)> {
+        let (taken, kept): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut self.early)
+            .into_iter()
+            .partition(|(ch, _)| which(*ch));
+        self.early = kept;
+        let bytes: usize = taken.iter().map(|(_, b)| b.len()).sum();
+        self.early_bytes -= bytes;
+        control
+            .early_bytes
+            .fetch_sub(bytes as u64, Ordering::Relaxed);
+        taken
+    }
+
     fn wake_writer(&mut self) {
         if let Some(w) = self.writer.take() {
             w.wake();
@@ -445,17 +472,7 @@ async fn net_main(control: Arc<Control>, config: NetConfig, listener: std::net::
                 Command::Retire { tag } => {
                     retired.borrow_mut().insert(tag);
                     for p in peers.borrow_mut().values_mut() {
-                        let before = p.early_bytes;
-                        p.early.retain(|(ch, b)| {
-                            let keep = ch.tag != tag;
-                            if !keep {
-                                p.early_bytes -= b.len();
-                            }
-                            keep
-                        });
-                        control
-                            .early_bytes
-                            .fetch_sub((before - p.early_bytes) as u64, Ordering::Relaxed);
+                        p.take_early(&control, |ch| ch.tag == tag);
                     }
                 }
                 Command::Outgoing { peer, channel, rx } => {
@@ -489,21 +506,12 @@ async fn net_main(control: Arc<Control>, config: NetConfig, listener: std::net::
                     while let Ok(Some(b)) = incoming.tx.try_take_buffer() {
                         incoming.stash.push(b);
                     }
-                    // What came before we listened: delivered now, in order.
-                    let mut rest = VecDeque::new();
-                    let mut result = Ok(());
-                    for (ch, bytes) in std::mem::take(&mut p.early) {
-                        if ch != channel || result.is_err() {
-                            rest.push_back((ch, bytes));
-                            continue;
-                        }
-                        p.early_bytes -= bytes.len();
-                        control
-                            .early_bytes
-                            .fetch_sub(bytes.len() as u64, Ordering::Relaxed);
-                        result = deliver(&mut incoming, channel, &bytes);
-                    }
-                    p.early = rest;
+                    // What came before we listened: delivered now, in order (past the credit:
+                    // the peer fails).
+                    let result = p
+                        .take_early(&control, |ch| ch == channel)
+                        .iter()
+                        .try_for_each(|(_, bytes)| deliver(&mut incoming, channel, bytes));
                     p.incoming.insert(channel, incoming);
                     // The writer grants this channel's credits as its shard releases buffers.
                     p.wake_writer();
@@ -682,10 +690,7 @@ fn fail_rings(control: &Control, p: &mut Peer, why: &str) {
     for (_, i) in p.incoming.drain() {
         i.tx.handle().fail(why.to_string());
     }
-    p.early.clear();
-    control
-        .early_bytes
-        .fetch_sub(std::mem::take(&mut p.early_bytes) as u64, Ordering::Relaxed);
+    p.take_early(control, |_| true);
 }
 
 fn fail_peer(control: &Control, p: &mut Peer, id: u32, why: &str) {
@@ -795,11 +800,7 @@ async fn read_link(
                         }
                         let mut b = Buffer::with_capacity(bytes.len());
                         b.extend_from_slice(bytes);
-                        p.early_bytes += b.len();
-                        control
-                            .early_bytes
-                            .fetch_add(b.len() as u64, Ordering::Relaxed);
-                        p.early.push_back((channel, b));
+                        p.hold_early(control, channel, b);
                     }
                 },
             }

@@ -148,14 +148,18 @@ impl Cluster {
     }
 
     pub fn run(&self, args: &[&str], out: &Path) -> std::process::Output {
-        shardflow()
-            .arg("run")
+        self.submit(args, out).output().unwrap()
+    }
+
+    /// `shardflow run` of `args` on this cluster, writing into `out`.
+    pub fn submit(&self, args: &[&str], out: &Path) -> Command {
+        let mut c = shardflow();
+        c.arg("run")
             .args(args)
             .arg("--output")
             .arg(out)
-            .args(["--jobmanager", &self.addr])
-            .output()
-            .unwrap()
+            .args(["--jobmanager", &self.addr]);
+        c
     }
 }
 

@@ -55,20 +55,6 @@ struct TaskManagerEntry {
     shm_dir: String,
     data_addr: Option<String>,
     writer: Connection,
-    /// The cores (`0..cores`) that each job with a part here takes.
-    jobs: BTreeMap<u64, Vec<u32>>,
-}
-
-impl TaskManagerEntry {
-    /// Its cores no job takes; none until its data listener is known.
-    fn free(&self) -> Vec<u32> {
-        if self.data_addr.is_none() {
-            return Vec::new();
-        }
-        (0..self.cores)
-            .filter(|c| !self.jobs.values().any(|taken| taken.contains(c)))
-            .collect()
-    }
 }
 
 struct Job {
@@ -419,7 +405,7 @@ fn serve(s: &Arc<Shared>, stream: std::net::TcpStream) {
                     job,
                     name: j.name.clone(),
                     attempt: j.attempt,
-                    parallelism: j.parts.iter().map(|p| p.shards).sum(),
+                    parallelism: shards_of(&j.parts),
                     task_managers: j.parts.iter().map(|p| p.task_manager).collect(),
                 })
                 .collect();
@@ -557,7 +543,6 @@ fn serve_task_manager(
                 shm_dir,
                 data_addr: None,
                 writer,
-                jobs: BTreeMap::new(),
             },
         );
         (id, first_cpu)
@@ -730,14 +715,6 @@ fn serve_task_manager(
                 error,
             }) => {
                 let mut st = s.lock();
-                // Its cores are free again (unless this is news of an attempt before the one
-                // running: a job's attempts never overlap on a task manager).
-                let current = st.jobs.get(&job).is_none_or(|j| j.attempt == attempt);
-                if let Some(t) = st.task_managers.get_mut(&id)
-                    && current
-                {
-                    t.jobs.remove(&job);
-                }
                 let failed = match st.jobs.get_mut(&job) {
                     Some(j) if j.attempt == attempt => {
                         j.waiting.remove(&id);
@@ -881,8 +858,8 @@ fn deploy(
 ) -> Result<Vec<Part>, String> {
     let free: Vec<(u32, Vec<u32>)> = st
         .task_managers
-        .iter()
-        .map(|(id, t)| (*id, t.free()))
+        .keys()
+        .map(|&id| (id, free_cores_of(st, id)))
         .filter(|(_, f)| !f.is_empty())
         .collect();
     if free.is_empty() {
@@ -959,7 +936,6 @@ fn deploy(
             .task_managers
             .get_mut(&part.task_manager)
             .expect("chosen from the registered");
-        t.jobs.insert(job, part.cores.clone());
         if let Err(e) = t.writer.send(&Message::Deploy(deployment.clone())) {
             let why = format!("deploying to task manager {}: {e}", part.task_manager);
             cancel_job(st, job, why);
@@ -977,17 +953,38 @@ fn deploy(
     Ok(parts)
 }
 
+/// The cores of task manager `id` that no job's running part takes (a part runs until its
+/// task manager says it ended, or is lost); none until its data listener is known.
+fn free_cores_of(st: &State, id: u32) -> Vec<u32> {
+    let Some(t) = st.task_managers.get(&id).filter(|t| t.data_addr.is_some()) else {
+        return Vec::new();
+    };
+    let taken: Vec<u32> = st
+        .jobs
+        .values()
+        .filter(|j| j.waiting.contains(&id))
+        .flat_map(|j| j.parts.iter().filter(|p| p.task_manager == id))
+        .flat_map(|p| p.cores.iter().copied())
+        .collect();
+    (0..t.cores).filter(|c| !taken.contains(c)).collect()
+}
+
 /// Cores of the registered task managers that no job takes.
 fn free_cores(st: &State) -> u32 {
     st.task_managers
-        .values()
-        .map(|t| t.free().len() as u32)
+        .keys()
+        .map(|&id| free_cores_of(st, id).len() as u32)
         .sum()
 }
 
 /// The cores a job's parts take.
 fn cores_of(parts: &[Part]) -> u32 {
     parts.iter().map(|p| p.cores.len() as u32).sum()
+}
+
+/// The shards of a job's parts: its parallelism.
+fn shards_of(parts: &[Part]) -> u32 {
+    parts.iter().map(|p| p.shards).sum()
 }
 
 /// Waits for a change (or a while) with the state unlocked.
@@ -1050,7 +1047,7 @@ fn serve_submit(
             }
         }
     };
-    let p: u32 = parts.iter().map(|p| p.shards).sum();
+    let p: u32 = shards_of(&parts);
     let record = JobRecord {
         job,
         name: name.clone(),
@@ -1070,7 +1067,7 @@ fn serve_submit(
         error: outcome,
         task_managers: parts.len() as u32,
         attempts,
-        parallelism: parts.iter().map(|p| p.shards).sum(),
+        parallelism: shards_of(&parts),
     });
 }
 
@@ -1090,12 +1087,6 @@ fn run_job(s: &Arc<Shared>, record: JobRecord) -> (Option<String>, u32, Vec<Part
         // Every part of the attempt ends (or its task manager is lost).
         while st.jobs.get(&job).is_some_and(|j| !j.waiting.is_empty()) {
             st = wait(s, st);
-        }
-        let j = st.jobs.get_mut(&job).expect("jobs are removed only here");
-        for part in j.parts.clone() {
-            if let Some(t) = st.task_managers.get_mut(&part.task_manager) {
-                t.jobs.remove(&job);
-            }
         }
         let j = st.jobs.get_mut(&job).expect("jobs are removed only here");
         let Some(error) = j.error.clone() else {
